@@ -1,0 +1,3 @@
+from qmtgan.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""The `qmtgan` command: one group, each stage contributes its subcommands."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from qmtgan import __version__
+from qmtgan.runtime.errors import QmtganError
+
+
+class _Group(click.Group):
+    """Turns a QmtganError anywhere below into one clear message and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except QmtganError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qmtgan")
+def main() -> None:
+    """qmtgan: train, quantize, convert, run and benchmark MultiTempGAN compression of
+    multitemporal Sentinel-2 images."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".cache", "qmtgan", "keras"))
+
+
+def _register() -> None:
+    from qmtgan.bench.cli import COMMANDS as bench_commands
+    from qmtgan.train.cli import COMMANDS as train_commands
+
+    for command in [*train_commands, *bench_commands]:
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,68 @@
+"""Per-band linear map between sensor values (DN) and the generator's tanh range [-1, 1].
+
+The parameters travel with the model (model.json, later the .qmtg header): the decoder needs
+them to turn the generator's output back into DN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qmtgan.runtime.errors import QmtganError
+
+# Percentiles of the valid pixels of both images that map to -1 and +1. Values beyond them
+# are clipped: the generator's tanh cannot produce them anyway, and 0.1 % tails (saturated
+# or cloud pixels) would otherwise squeeze the useful range.
+LOW_PERCENTILE = 0.1
+HIGH_PERCENTILE = 99.9
+
+
+@dataclass(frozen=True)
+class Normalization:
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, images: list[np.ndarray], valid: np.ndarray) -> "Normalization":
+        """Fit per-band ranges on the valid pixels of band-first images."""
+        if not valid.any():
+            raise QmtganError("cannot fit normalization: every pixel is nodata")
+        stacked = np.concatenate([img[:, valid] for img in images], axis=1)
+        lo, hi = np.percentile(stacked, [LOW_PERCENTILE, HIGH_PERCENTILE], axis=1)
+        hi = np.maximum(hi, lo + 1.0)  # a constant band still gets a usable range
+        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+
+    def _arrays(self, bands: int) -> tuple[np.ndarray, np.ndarray]:
+        if bands != len(self.low):
+            raise QmtganError(f"normalization has {len(self.low)} bands, data has {bands}")
+        lo = np.asarray(self.low, np.float32).reshape(-1, 1, 1)
+        hi = np.asarray(self.high, np.float32).reshape(-1, 1, 1)
+        return lo, hi
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(bands, H, W) DN -> float32 in [-1, 1]."""
+        lo, hi = self._arrays(x.shape[0])
+        y = 2.0 * (x.astype(np.float32) - lo) / (hi - lo) - 1.0
+        return np.clip(y, -1.0, 1.0)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """(bands, H, W) in [-1, 1] -> float32 DN."""
+        lo, hi = self._arrays(y.shape[0])
+        return (np.asarray(y, np.float32) + 1.0) * 0.5 * (hi - lo) + lo
+
+    def to_dict(self) -> dict:
+        return {"kind": "percentile-linear", "low_percentile": LOW_PERCENTILE,
+                "high_percentile": HIGH_PERCENTILE, "low": list(self.low),
+                "high": list(self.high)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        try:
+            low, high = tuple(map(float, d["low"])), tuple(map(float, d["high"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QmtganError(f"bad normalization record: {exc}") from exc
+        if len(low) != len(high):
+            raise QmtganError(f"normalization low has {len(low)} bands, high has {len(high)}")
+        return cls(low, high)

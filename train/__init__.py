@@ -1,0 +1,1 @@
+"""Training side: data ingest (rasterio), pair simulation, patching, models, training loop."""

@@ -1,0 +1,57 @@
+"""A trained model on disk: generator.keras (Keras format, no pickle) + model.json with
+everything later stages need (architecture, band order, normalization, patch size, data
+identity, training record) and the sha256 of the weights file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+
+from qmtgan.runtime.atomic import atomic_file, write_text_atomic
+from qmtgan.runtime.digest import sha256_file
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.normalization import Normalization
+from qmtgan.runtime.scene import BAND_ORDER
+from qmtgan.train.models.config import GeneratorConfig
+
+MODEL_SCHEMA = "qmtgan.model/1"
+GENERATOR_FILE = "generator.keras"
+
+
+def save_model(run_dir: Path, generator: keras.Model, cfg: GeneratorConfig,
+               norm: Normalization, record: dict) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(run_dir / GENERATOR_FILE) as tmp:
+        generator.save(tmp.with_suffix(".keras"))
+        tmp.with_suffix(".keras").rename(tmp)  # Keras insists on the suffix
+    meta = {"schema": MODEL_SCHEMA, "generator": cfg.to_dict(), "bands": list(BAND_ORDER),
+            "normalization": norm.to_dict(), "patch_size": cfg.patch_size,
+            "files": {GENERATOR_FILE: sha256_file(run_dir / GENERATOR_FILE)}, **record}
+    write_text_atomic(run_dir / "model.json", json.dumps(meta, indent=2))
+    return run_dir
+
+
+def load_model_meta(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "model.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QmtganError(f"{path}: not a trained model ({exc})") from exc
+    if meta.get("schema") != MODEL_SCHEMA:
+        raise QmtganError(f"{path}: schema {meta.get('schema')!r}, expected {MODEL_SCHEMA}")
+    return meta
+
+
+def load_model(run_dir: str | Path) -> tuple[keras.Model, GeneratorConfig, Normalization, dict]:
+    run_dir = Path(run_dir)
+    meta = load_model_meta(run_dir)
+    weights = run_dir / GENERATOR_FILE
+    if not weights.exists() or sha256_file(weights) != meta["files"][GENERATOR_FILE]:
+        raise QmtganError(f"{weights}: missing or changed since training (sha256 mismatch)")
+    if meta["bands"] != list(BAND_ORDER):
+        raise QmtganError(f"{run_dir}: model band order {meta['bands']} != {list(BAND_ORDER)}")
+    generator = keras.saving.load_model(weights, compile=False, safe_mode=True)
+    return generator, GeneratorConfig.from_dict(meta["generator"]), \
+        Normalization.from_dict(meta["normalization"]), meta

@@ -1,0 +1,181 @@
+"""The pix2pix training loop: adversarial + lambda * L1, Adam(2e-4, beta1=0.5), batch 1.
+
+For compression the generator is fitted to the one scene it encodes, so "validation" is the
+reconstruction of that scene: SNR (dB, in DN on valid pixels) after every `val_every` epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qmtgan import __version__
+from qmtgan.runtime.atomic import write_text_atomic
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scene import Scene
+from qmtgan.train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from qmtgan.train.dataset import epoch_dataset, make_patch_set
+from qmtgan.train.model_io import save_model
+from qmtgan.train.models.config import GeneratorConfig
+from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    lambda_l1: float = 100.0
+    learning_rate: float = 2e-4
+    beta1: float = 0.5
+    seed: int = 0
+    ndf: int = 32            # discriminator width (see models/discriminator.py)
+    d_layers: int = 3
+    adversarial: bool = True  # False: L1 only (the generator step alone, ~6x cheaper)
+    flips: bool = False       # random mirror flips: off, the model is fitted to this one scene
+    val_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.val_every <= 0:
+            raise QmtganError("epochs and val_every must be positive")
+
+
+LOG_FIELDS = ["epoch", "g_loss", "g_adv", "g_l1", "d_loss", "val_snr_db", "epoch_s"]
+
+
+def _build(gcfg: GeneratorConfig, tcfg: TrainConfig):
+    import keras
+
+    from qmtgan.train.models.discriminator import build_patchgan
+    from qmtgan.train.models.registry import build_generator
+
+    keras.utils.set_random_seed(tcfg.seed)
+    generator = build_generator(gcfg)
+    discriminator = build_patchgan(gcfg.bands, gcfg.patch_size, tcfg.ndf, tcfg.d_layers)
+    g_opt = keras.optimizers.Adam(tcfg.learning_rate, beta_1=tcfg.beta1)
+    d_opt = keras.optimizers.Adam(tcfg.learning_rate, beta_1=tcfg.beta1)
+    g_opt.build(generator.trainable_variables)
+    d_opt.build(discriminator.trainable_variables)
+    return generator, discriminator, g_opt, d_opt
+
+
+def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
+    import tensorflow as tf
+
+    bce = lambda labels, logits: tf.reduce_mean(  # noqa: E731
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+    @tf.function
+    def step(ref, tgt):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = generator(ref, training=True)
+            l1 = tf.reduce_mean(tf.abs(tgt - fake))
+            if tcfg.adversarial:
+                d_real = discriminator([ref, tgt], training=True)
+                d_fake = discriminator([ref, fake], training=True)
+                g_adv = bce(tf.ones_like(d_fake), d_fake)
+                d_loss = 0.5 * (bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake))
+            else:
+                g_adv = d_loss = tf.constant(0.0)
+            g_loss = g_adv + tcfg.lambda_l1 * l1
+        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, generator.trainable_variables),
+                                  generator.trainable_variables))
+        if tcfg.adversarial:
+            d_opt.apply_gradients(zip(d_tape.gradient(d_loss, discriminator.trainable_variables),
+                                      discriminator.trainable_variables))
+        return {"g_loss": g_loss, "g_adv": g_adv, "g_l1": l1, "d_loss": d_loss}
+
+    return step
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, LOG_FIELDS)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+    write_text_atomic(path, buf.getvalue())
+
+
+def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorConfig,
+          tcfg: TrainConfig, data_identity: dict, resume: bool = False,
+          progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train and write run_dir/{generator.keras, model.json, train_log.csv, checkpoints/}.
+
+    ``stop_after`` ends the process's work after that many epochs of this call (used to
+    interrupt a run deliberately); the run stays resumable."""
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    latest = latest_checkpoint(ckpt_root) if ckpt_root.exists() else None
+    if latest is not None and not resume:
+        raise QmtganError(f"{run_dir} already holds a training run ({latest.name}); "
+                          "pass --resume to continue it or choose another output folder")
+    patches = make_patch_set(reference, target, gcfg.patch_size)
+    valid = reference.valid & target.valid
+    generator, discriminator, g_opt, d_opt = _build(gcfg, tcfg)
+    models = {"generator": generator, "discriminator": discriminator}
+    optimizers = {"g_opt": g_opt, "d_opt": d_opt}
+    history: list[dict] = []
+    start_epoch, wall_before = 1, 0.0
+    if latest is not None:
+        state = restore_checkpoint(latest, models, optimizers)
+        if state.get("generator") != gcfg.to_dict() or state.get("train") != asdict(tcfg):
+            raise QmtganError(f"{latest}: checkpoint was made with another configuration; "
+                              "resume with the same options")
+        history, start_epoch, wall_before = state["history"], state["epoch"] + 1, state["wall_s"]
+    step = make_train_step(generator, discriminator, g_opt, d_opt, tcfg)
+    steps = patches.trainable.size
+    t0 = time.perf_counter()
+    bar = tqdm(total=tcfg.epochs * steps, initial=(start_epoch - 1) * steps, unit="step",
+               desc="train", disable=not progress, dynamic_ncols=True)
+    done_here = 0
+    for epoch in range(start_epoch, tcfg.epochs + 1):
+        if stop_after is not None and done_here >= stop_after:
+            break
+        te = time.perf_counter()
+        sums: dict[str, float] = {}
+        for ref, tgt in epoch_dataset(patches, tcfg.seed, epoch, tcfg.flips):
+            losses = {k: float(v) for k, v in step(ref, tgt).items()}
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(epoch=epoch, l1=f"{losses['g_l1']:.4f}", d=f"{losses['d_loss']:.3f}")
+            bar.update(1)
+        row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}}
+        if epoch % tcfg.val_every == 0 or epoch == tcfg.epochs:
+            recon = reconstruct_scene(generator, patches.reference, patches.grid,
+                                      patches.normalization, valid)
+            row["val_snr_db"] = scene_metrics(target.data, recon, valid, patches.grid)["snr_db"]
+            bar.write(f"epoch {epoch}: L1 {row['g_l1']:.4f}  SNR {row['val_snr_db']:.2f} dB")
+        row["epoch_s"] = time.perf_counter() - te
+        history.append(row)
+        wall = wall_before + time.perf_counter() - t0
+        save_checkpoint(ckpt_root, epoch, models, optimizers,
+                        {"history": history, "wall_s": wall, "generator": gcfg.to_dict(),
+                         "train": asdict(tcfg)})
+        _write_log(run_dir / "train_log.csv", history)
+        done_here += 1
+    bar.close()
+    finished = bool(history) and history[-1]["epoch"] == tcfg.epochs
+    result = {"epochs_done": history[-1]["epoch"] if history else 0, "finished": finished,
+              "history": history, "wall_s": wall_before + time.perf_counter() - t0}
+    if finished:
+        record = {"training": {"config": asdict(tcfg), "epochs_done": tcfg.epochs,
+                               "wall_s": result["wall_s"], "final": history[-1],
+                               "patches": int(steps)},
+                  "data": data_identity, "versions": _versions()}
+        save_model(run_dir, generator, gcfg, patches.normalization, record)
+    return result
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"qmtgan": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
