@@ -31,9 +31,10 @@ def main() -> None:
 
 def _register() -> None:
     from qmtgan.bench.cli import COMMANDS as bench_commands
+    from qmtgan.quantize.cli import COMMANDS as quantize_commands
     from qmtgan.train.cli import COMMANDS as train_commands
 
-    for command in [*train_commands, *bench_commands]:
+    for command in [*train_commands, *quantize_commands, *bench_commands]:
         main.add_command(command)
 
 

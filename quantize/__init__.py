@@ -1,1 +1,1 @@
-"""quantize stage (see the issues)."""
+"""Post-training quantization of generator weights, the .qmtg payload and the RD report."""

@@ -66,3 +66,19 @@ def write_band(path: Path, array: np.ndarray, transform, crs="EPSG:32618", descr
         for i, d in enumerate(descriptions or [], start=1):
             dst.set_band_description(i, d)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, small_pair_dir):
+    """A tiny generator (ngf 4, depth 3, 3x3) really trained for 12 epochs on the small pair."""
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.pair import load_pair
+    from qmtgan.train.training import TrainConfig, train
+
+    reference, target, meta, _ = load_pair(small_pair_dir)
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    result = train(reference, target, run_dir, GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32),
+                   TrainConfig(epochs=12, val_every=4, learning_rate=1e-3),
+                   {"sha256": meta["sha256"], "height": meta["height"], "width": meta["width"]},
+                   progress=False)
+    return run_dir, result

@@ -17,24 +17,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from qmtgan.runtime.errors import QmtganError
 from conftest import run_cli
 
 TINY = ["--ngf", "4", "--depth", "3", "--kernel", "3"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, small_pair_dir):
-    from qmtgan.train.models.config import GeneratorConfig
-    from qmtgan.train.pair import load_pair
-    from qmtgan.train.training import TrainConfig, train
-
-    reference, target, meta, _ = load_pair(small_pair_dir)
-    run_dir = tmp_path_factory.mktemp("run") / "tiny"
-    result = train(reference, target, run_dir, GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32),
-                   TrainConfig(epochs=12, val_every=4, learning_rate=1e-3),
-                   {"sha256": meta["sha256"]}, progress=False)
-    return run_dir, result
 
 
 def test_tiny_training_lowers_l1_and_writes_a_complete_run(tiny_run):

@@ -22,7 +22,7 @@ KEEP = 2
 
 
 def _opt_arrays(prefix: str, optimizer) -> dict[str, np.ndarray]:
-    return {f"{prefix}{i:04d}": np.asarray(v.value) for i, v in enumerate(optimizer.variables)}
+    return {f"{prefix}{i:04d}": v.value.numpy() for i, v in enumerate(optimizer.variables)}
 
 
 def save_checkpoint(ckpt_root: Path, epoch: int, models: dict, optimizers: dict, state: dict) -> Path:

@@ -38,28 +38,31 @@ def make_patch_set(reference: Scene, target: Scene, patch_size: int,
                     grid, norm, trainable)
 
 
-def epoch_dataset(patches: PatchSet, seed: int, epoch: int, flips: bool):
-    """One epoch of (reference, target) batches of 1, in an order (and with mirror flips)
-    drawn from (seed, epoch) alone, so a resumed run sees the same data as an uninterrupted one."""
-    import tensorflow as tf
-
+def epoch_order(patches: PatchSet, seed: int, epoch: int, flips: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Patch order (and mirror flips) of one epoch, drawn from (seed, epoch) alone, so a
+    resumed run sees the same data as an uninterrupted one."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(patches.trainable)
     flip = rng.integers(0, 2, (order.size, 2)).astype(bool) if flips else np.zeros((order.size, 2), bool)
+    return order, flip
+
+
+def training_dataset(patches: PatchSet, seed: int, first_epoch: int, last_epoch: int, flips: bool):
+    """(reference, target) batches of 1 for epochs first..last, as one tf.data pipeline built
+    once (a pipeline per epoch costs a noticeable start-up every epoch)."""
+    import tensorflow as tf
+
     ref, tgt = patches.reference, patches.target
 
-    def fetch(i: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, b = ref[i], tgt[i]
-        if f[0]:
-            a, b = a[::-1], b[::-1]
-        if f[1]:
-            a, b = a[:, ::-1], b[:, ::-1]
-        return np.ascontiguousarray(a), np.ascontiguousarray(b)
-
     def gen():
-        for i, f in zip(order, flip):
-            yield fetch(i, f)
+        for epoch in range(first_epoch, last_epoch + 1):
+            for i, (fv, fh) in zip(*epoch_order(patches, seed, epoch, flips)):
+                a, b = ref[i], tgt[i]
+                if fv:
+                    a, b = a[::-1], b[::-1]
+                if fh:
+                    a, b = a[:, ::-1], b[:, ::-1]
+                yield np.ascontiguousarray(a), np.ascontiguousarray(b)
 
     spec = tf.TensorSpec(ref.shape[1:], tf.float32)
-    return (tf.data.Dataset.from_generator(gen, output_signature=(spec, spec))
-            .batch(1).prefetch(2))
+    return tf.data.Dataset.from_generator(gen, output_signature=(spec, spec)).batch(1).prefetch(2)

@@ -19,7 +19,7 @@ from qmtgan.runtime.atomic import write_text_atomic
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.scene import Scene
 from qmtgan.train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
-from qmtgan.train.dataset import epoch_dataset, make_patch_set
+from qmtgan.train.dataset import make_patch_set, training_dataset
 from qmtgan.train.model_io import save_model
 from qmtgan.train.models.config import GeneratorConfig
 from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
@@ -37,10 +37,21 @@ class TrainConfig:
     adversarial: bool = True  # False: L1 only (the generator step alone, ~6x cheaper)
     flips: bool = False       # random mirror flips: off, the model is fitted to this one scene
     val_every: int = 1
+    decay_from: float = 1.0   # fraction of the epochs after which the learning rate falls
+                              # linearly to 0 (pix2pix: 0.5); 1.0 keeps it constant
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.val_every <= 0:
             raise QmtganError("epochs and val_every must be positive")
+        if not 0.0 <= self.decay_from <= 1.0:
+            raise QmtganError(f"decay_from must be in [0, 1], got {self.decay_from}")
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """pix2pix's schedule: constant, then linear decay to 0 over the last epochs."""
+        start = self.decay_from * self.epochs
+        if epoch <= start:
+            return self.learning_rate
+        return self.learning_rate * max(0.0, 1.0 - (epoch - start) / (self.epochs - start + 1))
 
 
 LOG_FIELDS = ["epoch", "g_loss", "g_adv", "g_l1", "d_loss", "val_snr_db", "epoch_s"]
@@ -134,12 +145,16 @@ def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorC
     bar = tqdm(total=tcfg.epochs * steps, initial=(start_epoch - 1) * steps, unit="step",
                desc="train", disable=not progress, dynamic_ncols=True)
     done_here = 0
+    batches = iter(training_dataset(patches, tcfg.seed, start_epoch, tcfg.epochs, tcfg.flips))
     for epoch in range(start_epoch, tcfg.epochs + 1):
         if stop_after is not None and done_here >= stop_after:
             break
         te = time.perf_counter()
+        for opt in (g_opt, d_opt):
+            opt.learning_rate.assign(tcfg.learning_rate_at(epoch))
         sums: dict[str, float] = {}
-        for ref, tgt in epoch_dataset(patches, tcfg.seed, epoch, tcfg.flips):
+        for _ in range(steps):
+            ref, tgt = next(batches)
             losses = {k: float(v) for k, v in step(ref, tgt).items()}
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v

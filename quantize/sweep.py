@@ -1,0 +1,182 @@
+"""`qmtgan quantize sweep`: methods x bit widths on a trained model, measured on its pair.
+
+For every configuration: the generator's weights are replaced by their dequantized values,
+the whole target scene is reconstructed, and SNR / LMSE / PSNR are measured against the true
+target (valid pixels, DN). bpp is given twice: for the scene's real pixel count (one image;
+a small scene makes the model expensive per pixel) and projected onto the seed's data set
+(441 patches of 512x512x12, one Sentinel-2 tile), which is what compares with Table 2.
+Eq. 2-3 distances use the Table 2 set (float, 6 and 8 bits, mixed rows, peers) for min/max.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qmtgan.quantize.accounting import PAPER_IMAGES, PAPER_PIXELS, account, paper_row
+from qmtgan.quantize.model import assign_weights, quantize_tensors
+from qmtgan.quantize.policy import Policy, generator_tensors
+from qmtgan.runtime import metrics
+
+
+@dataclass
+class Row:
+    model: str
+    policy: Policy | None
+    bits: str
+    accounting: dict
+    paper: dict                 # the seed's columns for the 441-patch projection
+    bpp_scene: float
+    snr_db: float
+    lmse: float
+    psnr_db: float
+    in_table2: bool
+    distance: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "policy": self.policy.to_dict() if self.policy else None,
+                "label": self.policy.label if self.policy else self.model, "bits": self.bits,
+                "accounting_scene": self.accounting, **{f"paper_{k}": v for k, v in self.paper.items()},
+                "bpp_tile": self.accounting["bpp_tile"], "bpp_scene": self.bpp_scene,
+                "snr_db": self.snr_db, "lmse": self.lmse, "psnr_db": self.psnr_db,
+                "in_table2": self.in_table2, "distance": self.distance, **self.extra}
+
+
+class Evaluator:
+    """Reconstructs the pair's target with given generator weights and measures it."""
+
+    def __init__(self, generator, patches, target: np.ndarray, valid: np.ndarray):
+        self.generator, self.patches, self.target, self.valid = generator, patches, target, valid
+        self.pixels = int(target.size)  # H x W x bands of the one scene
+
+    def reconstruct(self, weights: list[np.ndarray]) -> np.ndarray:
+        from qmtgan.train.reconstruct import reconstruct_scene
+
+        assign_weights(self.generator, weights)
+        p = self.patches
+        return reconstruct_scene(self.generator, p.reference, p.grid, p.normalization, self.valid)
+
+    def measure(self, weights: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+        recon = self.reconstruct(weights)
+        return metrics.image_metrics(self.target, recon, self.valid), recon
+
+
+def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2, log=print) -> tuple[str, ...]:
+    """The conv layers whose kernel, quantized alone (symmetric, ``bits``), costs the most SNR.
+    The probe uses 4 bits: at 8 bits every single layer's drop is within measurement noise."""
+    base, _ = evaluator.measure([w for _, w in tensors])
+    drops = {}
+    for i, (info, _) in enumerate(tensors):
+        if not info.is_conv:
+            continue
+        only = quantize_tensors([tensors[i]], Policy("symmetric", bits=bits))
+        weights = [w for _, w in tensors]
+        weights[i] = only.dequantized()[0]
+        drops[info.layer] = base["snr_db"] - evaluator.measure(weights)[0]["snr_db"]
+    ranked = sorted(drops, key=drops.get, reverse=True)
+    log("SNR drop when one conv layer alone is quantized to %d bits: %s" % (
+        bits, ", ".join(f"{k} {drops[k]:.3f} dB" for k in ranked)))
+    log(f"critical layers (largest drops): {', '.join(ranked[:count])}")
+    return tuple(ranked[:count])
+
+
+def _row(name: str, policy: Policy, tensors, evaluator: Evaluator, seed: int, table2: bool):
+    qmodel = quantize_tensors(tensors, policy, seed)
+    acc_tile = account(qmodel, PAPER_PIXELS, PAPER_IMAGES)
+    acc_scene = acc_tile.with_data(evaluator.pixels, 1)
+    m, recon = evaluator.measure(qmodel.dequantized())
+    acc = {**acc_scene.to_dict(), "bpp_tile": acc_tile.bpp}
+    return Row(name, policy, policy.bits_column if policy.mode != "uniform" else str(policy.bits), acc,
+               paper_row(acc_tile), acc_scene.bpp, m["snr_db"], m["lmse"], m["psnr_db"], table2), recon
+
+
+def normalized_distances(rows: list[Row], reference: Row) -> None:
+    """Eq. 2-3: min-max normalize bpp (tile) and SNR over the Table 2 rows, Euclidean distance
+    of every row to the float model."""
+    ref_rows = [r for r in rows if r.in_table2]
+    bpps = [r.accounting["bpp_tile"] for r in ref_rows]
+    snrs = [r.snr_db for r in ref_rows]
+    b_lo, b_hi, s_lo, s_hi = min(bpps), max(bpps), min(snrs), max(snrs)
+    nb = lambda b: (b - b_lo) / (b_hi - b_lo) if b_hi > b_lo else 0.0  # noqa: E731
+    ns = lambda s: (s - s_lo) / (s_hi - s_lo) if s_hi > s_lo else 0.0  # noqa: E731
+    for r in rows:
+        r.extra.update(bpp_norm=nb(r.accounting["bpp_tile"]), snr_norm=ns(r.snr_db))
+        r.distance = float(np.hypot(nb(r.accounting["bpp_tile"]) - nb(reference.accounting["bpp_tile"]),
+                                    ns(r.snr_db) - ns(reference.snr_db)))
+
+
+def run_sweep(model_dir: str | Path, pair_dir: str | Path, out_dir: str | Path,
+              methods: list[str], bits: list[int], seed: int = 0, peers: list[str] = (),
+              log=print) -> list[Row]:
+    from tqdm import tqdm
+
+    from qmtgan.quantize.configs import sweep_policies, table2_policies
+    from qmtgan.quantize.report import write_report
+    from qmtgan.train.dataset import make_patch_set
+    from qmtgan.train.model_io import load_model
+    from qmtgan.train.pair import load_pair
+
+    generator, cfg, norm, meta = load_model(model_dir)
+    reference, target, pair_meta, _ = load_pair(pair_dir)
+    valid = reference.valid & target.valid
+    patches = make_patch_set(reference, target, cfg.patch_size, normalization=norm)
+    evaluator = Evaluator(generator, patches, target.data, valid)
+    tensors = generator_tensors(generator)
+    critical = critical_layers(evaluator, tensors, log=log)
+    table2 = {p.label for _, p in table2_policies(critical)}
+    names = {p.label: n for n, p in table2_policies(critical)}
+    policies = sweep_policies(methods, bits, critical)
+    rows, recons = [], {}
+    for policy in tqdm(policies, desc="sweep", unit="config"):
+        row, recon = _row(names.get(policy.label, "Q-MultiTempGAN"), policy, tensors, evaluator, seed,
+                          policy.label in table2)
+        rows.append(row)
+        if policy.label in ("float32", "symmetric 8", "stochastic 8"):
+            recons[policy.label] = recon
+    assign_weights(generator, [w for _, w in tensors])  # leave the model as it was
+    for peer in peers:
+        rows.append(_peer_row(peer, pair_dir, evaluator.pixels, log))
+    normalized_distances(rows, rows[0])
+    best = best_row(rows)
+    if best.policy.label not in recons:
+        recons[best.policy.label] = evaluator.reconstruct(
+            quantize_tensors(tensors, best.policy, seed).dequantized())
+        assign_weights(generator, [w for _, w in tensors])
+    write_report(out_dir, rows, best, recons, reference, target, valid,
+                 {"model": str(model_dir), "pair": str(pair_dir), "seed": seed,
+                  "critical_layers": list(critical), "scene_pixels": evaluator.pixels,
+                  "generator": cfg.to_dict()})
+    return rows
+
+
+def best_row(rows: list[Row]) -> Row:
+    """The quantized Table 2 configuration nearest to the float model (the seed's criterion)."""
+    return min((r for r in rows if r.in_table2 and r.policy is not None and r.policy.label != "float32"),
+               key=lambda r: r.distance)
+
+
+def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
+    """A float row for a trained peer generator (the seed's LinkNet / ResNet / U-Net rows)."""
+    from qmtgan.quantize.accounting import Accounting
+    from qmtgan.train.evaluate import evaluate
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m = evaluate(run_dir, pair_dir, Path(tmp) / "peer.tif", progress=False)
+    params = sum(int(np.prod(t)) for t in _shapes(run_dir))
+    acc = Accounting(params, 0, 0, 0, PAPER_PIXELS, PAPER_IMAGES)
+    name = m["generator"]["name"]
+    log(f"peer {name}: SNR {m['snr_db']:.2f} dB")
+    return Row(name, None, "32", {**acc.with_data(pixels, 1).to_dict(), "bpp_tile": acc.bpp},
+               paper_row(acc), acc.with_data(pixels, 1).bpp, m["snr_db"], m["lmse"], m["psnr_db"], True)
+
+
+def _shapes(run_dir) -> list[tuple[int, ...]]:
+    from qmtgan.train.model_io import load_model
+
+    generator = load_model(run_dir)[0]
+    return [tuple(v.shape) for v in generator.trainable_weights]

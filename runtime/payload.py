@@ -1,0 +1,173 @@
+"""The .qmtg payload: a quantized generator as bytes (numpy only; spec in docs/qmtg-format.md).
+
+    magic      8 bytes  b"QMTG\\r\\n\\x1a\\n"
+    version    u16 major, u16 minor (little-endian, like every integer here)
+    count      u32 number of sections
+    directory  count x (4-byte tag, u64 length, u32 CRC32 of the section)
+    sections   in directory order: HEAD (UTF-8 JSON), SIDE (float32), CODE (bit-packed
+               codes of every quantized tensor, in header order, one continuous bitstream),
+               FLT (float32 tensors kept unquantized)
+    sha256     32 bytes over everything before it
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qmtgan.runtime import bitpack
+from qmtgan.runtime.atomic import atomic_file
+from qmtgan.runtime.dequant import dequantize
+from qmtgan.runtime.errors import QmtganError
+
+MAGIC = b"QMTG\r\n\x1a\n"
+VERSION = (1, 0)
+SECTIONS = (b"HEAD", b"SIDE", b"CODE", b"FLT ")
+_PREFIX = struct.Struct("<8sHHI")
+_DIR_ENTRY = struct.Struct("<4sQI")
+FLOAT_BITS = 32
+
+
+@dataclass
+class Payload:
+    header: dict                  # JSON header (see docs/qmtg-format.md)
+    codes: list[np.ndarray | None]  # per tensor: uint32 codes (None when float)
+    sides: list[np.ndarray | None]  # per tensor: float32 side info (None when float)
+    floats: list[np.ndarray | None]  # per tensor: float32 values when not quantized
+
+    def weights(self) -> list[np.ndarray]:
+        """Dequantized float32 tensors in header order."""
+        out = []
+        for t, c, s, f in zip(self.header["tensors"], self.codes, self.sides, self.floats):
+            out.append(f if c is None else dequantize(t["method"], c, s, t["bits"], t["channel_axis"]))
+        return out
+
+
+def encode(payload: Payload) -> bytes:
+    tensors = payload.header["tensors"]
+    if not (len(tensors) == len(payload.codes) == len(payload.sides) == len(payload.floats)):
+        raise QmtganError("payload: header and tensor lists differ in length")
+    shared = payload.header.get("shared_side", False)
+    side_parts, bits_parts, float_parts = [], [], []
+    stream_codes, stream_bits = [], []
+    for t, c, s, f in zip(tensors, payload.codes, payload.sides, payload.floats):
+        if c is None:
+            float_parts.append(np.asarray(f, "<f4").ravel())
+            continue
+        if not (shared and side_parts):
+            side_parts.append(np.asarray(s, "<f4").ravel())
+        stream_codes.append(np.asarray(c, np.uint32).ravel())
+        stream_bits.append(t["bits"])
+    code_bytes = bitpack.pack_stream(stream_codes, stream_bits)
+    sections = {b"HEAD": json.dumps(payload.header, separators=(",", ":")).encode(),
+                b"SIDE": b"".join(p.tobytes() for p in side_parts),
+                b"CODE": code_bytes,
+                b"FLT ": b"".join(p.tobytes() for p in float_parts)}
+    head = _PREFIX.pack(MAGIC, *VERSION, len(SECTIONS))
+    head += b"".join(_DIR_ENTRY.pack(tag, len(sections[tag]), zlib.crc32(sections[tag])) for tag in SECTIONS)
+    body = head + b"".join(sections[tag] for tag in SECTIONS)
+    return body + hashlib.sha256(body).digest()
+
+
+def write(path: str | os.PathLike, payload: Payload) -> Path:
+    data = encode(payload)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def decode(data: bytes, name: str = "payload") -> Payload:
+    """Parse and verify; every defect is one QmtganError naming it."""
+    if len(data) < _PREFIX.size + 32:
+        raise QmtganError(f"{name}: truncated ({len(data)} bytes is shorter than any .qmtg file)")
+    magic, major, minor, count = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise QmtganError(f"{name}: not a .qmtg payload (wrong magic {magic!r})")
+    if major > VERSION[0]:
+        raise QmtganError(f"{name}: format version {major}.{minor} is newer than this qmtgan reads "
+                          f"({VERSION[0]}.x); upgrade qmtgan")
+    if count != len(SECTIONS):
+        raise QmtganError(f"{name}: {count} sections, expected {len(SECTIONS)} (corrupted header)")
+    offset = _PREFIX.size + count * _DIR_ENTRY.size
+    if len(data) < offset + 32:
+        raise QmtganError(f"{name}: truncated inside its section directory")
+    directory = [_DIR_ENTRY.unpack_from(data, _PREFIX.size + i * _DIR_ENTRY.size) for i in range(count)]
+    expected = offset + sum(length for _, length, _ in directory) + 32
+    if [tag for tag, _, _ in directory] != list(SECTIONS):
+        raise QmtganError(f"{name}: unexpected section tags {[t for t, _, _ in directory]} (corrupted)")
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise QmtganError(f"{name}: {what}: {len(data)} bytes, its directory says {expected}")
+    sections = {}
+    for tag, length, crc in directory:
+        chunk = data[offset : offset + length]
+        if zlib.crc32(chunk) != crc:
+            raise QmtganError(f"{name}: section {tag.decode().strip()} fails its CRC32 (corrupted)")
+        sections[tag] = chunk
+        offset += length
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise QmtganError(f"{name}: SHA-256 mismatch (corrupted)")
+    try:
+        header = json.loads(sections[b"HEAD"].decode())
+        return _split(header, sections, name)
+    except QmtganError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise QmtganError(f"{name}: malformed header ({exc})") from exc
+
+
+def _split(header: dict, sections: dict, name: str) -> Payload:
+    tensors, shared = header["tensors"], bool(header.get("shared_side", False))
+    side = np.frombuffer(sections[b"SIDE"], "<f4")
+    floats_all = np.frombuffer(sections[b"FLT "], "<f4")
+    quantized = [t for t in tensors if t["bits"] != FLOAT_BITS]
+    for t in quantized:
+        if not 2 <= int(t["bits"]) <= 16:
+            raise QmtganError(f"{name}: tensor {t['name']} has bit width {t['bits']}")
+    counts = [int(np.prod(t["shape"])) for t in quantized]
+    widths = [int(t["bits"]) for t in quantized]
+    need = bitpack.packed_size(sum(n * b for n, b in zip(counts, widths)))
+    if len(sections[b"CODE"]) != need:
+        raise QmtganError(f"{name}: CODE section has {len(sections[b'CODE'])} bytes, the header's "
+                          f"tensors need {need}")
+    stream = iter(bitpack.unpack_stream(sections[b"CODE"], counts, widths))
+    codes, sides, floats = [], [], []
+    s_off = f_off = 0
+    for t in tensors:
+        shape, bits, size = tuple(t["shape"]), int(t["bits"]), int(np.prod(t["shape"]))
+        if bits == FLOAT_BITS:
+            if f_off + size > floats_all.size:
+                raise QmtganError(f"{name}: FLT section too short for tensor {t['name']}")
+            floats.append(floats_all[f_off : f_off + size].astype(np.float32).reshape(shape))
+            codes.append(None)
+            sides.append(None)
+            f_off += size
+            continue
+        n_side = int(t["side"])
+        start = 0 if shared else s_off
+        if start + n_side > side.size:
+            raise QmtganError(f"{name}: SIDE section too short for tensor {t['name']}")
+        sides.append(side[start : start + n_side].astype(np.float32))
+        s_off = n_side if shared else s_off + n_side
+        codes.append(next(stream).reshape(shape))
+        floats.append(None)
+    if s_off != side.size or f_off != floats_all.size:
+        raise QmtganError(f"{name}: SIDE/FLT sections have {side.size}/{floats_all.size} values, "
+                          f"the header accounts for {s_off}/{f_off}")
+    return Payload(header, codes, sides, floats)
+
+
+def read(path: str | os.PathLike) -> Payload:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise QmtganError(f"{path}: cannot read payload ({exc})") from exc
+    return decode(data, str(path))

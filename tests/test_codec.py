@@ -1,0 +1,113 @@
+"""encode -> .qmtg -> decode with the real CLI on a tiny trained model, and its bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def reference_target(tmp_path_factory, small_pair_dir):
+    folder = tmp_path_factory.mktemp("scenes")
+    return small_pair_dir / "reference.tif", small_pair_dir / "target.tif", folder
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_run, reference_target):
+    ref, tgt, folder = reference_target
+    out = folder / "x.qmtg"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0],
+                   "--method", "symmetric", "--bits", "6", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "bpp on disk" in proc.stdout
+    return out
+
+
+def test_decode_reproduces_the_in_memory_dequantized_model(encoded, tiny_run, reference_target, tmp_path):
+    from qmtgan.quantize.model import assign_weights, quantize_tensors
+    from qmtgan.quantize.policy import Policy, generator_tensors
+    from qmtgan.runtime import payload as fmt
+    from qmtgan.runtime.tiling import PatchGrid
+    from qmtgan.train.ingest import read_scene
+    from qmtgan.train.model_io import load_model
+    from qmtgan.train.reconstruct import reconstruct_scene
+
+    ref, _, _ = reference_target
+    out = tmp_path / "target_hat.tif"
+    proc = run_cli("decode", "--reference", ref, encoded, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+
+    generator, cfg, norm, _ = load_model(tiny_run[0])
+    qmodel = quantize_tensors(generator_tensors(generator), Policy("symmetric", bits=6))
+    in_memory = qmodel.dequantized()
+    for a, b in zip(fmt.read(encoded).weights(), in_memory):
+        assert a.tobytes() == b.tobytes()  # bit-identical weights from the file
+    assign_weights(generator, in_memory)
+    reference = read_scene(ref)
+    grid = PatchGrid(*reference.shape, cfg.patch_size)
+    expected = reconstruct_scene(generator, grid.cut(norm.forward(reference.data)), grid, norm, reference.valid)
+    with rasterio.open(out) as ds:
+        decoded = ds.read().astype(np.float32)
+        assert ds.transform == reference.transform and ds.crs == reference.crs
+    assert np.max(np.abs(decoded - np.clip(np.rint(expected), 1, 65535))) <= 1.0
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda d: d[: len(d) // 2], "truncated"),
+    (lambda d: d[:200] + bytes([d[200] ^ 4]) + d[201:], "CRC32"),
+    (lambda d: b"GIF89a\x00\x00" + d[8:], "wrong magic"),
+    (lambda d: d[:8] + (7).to_bytes(2, "little") + d[10:], "newer"),
+])
+def test_damaged_payloads_fail_cleanly(encoded, reference_target, tmp_path, damage, needle):
+    bad = tmp_path / "bad.qmtg"
+    bad.write_bytes(damage(encoded.read_bytes()))
+    out = tmp_path / "never.tif"
+    proc = run_cli("decode", "--reference", reference_target[0], bad, "-o", out)
+    assert proc.returncode == 1 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_reference_that_does_not_match_the_payload(encoded, sample_scene, tmp_path):
+    from qmtgan.runtime.raster import write_geotiff
+    from qmtgan.runtime.scene import Scene
+
+    other = write_geotiff(tmp_path / "other.tif", Scene(sample_scene.data[:, :64, :64].copy(), sample_scene.crs,
+                                                        sample_scene.transform))
+    out = tmp_path / "never.tif"
+    proc = run_cli("decode", "--reference", other, encoded, "-o", out)
+    assert proc.returncode == 1 and "was made for a 96x128 px reference" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bits", "1"], "1 is not in the range 2<=x<=32"),
+    (["--bits", "17"], "bit width must be an integer in 2..16"),
+    (["--method", "magic"], "'magic' is not one of"),
+])
+def test_bad_bit_widths_and_methods_on_the_cli(tiny_run, reference_target, tmp_path, args, needle):
+    ref, tgt, _ = reference_target
+    out = tmp_path / "x.qmtg"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0], *args, "-o", out)
+    assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
+    import json
+
+    out = tmp_path / "sweep"
+    proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--pair", small_pair_dir, "-o", out,
+                   "--methods", "symmetric,stochastic,integer", "--bits", "4,8,32")
+    assert proc.returncode == 0, proc.stderr
+    assert "critical layers" in proc.stdout
+    for name in ("table2.md", "table2.csv", "table2.json", "figure2.png", "figure3.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "table2.json").read_text())
+    rows = {r["label"]: r for r in report["rows"]}
+    assert rows["float32"]["distance"] == 0.0
+    assert rows["symmetric 8"]["bpp_tile"] < rows["float32"]["bpp_tile"] / 3.9
+    assert rows["symmetric 4"]["snr_db"] < rows["symmetric 8"]["snr_db"] + 0.05
+    assert report["best"]["in_table2"] and report["best"]["label"] != "float32"
