@@ -136,7 +136,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
               "reconstruction": metrics, "baseline_reference_as_target_snr_db": identity_snr,
               "quantization": {label: _summary(by_label[label]) for label in
                                ("float32", "symmetric 8", "symmetric 6", "stochastic 8")}
-                              | {"best (Eq. 3)": _summary(best)},
+                              | {"best (Eq. 3)": {**_summary(best), "label": best.policy.label + " (smallest d)"}},
               "payload": payload,
               "timings": timings, "outputs": {"pair": str(pair_dir), "model": str(run_dir),
                                               "reconstruction": str(recon_tif),

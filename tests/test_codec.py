@@ -98,9 +98,13 @@ def test_bad_bit_widths_and_methods_on_the_cli(tiny_run, reference_target, tmp_p
 def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     import json
 
+    peer = tmp_path / "unet"
+    trained = run_cli("train", "--pair", small_pair_dir, "-o", peer, "--generator", "unet", "--ngf", "2",
+                      "--depth", "3", "--epochs", "2", "--val-every", "1")
+    assert trained.returncode == 0, trained.stderr
     out = tmp_path / "sweep"
     proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--pair", small_pair_dir, "-o", out,
-                   "--methods", "symmetric,stochastic,integer", "--bits", "4,8,32")
+                   "--methods", "symmetric,stochastic,integer", "--bits", "4,8,32", "--peer", peer)
     assert proc.returncode == 0, proc.stderr
     assert "critical layers" in proc.stdout
     for name in ("table2.md", "table2.csv", "table2.json", "figure2.png", "figure3.png"):
@@ -111,3 +115,5 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     assert rows["symmetric 8"]["bpp_tile"] < rows["float32"]["bpp_tile"] / 3.9
     assert rows["symmetric 4"]["snr_db"] < rows["symmetric 8"]["snr_db"] + 0.05
     assert report["best"]["in_table2"] and report["best"]["label"] != "float32"
+    assert rows["unet"]["bits"] == "32" and rows["unet"]["in_table2"] and rows["unet"]["distance"] >= 0
+    assert "| unet |" in (out / "table2.md").read_text()
