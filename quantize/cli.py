@@ -31,17 +31,20 @@ def report(paper_config: bool, as_json: bool) -> None:
 
 
 @quantize.command("sweep")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--model", "model_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              multiple=True, help="A trained run; repeat with one --pair each to average over pairs.")
+@click.option("--pair", "pair_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              multiple=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
 @click.option("--bits", "bits_list", default="2,4,6,8,16,32", show_default=True, help="Comma-separated.")
 @click.option("--peer", "peers", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A trained peer generator's run folder (adds its float row); repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of stochastic rounding.")
-def sweep(model_dir: Path, pair_dir: Path, out: Path, methods: str, bits_list: str,
+def sweep(model_dirs: tuple[Path, ...], pair_dirs: tuple[Path, ...], out: Path, methods: str, bits_list: str,
           peers: tuple[str, ...], seed: int) -> None:
-    """Methods x bit widths on a trained model: Table 2, Figure 2, Figure 3."""
+    """Methods x bit widths on trained models: Table 2, Figure 2, Figure 3 (metrics averaged over
+    the (model, pair) couples, as the seed averages its three data sets)."""
     from qmtgan.quantize.methods import check_bits, get_method
     from qmtgan.quantize.sweep import best_row, run_sweep
     from qmtgan.runtime.errors import QmtganError
@@ -53,7 +56,7 @@ def sweep(model_dir: Path, pair_dir: Path, out: Path, methods: str, bits_list: s
         widths = [check_bits(int(b)) for b in bits_list.split(",") if b.strip()]
     except ValueError as exc:
         raise QmtganError(f"--bits must be comma-separated integers: {exc}") from exc
-    rows = run_sweep(model_dir, pair_dir, out, names, widths, seed, list(peers), log=click.echo)
+    rows = run_sweep(list(model_dirs), list(pair_dirs), out, names, widths, seed, list(peers), log=click.echo)
     best = best_row(rows)
     click.echo(f"{len(rows)} configurations; smallest distance to float: {best.policy.label} "
                f"(SNR {best.snr_db:.2f} dB, {best.paper['bpp']:.4f} bpp tile); report in {out}")

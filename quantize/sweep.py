@@ -108,48 +108,94 @@ def normalized_distances(rows: list[Row], reference: Row) -> None:
                                     ns(r.snr_db) - ns(reference.snr_db)))
 
 
-def run_sweep(model_dir: str | Path, pair_dir: str | Path, out_dir: str | Path,
-              methods: list[str], bits: list[int], seed: int = 0, peers: list[str] = (),
-              log=print) -> list[Row]:
-    from tqdm import tqdm
+@dataclass
+class Subject:
+    """One trained model with the pair it compresses (the seed has three)."""
 
-    from qmtgan.quantize.configs import sweep_policies, table2_policies
-    from qmtgan.quantize.report import write_report
+    model_dir: Path
+    pair_dir: Path
+    evaluator: Evaluator
+    tensors: list
+    reference: object
+    target: object
+    valid: np.ndarray
+    config: dict
+
+
+def load_subject(model_dir, pair_dir) -> Subject:
     from qmtgan.train.dataset import make_patch_set
     from qmtgan.train.model_io import load_model
     from qmtgan.train.pair import load_pair
 
-    generator, cfg, norm, meta = load_model(model_dir)
-    reference, target, pair_meta, _ = load_pair(pair_dir)
+    generator, cfg, norm, _ = load_model(model_dir)
+    reference, target, _, _ = load_pair(pair_dir)
     valid = reference.valid & target.valid
     patches = make_patch_set(reference, target, cfg.patch_size, normalization=norm)
-    evaluator = Evaluator(generator, patches, target.data, valid)
-    tensors = generator_tensors(generator)
-    critical = critical_layers(evaluator, tensors, log=log)
+    return Subject(Path(model_dir), Path(pair_dir), Evaluator(generator, patches, target.data, valid),
+                   generator_tensors(generator), reference, target, valid, cfg.to_dict())
+
+
+def _average(rows: list[Row]) -> Row:
+    """Metrics averaged over the pairs, as the seed averages its three data sets."""
+    first = rows[0]
+    if len(rows) == 1:
+        return first
+    mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))  # noqa: E731
+    return Row(first.model, first.policy, first.bits, first.accounting, first.paper, mean("bpp_scene"),
+               mean("snr_db"), mean("lmse"), mean("psnr_db"), first.in_table2,
+               extra={"per_pair_snr_db": [r.snr_db for r in rows]})
+
+
+def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: list[str], bits: list[int],
+              seed: int = 0, peers: list[str] = (), log=print) -> list[Row]:
+    """Every configuration on every (model, pair); metrics averaged over the pairs. The LWPQ
+    critical layers are measured on the first model and used for all."""
+    from tqdm import tqdm
+
+    from qmtgan.quantize.configs import sweep_policies, table2_policies
+    from qmtgan.quantize.report import write_report
+    from qmtgan.runtime.errors import QmtganError
+
+    if len(model_dirs) != len(pair_dirs) or not model_dirs:
+        raise QmtganError(f"give one --pair per --model (got {len(model_dirs)} models, {len(pair_dirs)} pairs)")
+    subjects = [load_subject(m, p) for m, p in zip(model_dirs, pair_dirs)]
+    if len({json_key(s.config) for s in subjects}) != 1:
+        raise QmtganError("every --model of one sweep must have the same architecture")
+    first = subjects[0]
+    critical = critical_layers(first.evaluator, first.tensors, log=log)
     table2 = {p.label for _, p in table2_policies(critical)}
     names = {p.label: n for n, p in table2_policies(critical)}
-    policies = sweep_policies(methods, bits, critical)
     rows, recons = [], {}
-    for policy in tqdm(policies, desc="sweep", unit="config"):
-        row, recon = _row(names.get(policy.label, "Q-MultiTempGAN"), policy, tensors, evaluator, seed,
-                          policy.label in table2)
-        rows.append(row)
-        if policy.label in ("float32", "symmetric 8", "stochastic 8"):
-            recons[policy.label] = recon
-    assign_weights(generator, [w for _, w in tensors])  # leave the model as it was
+    for policy in tqdm(sweep_policies(methods, bits, critical), desc="sweep", unit="config"):
+        per_pair = []
+        for k, sub in enumerate(subjects):
+            row, recon = _row(names.get(policy.label, "Q-MultiTempGAN"), policy, sub.tensors, sub.evaluator,
+                              seed, policy.label in table2)
+            per_pair.append(row)
+            if k == 0 and policy.label in ("float32", "symmetric 8", "stochastic 8"):
+                recons[policy.label] = recon
+        rows.append(_average(per_pair))
+    for sub in subjects:  # leave the models as they were
+        assign_weights(sub.evaluator.generator, [w for _, w in sub.tensors])
     for peer in peers:
-        rows.append(_peer_row(peer, pair_dir, evaluator.pixels, log))
+        rows.append(_peer_row(peer, first.pair_dir, first.evaluator.pixels, log))
     normalized_distances(rows, rows[0])
     best = best_row(rows)
     if best.policy.label not in recons:
-        recons[best.policy.label] = evaluator.reconstruct(
-            quantize_tensors(tensors, best.policy, seed).dequantized())
-        assign_weights(generator, [w for _, w in tensors])
-    write_report(out_dir, rows, best, recons, reference, target, valid,
-                 {"model": str(model_dir), "pair": str(pair_dir), "seed": seed,
-                  "critical_layers": list(critical), "scene_pixels": evaluator.pixels,
-                  "generator": cfg.to_dict()})
+        recons[best.policy.label] = first.evaluator.reconstruct(
+            quantize_tensors(first.tensors, best.policy, seed).dequantized())
+        assign_weights(first.evaluator.generator, [w for _, w in first.tensors])
+    write_report(out_dir, rows, best, recons, first.reference, first.target, first.valid,
+                 {"model": ", ".join(map(str, model_dirs)), "pair": ", ".join(map(str, pair_dirs)),
+                  "pairs": len(subjects), "seed": seed, "critical_layers": list(critical),
+                  "scene_pixels": first.evaluator.pixels, "generator": first.config})
     return rows
+
+
+def json_key(d: dict) -> str:
+    import json
+
+    return json.dumps(d, sort_keys=True)
 
 
 def best_row(rows: list[Row]) -> Row:

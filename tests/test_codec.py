@@ -103,8 +103,10 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
                       "--depth", "3", "--epochs", "2", "--val-every", "1")
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "sweep"
-    proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--pair", small_pair_dir, "-o", out,
-                   "--methods", "symmetric,stochastic,integer", "--bits", "4,8,32", "--peer", peer)
+    # the same (model, pair) twice exercises the average over pairs
+    proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--pair", small_pair_dir, "--model", tiny_run[0],
+                   "--pair", small_pair_dir, "-o", out, "--methods", "symmetric,stochastic,integer",
+                   "--bits", "4,8,32", "--peer", peer)
     assert proc.returncode == 0, proc.stderr
     assert "critical layers" in proc.stdout
     for name in ("table2.md", "table2.csv", "table2.json", "figure2.png", "figure3.png"):
@@ -112,8 +114,18 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     report = json.loads((out / "table2.json").read_text())
     rows = {r["label"]: r for r in report["rows"]}
     assert rows["float32"]["distance"] == 0.0
+    assert len(rows["symmetric 8"]["per_pair_snr_db"]) == 2 and report["context"]["pairs"] == 2
+    assert np.isclose(np.mean(rows["symmetric 8"]["per_pair_snr_db"]), rows["symmetric 8"]["snr_db"])
     assert rows["symmetric 8"]["bpp_tile"] < rows["float32"]["bpp_tile"] / 3.9
     assert rows["symmetric 4"]["snr_db"] < rows["symmetric 8"]["snr_db"] + 0.05
     assert report["best"]["in_table2"] and report["best"]["label"] != "float32"
     assert rows["unet"]["bits"] == "32" and rows["unet"]["in_table2"] and rows["unet"]["distance"] >= 0
     assert "| unet |" in (out / "table2.md").read_text()
+
+
+def test_sweep_needs_one_pair_per_model(tiny_run, small_pair_dir, tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--model", tiny_run[0], "--pair", small_pair_dir,
+                   "-o", out)
+    assert proc.returncode == 1 and "one --pair per --model" in proc.stderr
+    assert not out.exists()

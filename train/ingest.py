@@ -16,13 +16,12 @@ import re
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.runtime.raster import check_finite
+from qmtgan.runtime.raster import check_finite, open_raster, read_multiband
 from qmtgan.runtime.scene import BAND_ORDER, NODATA, Scene
 
 RESAMPLING = {name: getattr(Resampling, name) for name in
@@ -38,15 +37,8 @@ def band_of(filename: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2) or 0)) if m else None
 
 
-def _open(path: Path):
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise QmtganError(f"{path}: cannot read raster ({exc})") from exc
-
-
 def _read_band(path: Path, index: int = 1) -> tuple[np.ndarray, object, object]:
-    with _open(path) as ds:
+    with open_raster(path) as ds:
         try:
             array = ds.read(index).astype(np.float32)
         except RasterioError as exc:
@@ -98,29 +90,6 @@ def _scene_from_band_files(files: dict[str, Path], where: Path, resampling: Resa
     return Scene(np.stack(bands), crs, transform, source=str(where))
 
 
-def _scene_from_multiband(path: Path, resampling: Resampling) -> Scene:
-    with _open(path) as ds:
-        names = [(d or "").strip().upper() for d in ds.descriptions]
-        if all(n in BAND_ORDER or n == "B10" for n in names) and len(set(names)) == len(names):
-            index = {n: i + 1 for i, n in enumerate(names)}
-            missing = [b for b in BAND_ORDER if b not in index]
-            if missing:
-                raise QmtganError(f"{path}: band(s) {', '.join(missing)} not among its band "
-                                  f"descriptions {names}")
-        elif ds.count == len(BAND_ORDER):
-            index = {b: i + 1 for i, b in enumerate(BAND_ORDER)}
-        else:
-            raise QmtganError(f"{path}: expected {len(BAND_ORDER)} bands ({' '.join(BAND_ORDER)}) "
-                              f"or band descriptions naming them, found {ds.count} band(s)")
-        try:
-            data = np.stack([ds.read(index[b]).astype(np.float32) for b in BAND_ORDER])
-        except RasterioError as exc:
-            raise QmtganError(f"{path}: unreadable or truncated raster ({exc})") from exc
-        for b, band in zip(BAND_ORDER, data):
-            check_finite(band, f"{path} band {b}")
-        return Scene(data, ds.crs, ds.transform, source=str(path), meta=dict(ds.tags()))
-
-
 def read_scene(path: str | Path, resampling: str = "bilinear") -> Scene:
     """Read any of the accepted layouts; see the module docstring."""
     path = Path(path)
@@ -130,7 +99,7 @@ def read_scene(path: str | Path, resampling: str = "bilinear") -> Scene:
     if not path.exists():
         raise QmtganError(f"{path}: no such file or directory")
     if path.is_file():
-        return _scene_from_multiband(path, method)
+        return read_multiband(path)
     granules = sorted(path.glob("GRANULE/*/IMG_DATA"))
     if len(granules) > 1:
         raise QmtganError(f"{path}: {len(granules)} granules; pass one GRANULE/<id> directory")

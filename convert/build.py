@@ -1,0 +1,140 @@
+"""`qmtgan convert`: every artifact of a trained generator as a deployment bundle, each
+measured at conversion time on the scene's tiles with its real runtime: SNR against the Keras
+float model and against the true target, latency per tile."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from qmtgan import __version__
+from qmtgan.runtime import metrics
+from qmtgan.runtime.bundle import load_bundle, write_bundle
+from qmtgan.runtime.infer import run_scene
+
+FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx")
+
+
+@dataclass
+class Measured:
+    snr_vs_float_db: float
+    snr_vs_target_db: float
+    lmse_vs_target: float
+    mean_tile_s: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"qmtgan": __version__, "python": platform.python_version()}
+    for pkg in ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class Measurer:
+    """Runs backends over the pair's reference with the same tiling as the float baseline."""
+
+    def __init__(self, reference, target, norm, tile: int, keras_backend, overlap: int):
+        self.reference, self.target, self.norm, self.tile, self.overlap = reference, target, norm, tile, overlap
+        self.valid = reference.valid & target.valid
+        self.float_out, _ = run_scene(keras_backend, reference.data, norm, tile, overlap)
+
+    def measure(self, backend) -> Measured:
+        out, lat = run_scene(backend, self.reference.data, self.norm, self.tile, self.overlap)
+        return Measured(metrics.snr_db(self.float_out, out, self.valid),
+                        metrics.snr_db(self.target.data, out, self.valid),
+                        metrics.lmse(self.target.data, out, self.valid), float(np.mean(lat[1:] or lat)))
+
+
+def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
+    if fmt == "onnx":
+        from qmtgan.convert.onnx_export import to_onnx
+
+        return "model.onnx", to_onnx(model)
+    from qmtgan.convert.tflite import to_tflite
+
+    return "model.tflite", to_tflite(model, fmt.split("-", 1)[1], representative)
+
+
+def _io_record(bundle_path: Path, manifest: dict) -> dict:
+    """Input/output shape, dtype and quantization as the runtime sees them."""
+    bundle = load_bundle(bundle_path)
+    backend = bundle.backend(threads=1)
+    if manifest["backend"] == "tflite":
+        rec = {}
+        for key, d in (("input", backend.input), ("output", backend.output)):
+            rec[key] = {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                        "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+        return rec
+    i, o = backend.session.get_inputs()[0], backend.session.get_outputs()[0]
+    return {"input": {"shape": i.shape, "dtype": i.type, "quantization": None},
+            "output": {"shape": o.shape, "dtype": o.type, "quantization": None}}
+
+
+def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[str], tile: int,
+                  payload: Path | None = None, int8_threshold_db: float = 1.0, overlap: int = 0,
+                  calibration_tiles: int = 8, log=print) -> list[dict]:
+    from tqdm import tqdm
+
+    from qmtgan.convert.export import KerasBackend, deployable_generator
+    from qmtgan.runtime.tiling import PatchGrid
+    from qmtgan.train.pair import load_pair
+
+    reference, target, pair_meta, _ = load_pair(pair_dir)
+    model, cfg, norm, source = deployable_generator(run_dir, tile, payload)
+    grid = PatchGrid(*reference.shape, tile)
+    rng = np.random.default_rng(0)
+    tiles = grid.cut(norm.forward(reference.data))
+    representative = tiles[rng.permutation(len(tiles))[:calibration_tiles]]
+    measurer = Measurer(reference, target, norm, tile, KerasBackend(model), overlap)
+    keras_m = measurer.measure(KerasBackend(model))
+    log(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
+        f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
+    records = [{"name": "keras-fp32", "backend": "keras", "size_bytes": None, **keras_m.to_dict()}]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fmt in tqdm(formats, desc="convert", unit="artifact"):
+        records.append(_one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile,
+                                   source, pair_meta, int8_threshold_db, log))
+    return records
+
+
+def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile, source,
+                pair_meta, int8_threshold_db, log) -> dict:
+    backend_name = "onnxruntime" if fmt == "onnx" else "tflite"
+    precision = "fp32" if fmt == "onnx" else fmt.split("-", 1)[1]
+    filename, blob = _model_bytes(fmt, model, representative)
+    manifest = {"name": fmt, "backend": backend_name, "precision": precision, "target": "host-x86_64",
+                "model_file": filename, "tile_size": tile, "generator": cfg.to_dict(),
+                "normalization": norm.to_dict(), "weights": source,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "data": {"sha256": pair_meta["sha256"]}, "tool_versions": _versions()}
+    dest = out_dir / fmt
+    write_bundle(dest, manifest, {filename: blob})
+    measured = measurer.measure(load_bundle(dest).backend())
+    manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt: measured.to_dict()}
+    loss = keras_m.snr_vs_target_db - measured.snr_vs_target_db
+    if fmt == "tflite-int8" and loss > int8_threshold_db:
+        log(f"WARNING: full int8 loses {loss:.2f} dB against float (threshold {int8_threshold_db} dB); "
+            "falling back to 16x8 (int16 activations) for this bundle")
+        filename, blob = _model_bytes("tflite-16x8", model, representative)
+        manifest.update(precision="16x8 (fallback from int8)",
+                        int8_fallback={"reason": f"full int8 lost {loss:.2f} dB > {int8_threshold_db} dB",
+                                       "full_int8": measured.to_dict()})
+        write_bundle(dest, manifest, {filename: blob})
+        measured = measurer.measure(load_bundle(dest).backend())
+        manifest["measured"][fmt] = measured.to_dict()
+    manifest.update(_io_record(dest, manifest))
+    write_bundle(dest, manifest, {filename: blob})
+    return {"name": fmt, "backend": backend_name, "precision": manifest["precision"], "size_bytes": len(blob),
+            "bundle": str(dest), **measured.to_dict()}

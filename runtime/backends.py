@@ -1,0 +1,87 @@
+"""Inference backends. Each loads one model file and maps a normalized (1, t, t, bands)
+float32 tile to the generator's normalized output; integer I/O is (de)quantized inside, so
+every backend returns the same record. The backend library is imported only when a backend
+is created (a board has one of them, not all)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from qmtgan.runtime.errors import QmtganError
+
+
+class Backend:
+    name = ""
+
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
+        self.model_path = Path(model_path)
+        self.threads = threads or os.cpu_count() or 1
+
+    def run(self, tile: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _litert_interpreter():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:  # boards that only ship the older wheel
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError as exc:
+            raise QmtganError("the tflite backend needs ai-edge-litert (or tflite-runtime)") from exc
+    return Interpreter
+
+
+class LiteRTBackend(Backend):
+    name = "tflite"
+
+    def __init__(self, model_path, threads=None):
+        super().__init__(model_path, threads)
+        self.interpreter = _litert_interpreter()(model_path=str(self.model_path), num_threads=self.threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def run(self, tile):
+        x = tile
+        if self.input["dtype"] in (np.int8, np.int16):
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.rint(tile / scale + zero), info.min, info.max).astype(self.input["dtype"])
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] in (np.int8, np.int16):
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32, copy=False)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model_path, threads=None):
+        super().__init__(model_path, threads)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise QmtganError("the onnxruntime backend needs the onnxruntime package") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, tile):
+        return self.session.run(None, {self.input_name: tile})[0].astype(np.float32, copy=False)
+
+
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LiteRTBackend, OnnxRuntimeBackend)}
+
+
+def load_backend(name: str, model_path: str | os.PathLike, threads: int | None = None) -> Backend:
+    if name not in BACKENDS:
+        raise QmtganError(f"unknown backend '{name}' (available: {', '.join(BACKENDS)})")
+    return BACKENDS[name](model_path, threads)

@@ -1,0 +1,155 @@
+"""TFLite / ONNX artifacts in their real runtimes, deployment bundles, the TF-free device
+runtime, tiled decoding, and their bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_band
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_run, small_pair_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles")
+    proc = run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", "32", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
+
+
+def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
+    out, records = bundles
+    assert set(records) == {"keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
+                            "tflite-16x8", "onnx"}
+    # stated tolerances: float32 ~ exact; fp16/dynamic/16x8 close; int8 within the 1 dB threshold
+    assert records["tflite-fp32"]["snr_vs_float_db"] > 80
+    assert records["onnx"]["snr_vs_float_db"] > 80
+    for name in ("tflite-fp16", "tflite-dynamic", "tflite-16x8"):
+        assert records[name]["snr_vs_float_db"] > 30, name
+    float_snr = records["keras-fp32"]["snr_vs_target_db"]
+    assert float_snr - records["tflite-int8"]["snr_vs_target_db"] < 1.0
+    manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
+    assert manifest["input"]["dtype"] == "int8" and manifest["input"]["shape"] == [1, 32, 32, 12]
+    assert manifest["input"]["quantization"][0] > 0
+    assert manifest["measured"]["tflite-int8"]["snr_vs_target_db"] == records["tflite-int8"]["snr_vs_target_db"]
+    assert len(manifest["files"]["model.tflite"]) == 64 and manifest["bands"][8] == "B8A"
+    assert (out / "onnx.tar.gz").stat().st_size > 0
+
+
+def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_path):
+    out, records = bundles
+    dest = tmp_path / "decoded.tif"
+    proc = run_cli("run", "--bundle", out / "tflite-fp32.tar.gz", "--reference", small_pair_dir / "reference.tif",
+                   "--target", small_pair_dir / "target.tif", "-o", dest)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the GeoTIFF is rounded to whole DN, the manifest's SNR is not
+    assert abs(result["snr_db"] - records["tflite-fp32"]["snr_vs_target_db"]) < 0.05
+    assert dest.exists()
+
+
+BLOCK_TF = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):
+            raise ImportError('the device runtime must not import ' + name)
+sys.meta_path.insert(0, Block())
+from qmtgan.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_the_runtime_imports_no_tensorflow(bundles, small_pair_dir, tmp_path):
+    out, _ = bundles
+    for name in ("tflite-int8", "onnx"):
+        proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "run", "--bundle", str(out / name), "--reference",
+                               str(small_pair_dir / "reference.tif"), "-o", str(tmp_path / f"{name}.tif")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_tiled_decode_has_no_seams(tiny_run, small_pair_dir, tmp_path):
+    """Overlapping blended tiles vs one large tile on a 64x64 scene: close, and no step at the
+    tile borders."""
+    from qmtgan.runtime import metrics
+    from qmtgan.runtime.bundle import load_bundle
+    from qmtgan.runtime.infer import run_scene
+    from qmtgan.runtime.raster import read_reference
+
+    for tile in (64, 32):
+        assert run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", str(tile),
+                       "--formats", "onnx", "-o", tmp_path / f"t{tile}").returncode == 0
+    ref = read_reference(small_pair_dir / "reference.tif")
+    scene = ref.data[:, :64, :64]
+    big = load_bundle(tmp_path / "t64" / "onnx")
+    small = load_bundle(tmp_path / "t32" / "onnx")
+    whole, _ = run_scene(big.backend(), scene, big.normalization, 64, 0)
+    tiled, lat = run_scene(small.backend(), scene, small.normalization, 32, 16)
+    assert len(lat) == 9
+    assert metrics.snr_db(whole, tiled) > 15
+    # seam check: the jump between neighbouring columns at the tile borders (16, 32, 48)
+    # is no larger in the tiled result than in the single-tile one
+    jump = lambda img, c: float(np.mean(np.abs(img[:, :, c] - img[:, :, c - 1])))  # noqa: E731
+    for c in (16, 32, 48):
+        assert jump(tiled, c) < 1.5 * jump(whole, c) + 1.0, c
+
+
+def test_altered_or_missing_bundle_files(bundles, small_pair_dir, tmp_path):
+    out, _ = bundles
+    ref = small_pair_dir / "reference.tif"
+    bad = tmp_path / "altered"
+    shutil.copytree(out / "tflite-fp32", bad)
+    data = bytearray((bad / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "model.tflite").write_bytes(bytes(data))
+    proc = run_cli("run", "--bundle", bad, "--reference", ref, "-o", tmp_path / "x.tif")
+    assert proc.returncode == 1 and "model.tflite fails its sha256 check" in proc.stderr
+    (bad / "model.tflite").unlink()
+    proc = run_cli("run", "--bundle", bad, "--reference", ref, "-o", tmp_path / "x.tif")
+    assert proc.returncode == 1 and "model.tflite listed in the manifest is missing" in proc.stderr
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_unknown_backend(bundles, small_pair_dir, tmp_path):
+    out, _ = bundles
+    bad = tmp_path / "unknown"
+    shutil.copytree(out / "onnx", bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["backend"] = "coreml"
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_cli("run", "--bundle", bad, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif")
+    assert proc.returncode == 1 and "unknown backend 'coreml'" in proc.stderr
+
+
+def test_bad_references(bundles, small_scene, tmp_path):
+    out, _ = bundles
+    three = write_band(tmp_path / "three.tif", small_scene.data[:3].astype(np.uint16), small_scene.transform)
+    tiny = tmp_path / "tiny.npy"
+    np.save(tiny, small_scene.data[:, :16, :16], allow_pickle=False)
+    strings = tmp_path / "strings.npy"
+    np.save(strings, np.full((12, 40, 40), "x"), allow_pickle=False)
+    for path, needle in ((three, "found 3 band(s)"), (tiny, "larger than the scene"),
+                         (strings, "is not numeric")):
+        proc = run_cli("run", "--bundle", out / "onnx", "--reference", path, "-o", tmp_path / "x.tif")
+        assert proc.returncode == 1 and needle in proc.stderr, (path, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_archive_members_that_escape_are_refused(small_pair_dir, tmp_path):
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        payload = b"pwned"
+        info = tarfile.TarInfo("bundle/../../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    proc = run_cli("run", "--bundle", evil, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif")
+    assert proc.returncode == 1 and "would escape the target folder" in proc.stderr
+    assert not (tmp_path.parent / "escaped.txt").exists()
