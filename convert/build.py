@@ -16,7 +16,9 @@ from qmtgan.runtime import metrics
 from qmtgan.runtime.bundle import load_bundle, write_bundle
 from qmtgan.runtime.infer import run_scene
 
-FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx")
+TVM_BOARDS = ("host-x86_64", "rpi4", "rpi5", "jetson-orin-nano")
+FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx",
+           *(f"tvm-{b}" for b in TVM_BOARDS))
 
 
 @dataclass
@@ -34,7 +36,8 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"qmtgan": __version__, "python": platform.python_version()}
-    for pkg in ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx", "numpy"):
+    for pkg in ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx", "numpy",
+                "apache-tvm", "apache-tvm-ffi"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -62,6 +65,17 @@ def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
         from qmtgan.convert.onnx_export import to_onnx
 
         return "model.onnx", to_onnx(model)
+    if fmt.startswith("tvm-"):
+        import tempfile
+
+        from qmtgan.convert.onnx_export import to_onnx
+        from qmtgan.convert.tvm_build import compile_onnx
+        from qmtgan.targets.registry import board
+
+        with tempfile.TemporaryDirectory() as tmp:
+            so = Path(tmp) / "model.so"
+            compile_onnx(to_onnx(model), tuple(model.inputs[0].shape), board(fmt[4:]), so)
+            return "model.so", so.read_bytes()
     from qmtgan.convert.tflite import to_tflite
 
     return "model.tflite", to_tflite(model, fmt.split("-", 1)[1], representative)
@@ -69,8 +83,11 @@ def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
 
 def _io_record(bundle_path: Path, manifest: dict) -> dict:
     """Input/output shape, dtype and quantization as the runtime sees them."""
-    bundle = load_bundle(bundle_path)
-    backend = bundle.backend(threads=1)
+    if manifest["backend"] == "tvm":
+        shape = [1, manifest["tile_size"], manifest["tile_size"], manifest["generator"]["bands"]]
+        return {"input": {"shape": shape, "dtype": "float32", "quantization": None},
+                "output": {"shape": shape, "dtype": "float32", "quantization": None}}
+    backend = load_bundle(bundle_path).backend(threads=1)
     if manifest["backend"] == "tflite":
         rec = {}
         for key, d in (("input", backend.input), ("output", backend.output)):
@@ -111,16 +128,30 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
 
 def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile, source,
                 pair_meta, int8_threshold_db, log) -> dict:
-    backend_name = "onnxruntime" if fmt == "onnx" else "tflite"
-    precision = "fp32" if fmt == "onnx" else fmt.split("-", 1)[1]
+    backend_name = {"onnx": "onnxruntime", "tvm": "tvm"}.get(fmt.split("-", 1)[0], "tflite")
+    precision = "fp32" if backend_name != "tflite" else fmt.split("-", 1)[1]
+    target = fmt[4:] if backend_name == "tvm" else "host-x86_64"
     filename, blob = _model_bytes(fmt, model, representative)
-    manifest = {"name": fmt, "backend": backend_name, "precision": precision, "target": "host-x86_64",
+    manifest = {"name": fmt, "backend": backend_name, "precision": precision, "target": target,
                 "model_file": filename, "tile_size": tile, "generator": cfg.to_dict(),
                 "normalization": norm.to_dict(), "weights": source,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "data": {"sha256": pair_meta["sha256"]}, "tool_versions": _versions()}
     dest = out_dir / fmt
     write_bundle(dest, manifest, {filename: blob})
+    if backend_name == "tvm":
+        from qmtgan.convert.tvm_build import elf_machine
+        from qmtgan.targets.registry import board
+
+        manifest["elf_machine"] = elf_machine(dest / filename)
+        manifest["tvm_target"] = board(target).tvm_target
+        if board(target).arch != platform.machine():
+            log(f"{fmt}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
+            manifest.update(_io_record(dest, manifest), measured=None)
+            write_bundle(dest, manifest, {filename: blob})
+            return {"name": fmt, "backend": backend_name, "precision": precision, "size_bytes": len(blob),
+                    "bundle": str(dest), "snr_vs_float_db": float("nan"), "snr_vs_target_db": float("nan"),
+                    "lmse_vs_target": float("nan"), "mean_tile_s": float("nan"), "target": target}
     measured = measurer.measure(load_bundle(dest).backend())
     manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt: measured.to_dict()}
     loss = keras_m.snr_vs_target_db - measured.snr_vs_target_db
@@ -137,4 +168,4 @@ def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, nor
     manifest.update(_io_record(dest, manifest))
     write_bundle(dest, manifest, {filename: blob})
     return {"name": fmt, "backend": backend_name, "precision": manifest["precision"], "size_bytes": len(blob),
-            "bundle": str(dest), **measured.to_dict()}
+            "bundle": str(dest), "target": target, **measured.to_dict()}

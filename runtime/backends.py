@@ -78,7 +78,32 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run(None, {self.input_name: tile})[0].astype(np.float32, copy=False)
 
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LiteRTBackend, OnnxRuntimeBackend)}
+class TVMBackend(Backend):
+    """A Relax module exported as a shared library, run by the TVM runtime's virtual machine."""
+
+    name = "tvm"
+
+    def __init__(self, model_path, threads=None):
+        super().__init__(model_path, threads)
+        os.environ.setdefault("TVM_NUM_THREADS", str(self.threads))
+        try:
+            import tvm
+            from tvm import relax
+        except ImportError as exc:
+            raise QmtganError("the tvm backend needs apache-tvm (and apache-tvm-ffi)") from exc
+        self.tvm = tvm
+        self.device = tvm.cpu()
+        try:
+            self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.model_path)), self.device)
+        except Exception as exc:  # a module for another architecture fails to load here
+            raise QmtganError(f"{self.model_path}: cannot load TVM module on this machine ({exc})") from exc
+
+    def run(self, tile):
+        out = self.vm["main"](self.tvm.runtime.tensor(np.ascontiguousarray(tile), self.device))
+        return out.numpy().astype(np.float32, copy=False)
+
+
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LiteRTBackend, OnnxRuntimeBackend, TVMBackend)}
 
 
 def load_backend(name: str, model_path: str | os.PathLike, threads: int | None = None) -> Backend:

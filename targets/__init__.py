@@ -1,1 +1,1 @@
-"""targets stage (see the issues)."""
+"""Board registry: one TOML per board (boards are data, not code)."""

@@ -27,10 +27,12 @@ def bundles(tiny_run, small_pair_dir, tmp_path_factory):
 def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     out, records = bundles
     assert set(records) == {"keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
-                            "tflite-16x8", "onnx"}
+                            "tflite-16x8", "onnx", "tvm-host-x86_64", "tvm-rpi4", "tvm-rpi5",
+                            "tvm-jetson-orin-nano"}
     # stated tolerances: float32 ~ exact; fp16/dynamic/16x8 close; int8 within the 1 dB threshold
     assert records["tflite-fp32"]["snr_vs_float_db"] > 80
     assert records["onnx"]["snr_vs_float_db"] > 80
+    assert records["tvm-host-x86_64"]["snr_vs_float_db"] > 80
     for name in ("tflite-fp16", "tflite-dynamic", "tflite-16x8"):
         assert records[name]["snr_vs_float_db"] > 30, name
     float_snr = records["keras-fp32"]["snr_vs_target_db"]
@@ -69,7 +71,7 @@ main(sys.argv[1:])
 
 def test_the_runtime_imports_no_tensorflow(bundles, small_pair_dir, tmp_path):
     out, _ = bundles
-    for name in ("tflite-int8", "onnx"):
+    for name in ("tflite-int8", "onnx", "tvm-host-x86_64"):
         proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "run", "--bundle", str(out / name), "--reference",
                                str(small_pair_dir / "reference.tif"), "-o", str(tmp_path / f"{name}.tif")],
                               capture_output=True, text=True, timeout=300)
@@ -153,3 +155,36 @@ def test_archive_members_that_escape_are_refused(small_pair_dir, tmp_path):
     proc = run_cli("run", "--bundle", evil, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif")
     assert proc.returncode == 1 and "would escape the target folder" in proc.stderr
     assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_aarch64_modules_are_arm_elfs_for_their_boards(bundles, small_pair_dir, tmp_path):
+    from qmtgan.convert.tvm_build import elf_machine
+
+    out, _ = bundles
+    assert elf_machine(out / "tvm-host-x86_64" / "model.so") == "x86_64"
+    for board, cpu in (("rpi4", "cortex-a72"), ("rpi5", "cortex-a76"), ("jetson-orin-nano", "cortex-a78ae")):
+        manifest = json.loads((out / f"tvm-{board}" / "manifest.json").read_text())
+        assert elf_machine(out / f"tvm-{board}" / "model.so") == "aarch64"
+        assert manifest["elf_machine"] == "aarch64" and manifest["target"] == board
+        assert manifest["tool_versions"]["apache-tvm"].startswith("0.27")
+        assert manifest["measured"] is None
+        assert manifest["files"]["model.so"] and manifest["tool_versions"]["apache-tvm"]
+        assert cpu in json.dumps(manifest)  # the board's CPU from targets/boards/<board>.toml
+    # a module built for another architecture than this machine's: one clear error
+    proc = run_cli("run", "--bundle", out / "tvm-rpi4", "--reference", small_pair_dir / "reference.tif",
+                   "-o", tmp_path / "x.tif")
+    assert proc.returncode == 1 and "cannot load TVM module on this machine" in proc.stderr
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_boards_are_data_and_a_missing_cross_compiler_names_its_package():
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.targets.registry import Board, board, boards
+
+    assert {"host-x86_64", "rpi4", "rpi5", "jetson-orin-nano"} <= set(boards())
+    assert board("rpi5").tvm_target["mcpu"] == "cortex-a76"
+    with pytest.raises(QmtganError, match="unknown target 'pi9'"):
+        board("pi9")
+    ghost = Board("ghost", "", "aarch64", "ghost-linux-gnu-g++", "g++-ghost-linux-gnu", {})
+    with pytest.raises(QmtganError, match="apt-get install g\\+\\+-ghost-linux-gnu"):
+        ghost.compiler()

@@ -1,0 +1,44 @@
+"""ONNX -> TVM Relax module compiled for a board of targets/, exported as a shared library.
+
+TVM 0.27: Relax only; ONNX import with tvm.relax.frontend.onnx; targets are JSON dicts (the
+CLI string form is gone); cross compilation with tvm.support.cc.cross_compiler. Untuned:
+MetaSchedule tuning is not run here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.targets.registry import Board
+
+
+def compile_onnx(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path) -> dict:
+    try:
+        import onnx
+        import tvm
+        from tvm import relax
+        from tvm.relax.frontend.onnx import from_onnx
+        from tvm.support import cc
+    except ImportError as exc:
+        raise QmtganError("TVM modules need apache-tvm 0.27 and apache-tvm-ffi (pip install 'qmtgan[tvm]')") from exc
+    cross = board.compiler()
+    t0 = time.perf_counter()
+    model = onnx.load_model_from_string(onnx_bytes)
+    name = model.graph.input[0].name
+    mod = from_onnx(model, shape_dict={name: list(input_shape)}, dtype_dict={name: "float32"})
+    target = tvm.target.Target(board.tvm_target)
+    executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+    executable.export_library(str(out_so), fcompile=cc.cross_compiler(cross) if cross else None)
+    return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t0,
+            "input_name": name}
+
+
+def elf_machine(path: Path) -> str:
+    """The architecture an ELF shared object was built for (from its header, no `file` needed)."""
+    head = Path(path).read_bytes()[:20]
+    if head[:4] != b"\x7fELF":
+        raise QmtganError(f"{path}: not an ELF file")
+    machine = int.from_bytes(head[18:20], "little")
+    return {62: "x86_64", 183: "aarch64", 40: "arm"}.get(machine, f"e_machine {machine}")
