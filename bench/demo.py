@@ -166,8 +166,10 @@ def _summary(row) -> dict:
 
 
 def _payload_round_trip(out: Path, run_dir: Path, pair_dir: Path, reference, target, valid) -> dict:
-    from qmtgan.quantize.codec import decode_target
     from qmtgan.quantize.encode import encode_pair
+    from qmtgan.runtime.decode import decode_payload
+    from qmtgan.runtime.raster import write_geotiff
+    from qmtgan.runtime.scene import Scene
     from qmtgan.quantize.policy import Policy
     from qmtgan.runtime.metrics import snr_db
     from qmtgan.train.ingest import read_scene
@@ -175,7 +177,8 @@ def _payload_round_trip(out: Path, run_dir: Path, pair_dir: Path, reference, tar
     qmtg = out / "target.qmtg"
     info = encode_pair(pair_dir / "reference.tif", pair_dir / "target.tif", qmtg, Policy("symmetric", bits=8),
                        run_dir, epochs=1, seed=0)
-    decoded = decode_target(qmtg, reference, out / "target_decoded.tif", progress=False)
+    pred = decode_payload(qmtg, reference)
+    decoded = write_geotiff(out / "target_decoded.tif", Scene(pred, reference.crs, reference.transform), valid=valid)
     snr = snr_db(target.data, read_scene(decoded).data, valid)
     return {"file": str(qmtg), "bytes": info["file_bytes"], "bpp_file": info["bpp_file"],
             "bpp_eq1": info["bpp_eq1"], "header_bytes": info["header_bytes"], "decoded_snr_db": snr}

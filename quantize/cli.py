@@ -1,4 +1,4 @@
-"""`qmtgan quantize report | sweep`, `qmtgan encode`, `qmtgan decode`."""
+"""`qmtgan quantize report | sweep` and `qmtgan encode` (decoding: `qmtgan decode`, runtime/cli.py)."""
 
 from __future__ import annotations
 
@@ -96,17 +96,4 @@ def encode(reference: Path, target: Path, model_dir: Path | None, epochs: int, m
                f"(Eq. 1: {r['bpp_eq1']:.5f}; header {r['header_bytes']:,} bytes), {policy.label}")
 
 
-@click.command()
-@click.option("--reference", type=click.Path(exists=True, path_type=Path), required=True)
-@click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="target_hat.tif")
-def decode(reference: Path, payload: Path, out: Path) -> None:
-    """Rebuild the georeferenced target from REFERENCE and a .qmtg PAYLOAD."""
-    from qmtgan.quantize.codec import decode_target
-    from qmtgan.train.ingest import read_scene
-
-    decode_target(payload, read_scene(reference), out)
-    click.echo(f"wrote {out}")
-
-
-COMMANDS = [quantize, encode, decode]
+COMMANDS = [quantize, encode]

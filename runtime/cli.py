@@ -45,4 +45,21 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
     click.echo(json.dumps(msg))
 
 
-COMMANDS = [run]
+@click.command()
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The reference the payload was made against (12-band GeoTIFF, or band-first .npy).")
+@click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="target_hat.tif")
+def decode(reference: Path, payload: Path, out: Path) -> None:
+    """Rebuild the georeferenced target from REFERENCE and a .qmtg PAYLOAD (numpy only)."""
+    from qmtgan.runtime.decode import decode_payload
+    from qmtgan.runtime.raster import read_reference, write_scene
+    from qmtgan.runtime.scene import Scene
+
+    ref = read_reference(reference)
+    pred = decode_payload(payload, ref, progress=True)
+    written = write_scene(out, Scene(pred, ref.crs, ref.transform), valid=ref.valid)
+    click.echo(f"wrote {written}")
+
+
+COMMANDS = [run, decode]

@@ -47,6 +47,20 @@ def small_pair_dir(tmp_path_factory, small_scene: Scene) -> Path:
     return out
 
 
+# Runs the qmtgan CLI with TensorFlow (and Keras, tf2onnx) made unimportable: the device side
+# must work without them.
+BLOCK_TF = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):
+            raise ImportError('the device runtime must not import ' + name)
+sys.meta_path.insert(0, Block())
+from qmtgan.cli import main
+main(sys.argv[1:])
+"""
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real `qmtgan` entry point in a fresh process."""
     return subprocess.run([sys.executable, "-m", "qmtgan", *map(str, args)], capture_output=True,

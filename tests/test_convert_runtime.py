@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_band
+from conftest import BLOCK_TF, run_cli, write_band
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +57,6 @@ def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_
     assert dest.exists()
 
 
-BLOCK_TF = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):
-            raise ImportError('the device runtime must not import ' + name)
-sys.meta_path.insert(0, Block())
-from qmtgan.cli import main
-main(sys.argv[1:])
-"""
 
 
 def test_the_runtime_imports_no_tensorflow(bundles, small_pair_dir, tmp_path):

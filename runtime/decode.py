@@ -1,0 +1,46 @@
+"""Decode a .qmtg payload into the target scene with numpy alone: payload -> dequantized
+weights -> the numpy generator, run on the reference over the encoder's patch grid."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from qmtgan.runtime import payload as fmt
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.infer import run_scene
+from qmtgan.runtime.normalization import Normalization
+from qmtgan.runtime.numpy_generator import NumpyGenerator
+from qmtgan.runtime.scene import BAND_ORDER, Scene
+
+
+def check_reference(header: dict, reference: Scene, name: str) -> None:
+    """The reference must be the image the payload was made against: bands and grid."""
+    if header["bands"] != list(BAND_ORDER):
+        raise QmtganError(f"{name}: band order {header['bands']} differs from this qmtgan's {list(BAND_ORDER)}")
+    if reference.data.shape[0] != len(header["bands"]):
+        raise QmtganError(f"reference has {reference.data.shape[0]} bands, {name} expects {len(header['bands'])}")
+    scene = header["scene"]
+    if reference.shape != (scene["height"], scene["width"]):
+        raise QmtganError(f"reference is {reference.shape[0]}x{reference.shape[1]} px, {name} was made "
+                          f"for a {scene['height']}x{scene['width']} px reference")
+    if reference.transform is not None and not np.allclose(list(reference.transform)[:6], scene["transform"]):
+        raise QmtganError(f"reference grid {list(reference.transform)[:6]} differs from the one {name} "
+                          f"was made for {scene['transform']}")
+
+
+def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = False) -> np.ndarray:
+    """(bands, H, W) DN reconstruction of the target; nodata pixels of the reference are 0."""
+    payload = fmt.read(path)
+    header = payload.header
+    check_reference(header, reference, str(path))
+    try:
+        generator = NumpyGenerator(header, payload.weights())
+        norm = Normalization.from_dict(header["normalization"])
+        tile = int(header["generator"]["patch_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise QmtganError(f"{path}: inconsistent header ({exc})") from exc
+    pred, _ = run_scene(generator, reference.data, norm, tile, overlap=0, progress=progress)
+    pred[:, ~reference.valid] = 0
+    return pred
