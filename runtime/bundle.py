@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qmtgan.runtime.atomic import atomic_dir, atomic_file
 from qmtgan.runtime.backends import Backend, load_backend
-from qmtgan.runtime.digest import sha256_file
+from qmtgan.runtime.digest import load_record, sha256_file, verify_files
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
@@ -84,18 +84,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     path = Path(path)
     if path.is_file():
         path = _safe_extract(path, Path(tempfile.mkdtemp(prefix="qmtgan-bundle-")))
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QmtganError(f"{path}: not a bundle ({MANIFEST}: {exc})") from exc
-    if manifest.get("schema") != SCHEMA:
-        raise QmtganError(f"{path}/{MANIFEST}: schema {manifest.get('schema')!r}, expected {SCHEMA}")
-    for name, digest in manifest.get("files", {}).items():
-        f = path / name
-        if not f.is_file():
-            raise QmtganError(f"{path}: file {name} listed in the manifest is missing")
-        if sha256_file(f) != digest:
-            raise QmtganError(f"{path}: file {name} fails its sha256 check (altered or corrupted)")
+    manifest = load_record(path / MANIFEST, SCHEMA, "a bundle manifest")
+    verify_files(path, manifest.get("files", {}))
     if manifest.get("model_file") not in manifest.get("files", {}):
         raise QmtganError(f"{path}: the manifest's model file is not among its checked files")
     if manifest.get("bands") != list(BAND_ORDER):

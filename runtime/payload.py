@@ -55,7 +55,7 @@ def encode(payload: Payload) -> bytes:
     if not (len(tensors) == len(payload.codes) == len(payload.sides) == len(payload.floats)):
         raise QmtganError("payload: header and tensor lists differ in length")
     shared = payload.header.get("shared_side", False)
-    side_parts, bits_parts, float_parts = [], [], []
+    side_parts, float_parts = [], []
     stream_codes, stream_bits = [], []
     for t, c, s, f in zip(tensors, payload.codes, payload.sides, payload.floats):
         if c is None:

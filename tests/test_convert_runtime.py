@@ -106,7 +106,7 @@ def test_altered_or_missing_bundle_files(bundles, small_pair_dir, tmp_path):
     assert proc.returncode == 1 and "model.tflite fails its sha256 check" in proc.stderr
     (bad / "model.tflite").unlink()
     proc = run_cli("run", "--bundle", bad, "--reference", ref, "-o", tmp_path / "x.tif")
-    assert proc.returncode == 1 and "model.tflite listed in the manifest is missing" in proc.stderr
+    assert proc.returncode == 1 and "file model.tflite is missing" in proc.stderr
     assert not (tmp_path / "x.tif").exists()
 
 

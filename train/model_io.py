@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
-from qmtgan.runtime.digest import sha256_file
+from qmtgan.runtime.digest import load_record, sha256_file, verify_files
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
@@ -34,22 +34,14 @@ def save_model(run_dir: Path, generator: keras.Model, cfg: GeneratorConfig,
 
 
 def load_model_meta(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "model.json"
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QmtganError(f"{path}: not a trained model ({exc})") from exc
-    if meta.get("schema") != MODEL_SCHEMA:
-        raise QmtganError(f"{path}: schema {meta.get('schema')!r}, expected {MODEL_SCHEMA}")
-    return meta
+    return load_record(Path(run_dir) / "model.json", MODEL_SCHEMA, "a trained model")
 
 
 def load_model(run_dir: str | Path) -> tuple[keras.Model, GeneratorConfig, Normalization, dict]:
     run_dir = Path(run_dir)
     meta = load_model_meta(run_dir)
+    verify_files(run_dir, meta["files"])
     weights = run_dir / GENERATOR_FILE
-    if not weights.exists() or sha256_file(weights) != meta["files"][GENERATOR_FILE]:
-        raise QmtganError(f"{weights}: missing or changed since training (sha256 mismatch)")
     if meta["bands"] != list(BAND_ORDER):
         raise QmtganError(f"{run_dir}: model band order {meta['bands']} != {list(BAND_ORDER)}")
     generator = keras.saving.load_model(weights, compile=False, safe_mode=True)

@@ -17,7 +17,7 @@ from rasterio.transform import array_bounds
 
 from qmtgan import __version__
 from qmtgan.runtime.atomic import atomic_dir
-from qmtgan.runtime.digest import sha256_file
+from qmtgan.runtime.digest import load_record, sha256_file, verify_files
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.raster import write_geotiff
 from qmtgan.runtime.scene import BAND_ORDER, NODATA, Scene
@@ -103,17 +103,9 @@ def write_pair(out_dir: str | Path, reference: Scene, target: Scene, patch_size:
 def load_pair(pair_dir: str | Path) -> tuple[Scene, Scene, dict, dict]:
     """(reference, target, pair.json, patches.json) of a pair folder, sha256-checked."""
     pair_dir = Path(pair_dir)
-    try:
-        meta = json.loads((pair_dir / "pair.json").read_text())
-        manifest = json.loads((pair_dir / "patches.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QmtganError(f"{pair_dir}: not a pair folder (pair.json/patches.json: {exc})") from exc
-    if meta.get("schema") != PAIR_SCHEMA:
-        raise QmtganError(f"{pair_dir}/pair.json: schema {meta.get('schema')!r}, expected {PAIR_SCHEMA}")
-    for name, digest in meta.get("sha256", {}).items():
-        path = pair_dir / name
-        if not path.exists() or sha256_file(path) != digest:
-            raise QmtganError(f"{path}: missing or changed since prepare (sha256 mismatch)")
+    meta = load_record(pair_dir / "pair.json", PAIR_SCHEMA, "a pair folder")
+    manifest = load_record(pair_dir / "patches.json", "qmtgan.patches/1", "a patch manifest")
+    verify_files(pair_dir, meta.get("sha256", {}))
     reference = read_scene(pair_dir / "reference.tif")
     target = read_scene(pair_dir / "target.tif")
     return reference, target, meta, manifest
