@@ -34,10 +34,11 @@ def _register() -> None:
     from qmtgan.convert.cli import COMMANDS as convert_commands
     from qmtgan.quantize.cli import COMMANDS as quantize_commands
     from qmtgan.runtime.cli import COMMANDS as runtime_commands
+    from qmtgan.targets.cli import COMMANDS as target_commands
     from qmtgan.train.cli import COMMANDS as train_commands
 
     for command in [*train_commands, *quantize_commands, *convert_commands, *runtime_commands,
-                    *bench_commands]:
+                    *target_commands, *bench_commands]:
         main.add_command(command)
 
 

@@ -132,6 +132,7 @@ def test_every_command_has_help_and_there_is_a_version():
 
     assert __version__ in run_cli("--version").stdout
     for cmd in (["prepare"], ["preview"], ["model", "summary"], ["train"], ["evaluate"], ["demo"],
-                ["bench", "train-step"]):
+                ["bench", "train-step"], ["quantize", "sweep"], ["quantize", "report"], ["encode"], ["decode"],
+                ["convert"], ["run"], ["targets", "list"], ["targets", "show"]):
         proc = run_cli(*cmd, "--help")
         assert proc.returncode == 0 and "Usage:" in proc.stdout, cmd

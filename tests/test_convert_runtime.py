@@ -171,7 +171,12 @@ def test_boards_are_data_and_a_missing_cross_compiler_names_its_package():
     from qmtgan.runtime.errors import QmtganError
     from qmtgan.targets.registry import Board, board, boards
 
-    assert {"host-x86_64", "rpi4", "rpi5", "jetson-orin-nano"} <= set(boards())
+    assert {"host-x86_64", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano"} <= set(boards())
+    listed = run_cli("targets", "list")
+    assert listed.returncode == 0 and "cortex-a57" in listed.stdout and "cortex-a78ae" in listed.stdout
+    shown = run_cli("targets", "show", "rpi4")
+    assert json.loads(shown.stdout)["tvm_target"]["mcpu"] == "cortex-a72"
+    assert run_cli("targets", "show", "pi9").returncode == 1
     assert board("rpi5").tvm_target["mcpu"] == "cortex-a76"
     with pytest.raises(QmtganError, match="unknown target 'pi9'"):
         board("pi9")
