@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "16x8")
@@ -45,4 +48,6 @@ def to_tflite(model, precision: str, representative: np.ndarray | None = None) -
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    # Keras' SavedModel export prints every captured variable; keep the CLI's output readable
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
