@@ -16,18 +16,25 @@ from qmtgan.runtime.errors import QmtganError
 def encode_pair(reference_path: Path, target_path: Path, out: Path, policy: Policy,
                 model_dir: Path | None, epochs: int, seed: int) -> dict:
     from qmtgan.train.ingest import read_scene
-    from qmtgan.train.model_io import load_model
     from qmtgan.train.models.registry import default_config
     from qmtgan.train.pair import align_to_reference
     from qmtgan.train.training import TrainConfig, train
 
     reference = read_scene(reference_path)
     target = align_to_reference(reference, read_scene(target_path))
-    if model_dir is None:
-        model_dir = Path(tempfile.mkdtemp(prefix="qmtgan-encode-"))
-        identity = {"reference": str(reference_path), "target": str(target_path)}
-        train(reference, target, model_dir, default_config("multitempgan"), TrainConfig(epochs=epochs, seed=seed),
-              identity)
+    if model_dir is None:  # train a generator for this pair; only the payload is kept
+        with tempfile.TemporaryDirectory(prefix="qmtgan-encode-") as tmp:
+            identity = {"reference": str(reference_path), "target": str(target_path),
+                        "height": reference.shape[0], "width": reference.shape[1]}
+            train(reference, target, Path(tmp), default_config("multitempgan"),
+                  TrainConfig(epochs=epochs, seed=seed), identity)
+            return _encode(reference, Path(tmp), reference_path, out, policy, seed)
+    return _encode(reference, model_dir, reference_path, out, policy, seed)
+
+
+def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy: Policy, seed: int) -> dict:
+    from qmtgan.train.model_io import load_model
+
     generator, cfg, norm, meta = load_model(model_dir)
     data = meta.get("data", {})
     trained_on = (data.get("height"), data.get("width"))
