@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from qmtgan.convert.cli import artifact_table
 from qmtgan.runtime.atomic import write_text_atomic
 
 # The documented short schedule: 150 epochs (2,400 steps of batch 1) over the 16 patches of
@@ -55,7 +56,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     from qmtgan.train.ingest import read_scene, sample_scene_dir
     from qmtgan.train.model_io import load_model_meta
     from qmtgan.train.models.registry import default_config
-    from qmtgan.train.pair import load_pair, write_pair
+    from qmtgan.train.pair import data_identity, load_pair, write_pair
     from qmtgan.train.preview import write_previews
     from qmtgan.train.simulate import SimulationConfig, simulate_target
     from qmtgan.train.training import TrainConfig, train
@@ -76,8 +77,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     click.echo(f"[2/7] train: paper generator, {epochs} epochs on {len(manifest['patches'])} patches")
     gcfg = default_config("multitempgan", patch_size=512)
     tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY)
-    identity = {"pair": str(pair_dir), "sha256": meta["sha256"], "height": meta["height"],
-                "width": meta["width"], "simulation_seed": seed}
+    identity = data_identity(pair_dir, meta)
     reuse = False
     if (run_dir / "model.json").exists():
         old = load_model_meta(run_dir)
@@ -123,7 +123,6 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     t = time.perf_counter()
     click.echo("[6/7] convert: TFLite fp32/fp16/dynamic/int8/16x8 + ONNX bundles, each measured in its runtime")
     from qmtgan.convert.build import FORMATS, build_bundles
-    from qmtgan.convert.cli import artifact_table
 
     artifacts = build_bundles(run_dir, pair_dir, out / "bundles", list(FORMATS), 512, log=click.echo)
     write_text_atomic(out / "bundles" / "artifacts.md", artifact_table(artifacts) + "\n")
@@ -184,12 +183,6 @@ def _payload_round_trip(out: Path, run_dir: Path, pair_dir: Path, reference, tar
             "bpp_eq1": info["bpp_eq1"], "header_bytes": info["header_bytes"], "decoded_snr_db": snr}
 
 
-def _artifact_table(records: list[dict]) -> str:
-    from qmtgan.convert.cli import artifact_table
-
-    return artifact_table(records)
-
-
 def _identity_snr(reference, target) -> float:
     from qmtgan.runtime.metrics import snr_db
 
@@ -226,7 +219,7 @@ def _markdown(r: dict) -> str:
         f"(container overhead {r['payload']['header_bytes']:,} bytes); decoded SNR "
         f"{r['payload']['decoded_snr_db']:.2f} dB.", "",
         "## Deployment artifacts (512x512 tiles, whole scene, measured in each runtime)", "",
-        _artifact_table(r["artifacts"]), "",
+        artifact_table(r["artifacts"]), "",
         "Outputs: " + ", ".join(f"{k}: `{v}`" for k, v in r["outputs"].items()), ""])
 
 
@@ -245,5 +238,5 @@ def demo(out: Path, epochs: int, seed: int) -> None:
     for label in ("symmetric 8", "symmetric 6"):
         click.echo(f"{label}: SNR {q[label]['snr_db']:.2f} dB, LMSE {q[label]['lmse']:.4f}, "
                    f"{q[label]['bpp_tile']:.4f} bpp (tile) vs float {q['float32']['bpp_tile']:.4f}")
-    click.echo("\n" + _artifact_table(r["artifacts"]))
+    click.echo("\n" + artifact_table(r["artifacts"]))
     click.echo(f"report: {out / 'report.md'}  (JSON: {out / 'report.json'}, previews: {out / 'preview'})")

@@ -51,13 +51,16 @@ class Measurer:
     def __init__(self, reference, target, norm, tile: int, keras_backend, overlap: int):
         self.reference, self.target, self.norm, self.tile, self.overlap = reference, target, norm, tile, overlap
         self.valid = reference.valid & target.valid
-        self.float_out, _ = run_scene(keras_backend, reference.data, norm, tile, overlap)
+        self.float_out, lat = run_scene(keras_backend, reference.data, norm, tile, overlap)
+        self.baseline = self._record(self.float_out, lat)
 
-    def measure(self, backend) -> Measured:
-        out, lat = run_scene(backend, self.reference.data, self.norm, self.tile, self.overlap)
+    def _record(self, out: np.ndarray, lat: list[float]) -> Measured:
         return Measured(metrics.snr_db(self.float_out, out, self.valid),
                         metrics.snr_db(self.target.data, out, self.valid),
                         metrics.lmse(self.target.data, out, self.valid), float(np.mean(lat[1:] or lat)))
+
+    def measure(self, backend) -> Measured:
+        return self._record(*run_scene(backend, self.reference.data, self.norm, self.tile, self.overlap))
 
 
 def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
@@ -104,7 +107,8 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
                   calibration_tiles: int = 8, log=print) -> list[dict]:
     from tqdm import tqdm
 
-    from qmtgan.convert.export import KerasBackend, deployable_generator
+    from qmtgan.convert.export import deployable_generator
+    from qmtgan.train.reconstruct import KerasBackend
     from qmtgan.runtime.tiling import PatchGrid
     from qmtgan.train.pair import load_pair
 
@@ -115,7 +119,7 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     tiles = grid.cut(norm.forward(reference.data))
     representative = tiles[rng.permutation(len(tiles))[:calibration_tiles]]
     measurer = Measurer(reference, target, norm, tile, KerasBackend(model), overlap)
-    keras_m = measurer.measure(KerasBackend(model))
+    keras_m = measurer.baseline
     log(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
         f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
     records = [{"name": "keras-fp32", "backend": "keras", "size_bytes": None, **keras_m.to_dict()}]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qmtgan.runtime.backends import Backend
 from qmtgan.runtime.errors import QmtganError
 
 
@@ -34,19 +33,3 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
         weights, source = payload.weights(), f"dequantized from {Path(payload_path).name} ({payload.header['policy']['method']})"
     assign_weights(model, weights)
     return model, tile_cfg, norm, source
-
-
-class KerasBackend(Backend):
-    """The TF/Keras float model in graph mode: the reference every artifact is measured against."""
-
-    name = "keras"
-
-    def __init__(self, model, threads=None):
-        import tensorflow as tf
-
-        self.model_path = Path("<keras>")
-        self.threads = threads
-        self.fn = tf.function(lambda x: model(x, training=False))
-
-    def run(self, tile):
-        return self.fn(tile).numpy()

@@ -83,10 +83,9 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, desc="tiles", unit="tile", leave=False)
 
 
-def _run_grid(backend: Backend, reference: np.ndarray, norm: Normalization, tile: int,
-              progress: bool) -> tuple[np.ndarray, list[float]]:
-    grid = PatchGrid(reference.shape[1], reference.shape[2], tile)
-    tiles = grid.cut(norm.forward(reference))
+def run_tiles(backend: Backend, tiles: np.ndarray, progress: bool = False) -> tuple[np.ndarray, list[float]]:
+    """(n, t, t, bands) normalized tiles -> outputs, one tile at a time (batch 1, as deployed),
+    and the seconds each took."""
     out = np.empty_like(tiles)
     latencies = []
     bar = _bar(len(tiles), progress)
@@ -98,4 +97,11 @@ def _run_grid(backend: Backend, reference: np.ndarray, norm: Normalization, tile
             bar.update(1)
     if bar:
         bar.close()
+    return out, latencies
+
+
+def _run_grid(backend: Backend, reference: np.ndarray, norm: Normalization, tile: int,
+              progress: bool) -> tuple[np.ndarray, list[float]]:
+    grid = PatchGrid(reference.shape[1], reference.shape[2], tile)
+    out, latencies = run_tiles(backend, grid.cut(norm.forward(reference)), progress)
     return norm.inverse(grid.stitch(out)), latencies

@@ -130,16 +130,14 @@ def train_cmd(pair_dir: Path, out: Path, generator: str, ngf: int | None, depth:
               stop_after: int | None) -> None:
     """Train a generator on a pair folder (pix2pix: adversarial + lambda*L1, Adam(2e-4, 0.5))."""
     from qmtgan.train.models.registry import default_config
-    from qmtgan.train.pair import load_pair
+    from qmtgan.train.pair import data_identity, load_pair
     from qmtgan.train.training import TrainConfig, train
 
     reference, target, meta, manifest = load_pair(pair_dir)
     gcfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, patch_size=manifest["patch_size"])
     tcfg = TrainConfig(epochs=epochs, lambda_l1=lambda_l1, learning_rate=lr, seed=seed, ndf=ndf,
                        adversarial=not no_adversarial, flips=flips, val_every=val_every)
-    identity = {"pair": str(pair_dir), "sha256": meta["sha256"], "height": meta["height"],
-                "width": meta["width"], "crs": meta["crs"], "transform": meta["transform"],
-                "simulation_seed": (meta.get("simulation") or {}).get("config", {}).get("seed")}
+    identity = data_identity(pair_dir, meta)
     t0 = time.perf_counter()
     result = train(reference, target, out, gcfg, tcfg, identity, resume=resume, stop_after=stop_after)
     last = result["history"][-1] if result["history"] else {}

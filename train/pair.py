@@ -109,3 +109,10 @@ def load_pair(pair_dir: str | Path) -> tuple[Scene, Scene, dict, dict]:
     reference = read_scene(pair_dir / "reference.tif")
     target = read_scene(pair_dir / "target.tif")
     return reference, target, meta, manifest
+
+
+def data_identity(pair_dir: str | Path, meta: dict) -> dict:
+    """What model.json records about the data a generator was fitted to."""
+    return {"pair": str(pair_dir), "sha256": meta["sha256"], "height": meta["height"],
+            "width": meta["width"], "crs": meta["crs"], "transform": meta["transform"],
+            "simulation_seed": (meta.get("simulation") or {}).get("config", {}).get("seed")}

@@ -3,44 +3,49 @@
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 
 import numpy as np
 
 from qmtgan.runtime import metrics
+from qmtgan.runtime.backends import Backend
+from qmtgan.runtime.infer import run_tiles
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.tiling import PatchGrid
 
 
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+class KerasBackend(Backend):
+    """The TF/Keras model in graph mode behind the runtime's Backend interface: the float
+    baseline every artifact is measured against, and the trainer's own reconstructions."""
 
+    name = "keras"
 
-def _compiled(generator):
-    """One traced inference function per generator (re-tracing every epoch costs seconds)."""
-    if generator not in _COMPILED:
+    def __init__(self, model):
         import tensorflow as tf
 
-        _COMPILED[generator] = tf.function(lambda x: generator(x, training=False))
-    return _COMPILED[generator]
+        self.model_path = Path("<keras>")
+        self.threads = None
+        self.fn = tf.function(lambda x: model(x, training=False))
+
+    def run(self, tile: np.ndarray) -> np.ndarray:
+        return self.fn(tile).numpy()
 
 
-def predict_patches(generator, patches: np.ndarray, progress: bool = False) -> np.ndarray:
-    """(n, p, p, bands) normalized -> (n, p, p, bands) normalized, one patch at a time (the
-    generators are built for batch 1, as deployed)."""
-    import tensorflow as tf
-    from tqdm import tqdm
+_BACKENDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-    call = _compiled(generator)
-    out = np.empty_like(patches)
-    for i in tqdm(range(patches.shape[0]), desc="reconstruct", unit="patch", disable=not progress,
-                  leave=False):
-        out[i] = call(tf.constant(patches[i : i + 1])).numpy()[0]
-    return out
+
+def keras_backend(generator) -> KerasBackend:
+    """One traced backend per generator (re-tracing at every validation costs seconds)."""
+    if generator not in _BACKENDS:
+        _BACKENDS[generator] = KerasBackend(generator)
+    return _BACKENDS[generator]
 
 
 def reconstruct_scene(generator, reference_patches: np.ndarray, grid: PatchGrid,
                       norm: Normalization, valid: np.ndarray, progress: bool = False) -> np.ndarray:
-    """(bands, H, W) DN reconstruction of the target; nodata pixels set to 0."""
-    predicted = predict_patches(generator, reference_patches, progress)
+    """(bands, H, W) DN reconstruction of the target from already cut, normalized patches;
+    nodata pixels set to 0."""
+    predicted, _ = run_tiles(keras_backend(generator), reference_patches, progress)
     scene = norm.inverse(grid.stitch(predicted))
     scene[:, ~valid] = 0.0
     return scene
