@@ -1,16 +1,19 @@
-"""Boards are data: one TOML per board under targets/boards/ (TVM target as a JSON-dict
-form, cross compiler and the apt package that provides it)."""
+"""Boards are data: one TOML per board under targets/boards/ (TVM target in JSON-dict form,
+cross compiler and the apt package that provides it, CMake toolchain file, TFLite defaults,
+memory budget, and how to reach the board)."""
 
 from __future__ import annotations
 
 import shutil
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmtgan.runtime.errors import QmtganError
 
-BOARDS_DIR = Path(__file__).with_name("boards")
+TARGETS_DIR = Path(__file__).parent
+BOARDS_DIR = TARGETS_DIR / "boards"
+REACH_METHODS = ("local", "qemu", "ssh")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,11 @@ class Board:
     cross_compiler: str
     apt_package: str
     tvm_target: dict
+    cmake_toolchain: str = ""          # relative to targets/; "" for a native build
+    memory_budget_mb: int = 0          # 0: no budget
+    tflite: dict = field(default_factory=lambda: {"threads": 0, "xnnpack": True})
+    reach: dict = field(default_factory=lambda: {"method": "local"})
+    cuda_arch: str = ""
 
     def compiler(self) -> str | None:
         """The cross compiler's path (None for a native build); a clear error when missing."""
@@ -32,14 +40,34 @@ class Board:
                               f"apt-get install {self.apt_package}")
         return path
 
+    def toolchain_file(self) -> Path | None:
+        return TARGETS_DIR / self.cmake_toolchain if self.cmake_toolchain else None
+
+    @property
+    def tflite_threads(self) -> int | None:
+        return int(self.tflite.get("threads", 0)) or None
+
+    @property
+    def python(self) -> str:
+        return self.reach.get("python", "python3")
+
+
+def _load(path: Path) -> Board:
+    d = tomllib.loads(path.read_text())
+    try:
+        b = Board(d["name"], d["description"], d["arch"], d["cross_compiler"], d["apt_package"],
+                  dict(d["tvm_target"]), d.get("cmake_toolchain", ""), int(d.get("memory_budget_mb", 0)),
+                  dict(d.get("tflite", {"threads": 0, "xnnpack": True})), dict(d.get("reach", {"method": "local"})),
+                  d.get("cuda_arch", ""))
+    except KeyError as exc:
+        raise QmtganError(f"{path}: missing key {exc}") from exc
+    if b.reach.get("method") not in REACH_METHODS:
+        raise QmtganError(f"{path}: reach.method must be one of {REACH_METHODS}, found {b.reach.get('method')!r}")
+    return b
+
 
 def boards() -> dict[str, Board]:
-    out = {}
-    for f in sorted(BOARDS_DIR.glob("*.toml")):
-        d = tomllib.loads(f.read_text())
-        out[d["name"]] = Board(d["name"], d["description"], d["arch"], d["cross_compiler"], d["apt_package"],
-                               dict(d["tvm_target"]))
-    return out
+    return {b.name: b for b in map(_load, sorted(BOARDS_DIR.glob("*.toml")))}
 
 
 def board(name: str) -> Board:

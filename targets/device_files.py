@@ -1,0 +1,73 @@
+"""What a board needs besides the bundle: the device runtime (the `qmtgan.runtime` subpackage
+as a plain folder tree, numpy-only) and, for emulated or offline boards, the aarch64 wheels of
+its libraries installed with pip's --platform/--target into a cache outside the repo."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from qmtgan.runtime.atomic import atomic_dir
+from qmtgan.runtime.errors import QmtganError
+
+# The board's libraries, at the host's versions so both sides run the same code.
+# cloudpickle and psutil: what tvm.exec.rpc_server needs on the board.
+BOARD_PACKAGES = ("numpy", "apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "cloudpickle", "psutil")
+# Every manylinux tag a Debian bookworm board (glibc 2.36) can load.
+PIP_PLATFORMS = {"aarch64": ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in range(17, 37)))}
+
+
+def cache_dir() -> Path:
+    """QMTGAN_CACHE, else ~/.cache/qmtgan (never inside the repo)."""
+    return Path(os.environ.get("QMTGAN_CACHE") or Path.home() / ".cache" / "qmtgan")
+
+
+def stage_runtime(dest: Path) -> Path:
+    """dest/qmtgan/{__init__.py, runtime/*.py}: importable with PYTHONPATH=dest on any board."""
+    import qmtgan
+    import qmtgan.runtime
+
+    pkg = dest / "qmtgan"
+    (pkg / "runtime").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(qmtgan.__file__, pkg / "__init__.py")
+    for f in sorted(Path(qmtgan.runtime.__file__).parent.glob("*.py")):
+        shutil.copy2(f, pkg / "runtime" / f.name)
+    return dest
+
+
+def pinned_requirements(packages=BOARD_PACKAGES) -> list[str]:
+    out = []
+    for name in packages:
+        try:
+            out.append(f"{name}=={md.version(name)}")
+        except md.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def board_site_packages(arch: str, python_version: str = "3.11") -> Path:
+    """The board's Python libraries for `arch` (built once, cached): pip --platform --target."""
+    if arch not in PIP_PLATFORMS:
+        raise QmtganError(f"no wheel platform known for architecture '{arch}' (known: {', '.join(PIP_PLATFORMS)})")
+    reqs = pinned_requirements()
+    key = "-".join(r.replace("==", "-") for r in reqs)
+    dest = cache_dir() / "wheels" / f"{arch}-py{python_version}" / "site-packages"
+    stamp = dest / ".qmtgan-requirements"
+    if stamp.is_file() and stamp.read_text() == key:
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    with atomic_dir(dest) as tmp:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--only-binary=:all:",
+               "--python-version", python_version, "--implementation", "cp", "--target", str(tmp)]
+        for p in PIP_PLATFORMS[arch]:
+            cmd += ["--platform", p]
+        proc = subprocess.run(cmd + reqs, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise QmtganError(f"pip could not fetch the {arch} wheels {reqs}:\n{proc.stderr.strip()[-2000:]}")
+        (tmp / ".qmtgan-requirements").write_text(key)
+    return dest
