@@ -5,6 +5,7 @@ float model and against the true target, latency per tile."""
 from __future__ import annotations
 
 import platform
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +15,10 @@ import numpy as np
 from qmtgan import __version__
 from qmtgan.runtime import metrics
 from qmtgan.runtime.bundle import load_bundle, write_bundle
-from qmtgan.runtime.infer import run_scene
+from qmtgan.runtime.infer import run_scene, run_tiles
+from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
+
+SMOKE_FILE = "smoke.npz"
 
 TVM_BOARDS = ("host-x86_64", "rpi4", "rpi5", "jetson-orin-nano")
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx",
@@ -63,14 +67,19 @@ class Measurer:
         return self._record(*run_scene(backend, self.reference.data, self.norm, self.tile, self.overlap))
 
 
+def smoke_record(backend, smoke: TileSet, norm, source: str) -> dict:
+    """The SNR a board must reproduce on the bundle's own smoke tiles (`qmtgan flash`)."""
+    out, _ = run_tiles(backend, smoke.normalized(norm))
+    return {"file": SMOKE_FILE, "tiles": len(smoke), "snr_db": smoke.scores(TileSet.denormalized(out, norm))["snr_db"],
+            "measured_with": source}
+
+
 def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
     if fmt == "onnx":
         from qmtgan.convert.onnx_export import to_onnx
 
         return "model.onnx", to_onnx(model)
     if fmt.startswith("tvm-"):
-        import tempfile
-
         from qmtgan.convert.onnx_export import to_onnx
         from qmtgan.convert.tvm_build import compile_onnx
         from qmtgan.targets.registry import board
@@ -104,7 +113,7 @@ def _io_record(bundle_path: Path, manifest: dict) -> dict:
 
 def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[str], tile: int,
                   payload: Path | None = None, int8_threshold_db: float = 1.0, overlap: int = 0,
-                  calibration_tiles: int = 8, log=print) -> list[dict]:
+                  calibration_tiles: int = 8, smoke_tiles: int = 1, log=print) -> list[dict]:
     from tqdm import tqdm
 
     from qmtgan.convert.export import deployable_generator
@@ -118,7 +127,12 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     rng = np.random.default_rng(0)
     tiles = grid.cut(norm.forward(reference.data))
     representative = tiles[rng.permutation(len(tiles))[:calibration_tiles]]
-    measurer = Measurer(reference, target, norm, tile, KerasBackend(model), overlap)
+    keras = KerasBackend(model)
+    measurer = Measurer(reference, target, norm, tile, keras, overlap)
+    smoke = sample_tiles(reference.data, target.data, tile, smoke_tiles)
+    with tempfile.TemporaryDirectory() as tmp:
+        smoke_bytes = save_tiles(Path(tmp) / SMOKE_FILE, smoke).read_bytes()
+    smoke_float = smoke_record(keras, smoke, norm, "keras-fp32 (the module cannot run on the build host)")
     keras_m = measurer.baseline
     log(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
         f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
@@ -126,12 +140,13 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     out_dir.mkdir(parents=True, exist_ok=True)
     for fmt in tqdm(formats, desc="convert", unit="artifact"):
         records.append(_one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile,
-                                   source, pair_meta, int8_threshold_db, log))
+                                   source, pair_meta, int8_threshold_db, (smoke, smoke_bytes, smoke_float), log))
     return records
 
 
 def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile, source,
-                pair_meta, int8_threshold_db, log) -> dict:
+                pair_meta, int8_threshold_db, smoke_parts, log) -> dict:
+    smoke, smoke_bytes, smoke_float = smoke_parts
     backend_name = {"onnx": "onnxruntime", "tvm": "tvm"}.get(fmt.split("-", 1)[0], "tflite")
     precision = "fp32" if backend_name != "tflite" else fmt.split("-", 1)[1]
     target = fmt[4:] if backend_name == "tvm" else "host-x86_64"
@@ -142,7 +157,8 @@ def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, nor
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "data": {"sha256": pair_meta["sha256"]}, "tool_versions": _versions()}
     dest = out_dir / fmt
-    write_bundle(dest, manifest, {filename: blob})
+    files = {filename: blob, SMOKE_FILE: smoke_bytes}
+    write_bundle(dest, manifest, files)
     if backend_name == "tvm":
         from qmtgan.convert.tvm_build import elf_machine
         from qmtgan.targets.registry import board
@@ -151,8 +167,8 @@ def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, nor
         manifest["tvm_target"] = board(target).tvm_target
         if board(target).arch != platform.machine():
             log(f"{fmt}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
-            manifest.update(_io_record(dest, manifest), measured=None)
-            write_bundle(dest, manifest, {filename: blob})
+            manifest.update(_io_record(dest, manifest), measured=None, smoke=smoke_float)
+            write_bundle(dest, manifest, files)
             return {"name": fmt, "backend": backend_name, "precision": precision, "size_bytes": len(blob),
                     "bundle": str(dest), "snr_vs_float_db": float("nan"), "snr_vs_target_db": float("nan"),
                     "lmse_vs_target": float("nan"), "mean_tile_s": float("nan"), "target": target}
@@ -163,13 +179,15 @@ def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, nor
         log(f"WARNING: full int8 loses {loss:.2f} dB against float (threshold {int8_threshold_db} dB); "
             "falling back to 16x8 (int16 activations) for this bundle")
         filename, blob = _model_bytes("tflite-16x8", model, representative)
+        files[filename] = blob
         manifest.update(precision="16x8 (fallback from int8)",
                         int8_fallback={"reason": f"full int8 lost {loss:.2f} dB > {int8_threshold_db} dB",
                                        "full_int8": measured.to_dict()})
-        write_bundle(dest, manifest, {filename: blob})
+        write_bundle(dest, manifest, files)
         measured = measurer.measure(load_bundle(dest).backend())
         manifest["measured"][fmt] = measured.to_dict()
     manifest.update(_io_record(dest, manifest))
-    write_bundle(dest, manifest, {filename: blob})
+    manifest["smoke"] = smoke_record(load_bundle(dest).backend(), smoke, norm, f"{fmt} on {platform.machine()}")
+    write_bundle(dest, manifest, files)
     return {"name": fmt, "backend": backend_name, "precision": manifest["precision"], "size_bytes": len(blob),
             "bundle": str(dest), "target": target, **measured.to_dict()}

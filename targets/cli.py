@@ -31,4 +31,6 @@ def show(name: str) -> None:
     click.echo(json.dumps(asdict(board(name)), indent=2))
 
 
-COMMANDS = [targets]
+from qmtgan.targets.flash import flash  # noqa: E402 - the group above is the module's main part
+
+COMMANDS = [targets, flash]

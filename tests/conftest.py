@@ -3,6 +3,7 @@ and helpers that write real GeoTIFFs with rasterio."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,3 +97,12 @@ def tiny_run(tmp_path_factory, small_pair_dir):
                    {"sha256": meta["sha256"], "height": meta["height"], "width": meta["width"]},
                    progress=False)
     return run_dir, result
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_run, small_pair_dir, tmp_path_factory):
+    """Every format of `qmtgan convert` for the tiny model at 32x32 tiles: (folder, records by name)."""
+    out = tmp_path_factory.mktemp("bundles")
+    proc = run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", "32", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}

@@ -17,11 +17,8 @@ from conftest import BLOCK_TF, run_cli, write_band
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_run, small_pair_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles")
-    proc = run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", "32", "-o", out)
-    assert proc.returncode == 0, proc.stderr
-    return out, {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
+def bundles(tiny_bundles):
+    return tiny_bundles
 
 
 def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):

@@ -1,0 +1,118 @@
+"""The device-side measurement worker, run in a fresh process on the board (locally, under
+qemu, over ssh): load a bundle, run real scene tiles through it, print one JSON record.
+numpy + the bundle's backend only (no click, no TensorFlow), so it runs on any board.
+
+    python3 -m qmtgan.runtime.probe --bundle B --tiles tiles.npz [--warmup K] [--runs R]
+        [--min-time S] [--threads T] [--outputs out.npy] [--expect-snr DB --tolerance DB]
+
+Timing follows TFLite's benchmark_model: init (load + allocate) and the first inference are
+reported apart; then K warm-up runs; then at least R timed runs and at least S seconds. Every
+tile is run once before timing starts, and those outputs are the ones scored and saved.
+--expect-snr turns it into the bundle's smoke test: exit 3 when the SNR is off by more than
+the tolerance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+
+from qmtgan.runtime.atomic import atomic_file
+from qmtgan.runtime.bundle import load_bundle
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.tileset import TileSet, load_tiles
+
+SCHEMA = "qmtgan.probe/1"
+SMOKE_MISMATCH = 3
+
+
+def _versions(backend: str) -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for pkg in {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnxruntime": ("onnxruntime",),
+                "tvm": ("apache-tvm", "apache-tvm-ffi")}.get(backend, ()):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def peak_rss_kb() -> int:
+    """Peak resident set of this process (Linux reports ru_maxrss in KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, min_time: float = 0.0,
+          threads: int | None = None, outputs_path: str | None = None) -> dict:
+    tiles = load_tiles(tiles_path)
+    t0 = time.perf_counter()
+    bundle = load_bundle(bundle_path)
+    if tiles.tile != bundle.tile:
+        raise QmtganError(f"{tiles_path}: tiles are {tiles.tile} px, the bundle's model takes {bundle.tile} px")
+    backend = bundle.backend(threads)
+    init_s = time.perf_counter() - t0
+    x = tiles.normalized(bundle.normalization)
+    out = np.empty_like(x)
+    per_tile = []
+    for i in range(len(x)):  # the first of these is the first inference
+        t = time.perf_counter()
+        out[i] = backend.run(x[i : i + 1])[0]
+        per_tile.append(time.perf_counter() - t)
+    for i in range(warmup):
+        backend.run(x[i % len(x) : i % len(x) + 1])
+    latencies, started, i = [], time.perf_counter(), 0
+    while len(latencies) < runs or time.perf_counter() - started < min_time:
+        t = time.perf_counter()
+        backend.run(x[i % len(x) : i % len(x) + 1])
+        latencies.append(time.perf_counter() - t)
+        i += 1
+    predicted = TileSet.denormalized(out, bundle.normalization)
+    if outputs_path:
+        with atomic_file(outputs_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, predicted, allow_pickle=False)
+    return {"schema": SCHEMA, "bundle": bundle.manifest.get("name"), "backend": bundle.manifest["backend"],
+            "precision": bundle.manifest.get("precision"), "tile": bundle.tile, "tiles": len(tiles),
+            "threads": backend.threads, "init_s": init_s, "first_s": per_tile[0], "tile_pass_s": per_tile,
+            "latencies_s": latencies, "peak_rss_kb": peak_rss_kb(), "vs_target": tiles.scores(predicted),
+            "machine": {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
+            "versions": _versions(bundle.manifest["backend"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m qmtgan.runtime.probe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--tiles", required=True)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--min-time", type=float, default=0.0)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--outputs")
+    ap.add_argument("--expect-snr", type=float)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    a = ap.parse_args(argv)
+    try:
+        record = probe(a.bundle, a.tiles, a.warmup, a.runs, a.min_time, a.threads, a.outputs)
+    except QmtganError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    status = 0
+    if a.expect_snr is not None:
+        got = record["vs_target"].get("snr_db", float("nan"))
+        record["smoke"] = {"expected_snr_db": a.expect_snr, "snr_db": got, "tolerance_db": a.tolerance,
+                           "ok": bool(abs(got - a.expect_snr) <= a.tolerance)}
+        status = 0 if record["smoke"]["ok"] else SMOKE_MISMATCH
+    print(json.dumps(record))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

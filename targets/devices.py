@@ -1,0 +1,152 @@
+"""How commands and files reach a board: one small class per way (this machine, the emulated
+qemu board, a board over ssh). Flash and the benchmark harness drive every board through the
+same three calls: `arch()`, `put(folder)`, `run(argv)`."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.targets.registry import Board
+
+
+class Device:
+    """A board reached some way. `workdir` is where files land on it (a posix path there)."""
+
+    def __init__(self, board: Board, workdir: str, python: str | None = None):
+        self.board, self.workdir = board, workdir
+        self.python = python or board.python
+
+    def describe(self) -> str:
+        return f"{self.board.name} ({self.board.reach['method']})"
+
+    def run(self, argv: list[str], env: dict[str, str] | None = None,
+            timeout: float | None = None) -> subprocess.CompletedProcess:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def put(self, folder: Path, dest: str) -> None:  # pragma: no cover - abstract
+        """Copy a local folder to workdir/dest, replacing it. Commands run in workdir, so
+        they name it by the relative `dest`."""
+        raise NotImplementedError
+
+    def sha256(self, files: list[str]) -> dict[str, str]:
+        """sha256 of files (relative to workdir) computed on the board."""
+        proc = self.run(["sha256sum", "--", *files], timeout=600)
+        found = dict(reversed(line.split(None, 1)) for line in proc.stdout.splitlines() if line.strip())
+        return {f: found.get(f, "") for f in files}
+
+    def path(self, *parts: str) -> str:
+        return str(PurePosixPath(self.workdir, *parts))
+
+    def arch(self) -> str:
+        proc = self.run(["uname", "-m"], timeout=60)
+        if proc.returncode != 0:
+            raise QmtganError(f"{self.describe()}: 'uname -m' failed: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+
+class _HostFiles(Device):
+    """Devices that see this machine's file system (local, emulated)."""
+
+    def put(self, folder: Path, dest: str) -> None:
+        target = Path(self.path(dest))
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, target)
+
+    def sha256(self, files: list[str]) -> dict[str, str]:
+        from qmtgan.runtime.digest import sha256_file
+
+        return {f: sha256_file(self.path(f)) if Path(self.path(f)).is_file() else "" for f in files}
+
+
+class LocalDevice(_HostFiles):
+    def __init__(self, board: Board, workdir: str, python: str | None = None):
+        super().__init__(board, workdir, python or sys.executable)
+
+    def run(self, argv, env=None, timeout=None):
+        import os
+
+        argv = [self.python, *argv[1:]] if argv[0] == "python3" else argv
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.workdir,
+                              env={**os.environ, **(env or {})})
+
+
+class QemuDevice(_HostFiles):
+    """The emulated aarch64 board: real aarch64 code under qemu-aarch64 user mode."""
+
+    def run(self, argv, env=None, timeout=None):
+        from qmtgan.targets.emulate import run_emulated
+
+        return run_emulated(self.board, argv, env=env, timeout=timeout, cwd=self.workdir)
+
+    def arch(self) -> str:
+        proc = self.run(["python3", "-c", "import platform; print(platform.machine())"], timeout=300)
+        if proc.returncode != 0:
+            raise QmtganError(f"{self.describe()}: the emulated python did not start: {proc.stderr.strip()[-500:]}")
+        return proc.stdout.strip()
+
+
+class SshDevice(Device):
+    """A board over ssh (BatchMode: keys only, never a password prompt)."""
+
+    def __init__(self, board: Board, host: str, workdir: str, python: str | None = None, port: int | None = None,
+                 identity: str | None = None, options: tuple[str, ...] = ()):
+        super().__init__(board, workdir, python)
+        if not shutil.which("ssh"):
+            raise QmtganError("flashing over ssh needs the ssh client: apt-get install openssh-client")
+        self.host = host
+        self.ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if port:
+            self.ssh += ["-p", str(port)]
+        if identity:
+            self.ssh += ["-i", identity]
+        for opt in options:
+            self.ssh += ["-o", opt]
+
+    def describe(self) -> str:
+        return f"{self.board.name} at {self.host}"
+
+    def _remote(self, command: str, timeout: float | None, stdin=None) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*self.ssh, self.host, command], capture_output=True, text=stdin is None,
+                              timeout=timeout, stdin=stdin)
+        if proc.returncode == 255:  # ssh's own failure: the command never ran
+            err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
+            raise QmtganError(f"cannot reach {self.host} over ssh: {err.strip().splitlines()[-1] if err.strip() else 'no reply'}")
+        return proc
+
+    def run(self, argv, env=None, timeout=None):
+        argv = [self.python, *argv[1:]] if argv[0] == "python3" else argv
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        command = f"mkdir -p {shlex.quote(self.workdir)} && cd {shlex.quote(self.workdir)} && {prefix} {shlex.join(argv)}"
+        return self._remote(command, timeout)
+
+    def put(self, folder: Path, dest: str) -> None:
+        target = self.path(dest)
+        with tempfile.TemporaryFile() as archive:
+            subprocess.run(["tar", "-C", str(folder), "-czf", "-", "."], stdout=archive, check=True)
+            archive.seek(0)
+            q = shlex.quote(target)
+            proc = self._remote(f"rm -rf {q} && mkdir -p {q} && tar -xzf - -C {q}", timeout=600, stdin=archive)
+        if proc.returncode != 0:
+            raise QmtganError(f"copy to {self.host}:{target} failed: {proc.stderr.decode(errors='replace').strip()}")
+
+
+def connect(board: Board, host: str | None = None, workdir: str | None = None, python: str | None = None,
+            port: int | None = None, identity: str | None = None, options: tuple[str, ...] = ()) -> Device:
+    """The device for a board: ssh when a host is given (or the board is reached by ssh),
+    qemu for the emulated board, this machine otherwise."""
+    method = "ssh" if host else board.reach["method"]
+    if method == "ssh":
+        host = host or board.reach.get("host")
+        if not host:
+            raise QmtganError(f"board {board.name} is reached over ssh: give --host user@addr")
+        return SshDevice(board, host, workdir or board.reach.get("workdir", "qmtgan"), python, port, identity, options)
+    local_dir = workdir or tempfile.mkdtemp(prefix=f"qmtgan-{board.name}-")
+    Path(local_dir).mkdir(parents=True, exist_ok=True)
+    return (QemuDevice if method == "qemu" else LocalDevice)(board, local_dir, python)
