@@ -36,7 +36,7 @@ class Measured:
         return dict(self.__dict__)
 
 
-def _versions() -> dict:
+def tool_versions() -> dict:
     import importlib.metadata as md
 
     out = {"qmtgan": __version__, "python": platform.python_version()}
@@ -155,7 +155,7 @@ def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, nor
                 "model_file": filename, "tile_size": tile, "generator": cfg.to_dict(),
                 "normalization": norm.to_dict(), "weights": source,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "data": {"sha256": pair_meta["sha256"]}, "tool_versions": _versions()}
+                "data": {"sha256": pair_meta["sha256"]}, "tool_versions": tool_versions()}
     dest = out_dir / fmt
     files = {filename: blob, SMOKE_FILE: smoke_bytes}
     write_bundle(dest, manifest, files)

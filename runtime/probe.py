@@ -46,23 +46,26 @@ def _versions(backend: str) -> dict:
 
 
 def peak_rss_kb() -> int:
-    """Peak resident set of this process (Linux reports ru_maxrss in KiB)."""
+    """Peak resident set of this process, KiB: VmHWM of /proc/self/status (the high-water mark
+    of this program's own memory). ru_maxrss is only the fallback: Linux carries it over
+    from the parent across fork and exec, so a small worker started by a big parent would
+    report the parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, min_time: float = 0.0,
-          threads: int | None = None, outputs_path: str | None = None) -> dict:
-    tiles = load_tiles(tiles_path)
-    t0 = time.perf_counter()
-    bundle = load_bundle(bundle_path)
-    if tiles.tile != bundle.tile:
-        raise QmtganError(f"{tiles_path}: tiles are {tiles.tile} px, the bundle's model takes {bundle.tile} px")
-    backend = bundle.backend(threads)
-    init_s = time.perf_counter() - t0
-    x = tiles.normalized(bundle.normalization)
+def time_backend(backend, x: np.ndarray, warmup: int = 2, runs: int = 10, min_time: float = 0.0) -> dict:
+    """Run every tile once (those outputs are returned; the first call is the first inference),
+    then `warmup` untimed runs, then at least `runs` timed runs lasting at least `min_time` s."""
     out = np.empty_like(x)
     per_tile = []
-    for i in range(len(x)):  # the first of these is the first inference
+    for i in range(len(x)):
         t = time.perf_counter()
         out[i] = backend.run(x[i : i + 1])[0]
         per_tile.append(time.perf_counter() - t)
@@ -74,17 +77,39 @@ def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, mi
         backend.run(x[i % len(x) : i % len(x) + 1])
         latencies.append(time.perf_counter() - t)
         i += 1
-    predicted = TileSet.denormalized(out, bundle.normalization)
+    return {"outputs": out, "first_s": per_tile[0], "tile_pass_s": per_tile, "latencies_s": latencies}
+
+
+def save_outputs(path: str, predicted: np.ndarray) -> None:
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, predicted, allow_pickle=False)
+
+
+def measure(backend, tiles: TileSet, norm, warmup: int, runs: int, min_time: float, init_s: float,
+            outputs_path: str | None) -> dict:
+    """The part of a probe record every backend shares (also the Keras baseline's)."""
+    timed = time_backend(backend, tiles.normalized(norm), warmup, runs, min_time)
+    predicted = TileSet.denormalized(timed.pop("outputs"), norm)
     if outputs_path:
-        with atomic_file(outputs_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, predicted, allow_pickle=False)
-    return {"schema": SCHEMA, "bundle": bundle.manifest.get("name"), "backend": bundle.manifest["backend"],
-            "precision": bundle.manifest.get("precision"), "tile": bundle.tile, "tiles": len(tiles),
-            "threads": backend.threads, "init_s": init_s, "first_s": per_tile[0], "tile_pass_s": per_tile,
-            "latencies_s": latencies, "peak_rss_kb": peak_rss_kb(), "vs_target": tiles.scores(predicted),
-            "machine": {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
-            "versions": _versions(bundle.manifest["backend"])}
+        save_outputs(outputs_path, predicted)
+    return {"schema": SCHEMA, "tile": tiles.tile, "tiles": len(tiles), "threads": backend.threads,
+            "init_s": init_s, **timed, "peak_rss_kb": peak_rss_kb(), "vs_target": tiles.scores(predicted),
+            "machine": {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()}}
+
+
+def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, min_time: float = 0.0,
+          threads: int | None = None, outputs_path: str | None = None) -> dict:
+    tiles = load_tiles(tiles_path)
+    t0 = time.perf_counter()
+    bundle = load_bundle(bundle_path)
+    if tiles.tile != bundle.tile:
+        raise QmtganError(f"{tiles_path}: tiles are {tiles.tile} px, the bundle's model takes {bundle.tile} px")
+    backend = bundle.backend(threads)
+    init_s = time.perf_counter() - t0
+    record = measure(backend, tiles, bundle.normalization, warmup, runs, min_time, init_s, outputs_path)
+    return {**record, "bundle": bundle.manifest.get("name"), "backend": bundle.manifest["backend"],
+            "precision": bundle.manifest.get("precision"), "versions": _versions(bundle.manifest["backend"])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,40 @@ def show(name: str) -> None:
     click.echo(json.dumps(asdict(board(name)), indent=2))
 
 
+@targets.command("emulate", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def emulate(name: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND on an emulated board (qemu user mode over a cached Debian arm64 sysroot,
+    built on first use): `python3` is the board's Python with its aarch64 libraries, any
+    other command the host path of an aarch64 program. Exits with the command's exit code.
+
+    Example: qmtgan targets emulate qemu-aarch64 -- python3 -c "import platform; print(platform.machine())"
+    """
+    import subprocess
+
+    from qmtgan.targets.emulate import emulated_argv
+    from qmtgan.targets.registry import board
+
+    argv = list(command[1:] if command[:1] == ("--",) else command)  # `--` ends qmtgan's own options
+    code = subprocess.run(emulated_argv(board(name), argv)).returncode
+    raise SystemExit(code if code >= 0 else 128 - code)  # killed by a signal: as a shell reports it
+
+
+@targets.command("build-runner")
+@click.option("--target", "target_name", required=True, help="Board name (qmtgan targets list).")
+@click.option("-o", "--output", "build_dir", required=True, type=click.Path(file_okay=False),
+              help="CMake build folder; self-contained (qmtg-run + lib/), copy it to the board.")
+def build_runner_cmd(target_name: str, build_dir: str) -> None:
+    """Build the C++ runner qmtg-run for a board with CMake (cross-compiled for aarch64 boards)."""
+    from pathlib import Path
+
+    from qmtgan.targets.native import build_runner
+    from qmtgan.targets.registry import board
+
+    click.echo(str(build_runner(board(target_name), Path(build_dir))))
+
+
 from qmtgan.targets.flash import flash  # noqa: E402 - the group above is the module's main part
 
 COMMANDS = [targets, flash]

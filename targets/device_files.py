@@ -16,7 +16,7 @@ from qmtgan.runtime.errors import QmtganError
 
 # The board's libraries, at the host's versions so both sides run the same code.
 # cloudpickle and psutil: what tvm.exec.rpc_server needs on the board.
-BOARD_PACKAGES = ("numpy", "apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "cloudpickle", "psutil")
+BOARD_PACKAGES = ("numpy", "apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "onnxruntime", "cloudpickle", "psutil")
 # Every manylinux tag a Debian bookworm board (glibc 2.36) can load.
 PIP_PLATFORMS = {"aarch64": ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in range(17, 37)))}
 

@@ -34,6 +34,10 @@ class Device:
         they name it by the relative `dest`."""
         raise NotImplementedError
 
+    def fetch(self, file: str) -> bytes:  # pragma: no cover - abstract
+        """The bytes of a file on the board (relative to workdir)."""
+        raise NotImplementedError
+
     def sha256(self, files: list[str]) -> dict[str, str]:
         """sha256 of files (relative to workdir) computed on the board."""
         proc = self.run(["sha256sum", "--", *files], timeout=600)
@@ -58,6 +62,9 @@ class _HostFiles(Device):
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(folder, target)
+
+    def fetch(self, file: str) -> bytes:
+        return Path(self.path(file)).read_bytes()
 
     def sha256(self, files: list[str]) -> dict[str, str]:
         from qmtgan.runtime.digest import sha256_file
@@ -125,6 +132,12 @@ class SshDevice(Device):
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         command = f"mkdir -p {shlex.quote(self.workdir)} && cd {shlex.quote(self.workdir)} && {prefix} {shlex.join(argv)}"
         return self._remote(command, timeout)
+
+    def fetch(self, file: str) -> bytes:
+        proc = self._remote(f"cat {shlex.quote(self.path(file))}", timeout=600, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise QmtganError(f"{self.host}: cannot read {self.path(file)}: {proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout
 
     def put(self, folder: Path, dest: str) -> None:
         target = self.path(dest)

@@ -29,6 +29,7 @@ class Board:
     tflite: dict = field(default_factory=lambda: {"threads": 0, "xnnpack": True})
     reach: dict = field(default_factory=lambda: {"method": "local"})
     cuda_arch: str = ""
+    peak: dict = field(default_factory=dict)   # cores, fp32_lanes, fma_pipes, ghz (bench/machine.py)
 
     def compiler(self) -> str | None:
         """The cross compiler's path (None for a native build); a clear error when missing."""
@@ -58,7 +59,7 @@ def _load(path: Path) -> Board:
         b = Board(d["name"], d["description"], d["arch"], d["cross_compiler"], d["apt_package"],
                   dict(d["tvm_target"]), d.get("cmake_toolchain", ""), int(d.get("memory_budget_mb", 0)),
                   dict(d.get("tflite", {"threads": 0, "xnnpack": True})), dict(d.get("reach", {"method": "local"})),
-                  d.get("cuda_arch", ""))
+                  d.get("cuda_arch", ""), dict(d.get("peak", {})))
     except KeyError as exc:
         raise QmtganError(f"{path}: missing key {exc}") from exc
     if b.reach.get("method") not in REACH_METHODS:

@@ -45,3 +45,22 @@ def summary_table(model: keras.Model) -> tuple[list[str], list[list[str]]]:
                 str(sum(r.tensors for r in rows)), f"{4 * total:,} ({4 * total / 2**20:.2f} MiB)",
                 f"{total:,} ({total / 2**20:.2f} MiB)"])
     return header, out
+
+
+def conv_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass through the convolution and dense layers (the
+    normalization, activation and concatenation work is elementwise and left out). Conv: output
+    pixels x kernel area x in/groups x out; transposed conv: input pixels x kernel area x in x out."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, h, w, cin = layer.input.shape
+            kh, kw = layer.kernel_size
+            total += h * w * kh * kw * cin * layer.filters
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, cout = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += h * w * kh * kw * (layer.input.shape[-1] // layer.groups) * cout
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.input.shape[1:])) * layer.units
+    return int(total)

@@ -1,0 +1,85 @@
+"""TVM RPC: the board runs `python -m tvm.exec.rpc_server` (it needs cloudpickle and psutil);
+this side uploads the bundle's module, runs the real tiles through a Relax VM on the board's
+CPU, and times it with the VM's time_evaluator (the board's own clock, so the network is not
+timed). Either a direct server (--rpc host:port) or a tracker with a device key
+(--rpc-tracker host:port --rpc-key rpi4), which is how a farm of boards is driven.
+Peak RSS is not measured over RPC (the server process serves many sessions)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from qmtgan.bench.records import Config, Timing
+from qmtgan.bench.runners import Runner
+from qmtgan.runtime.bundle import load_bundle
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.tileset import TileSet
+
+
+def _address(text: str, what: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise QmtganError(f"{what} must be host:port, got '{text}'")
+    return host, int(port)
+
+
+class RpcRunner(Runner):
+    def __init__(self, tiles: TileSet, server: str | None = None, tracker: str | None = None, key: str | None = None,
+                 session_timeout: int = 0):
+        if bool(server) == bool(tracker):
+            raise QmtganError("give exactly one of --rpc host:port or --rpc-tracker host:port (with --rpc-key)")
+        if tracker and not key:
+            raise QmtganError("--rpc-tracker needs --rpc-key (the device key the boards registered with)")
+        self.tiles, self.server, self.tracker, self.key, self.timeout = tiles, server, tracker, key, session_timeout
+
+    def describe(self) -> str:
+        return f"rpc {self.server}" if self.server else f"rpc tracker {self.tracker} key {self.key}"
+
+    def _session(self):
+        from tvm import rpc
+
+        try:
+            if self.server:
+                return rpc.connect(*_address(self.server, "--rpc"), session_timeout=self.timeout)
+            return rpc.connect_tracker(*_address(self.tracker, "--rpc-tracker")).request(
+                self.key, session_timeout=self.timeout)
+        except Exception as exc:  # TVMError / OSError / RuntimeError: no server there
+            raise QmtganError(f"cannot reach the TVM RPC {self.describe()}: {str(exc).strip().splitlines()[-1]}") from None
+
+    def run(self, config: Config, timing: Timing, expected_shape) -> tuple[dict, np.ndarray]:
+        import tvm
+        from tvm import relax
+
+        bundle = load_bundle(config.bundle)
+        if bundle.manifest["backend"] != "tvm":
+            raise QmtganError(f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest['backend']}")
+        t0 = time.perf_counter()
+        session = self._session()
+        model = bundle.path / bundle.manifest["model_file"]
+        session.upload(str(model), target=f"qmtgan-{config.name}.so")
+        device = session.cpu()
+        try:
+            vm = relax.VirtualMachine(session.load_module(f"qmtgan-{config.name}.so"), device)
+        except Exception as exc:
+            raise QmtganError(f"{self.describe()}: the board cannot load {model.name} ({str(exc).strip().splitlines()[-1]})") from None
+        init_s = time.perf_counter() - t0
+        x = self.tiles.normalized(bundle.normalization)
+        out, per_tile = np.empty_like(x), []
+        for i in range(len(x)):
+            t = time.perf_counter()
+            out[i] = vm["main"](tvm.runtime.tensor(x[i : i + 1], device)).numpy()[0]
+            per_tile.append(time.perf_counter() - t)
+        vm.set_input("main", tvm.runtime.tensor(x[:1], device))
+        for _ in range(timing.warmup):
+            vm.invoke_stateful("main")
+        repeat = max(timing.runs, math.ceil(timing.min_time_s / max(min(per_tile), 1e-6)))
+        result = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)("main")
+        session_info = {"arch": None, "system": None, "cpus": None, "rpc": self.describe()}
+        record = {"tile": bundle.tile, "tiles": len(x), "threads": None, "init_s": init_s,
+                  "first_s": per_tile[0], "tile_pass_s": per_tile, "latencies_s": [float(r) for r in result.results],
+                  "peak_rss_kb": None, "machine": session_info,
+                  "versions": {"apache-tvm (client)": tvm.__version__}}
+        return record, TileSet.denormalized(out, bundle.normalization)

@@ -1,0 +1,157 @@
+"""The benchmark harness on the tiny bundles: every field present and sane, SNR equal to an
+independent computation, TVM RPC on loopback (direct and through a tracker), one emulated-board
+configuration, and failures that stay in their own record."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+FIELDS = ("config", "label", "status", "tile", "tiles", "threads", "model_bytes", "init_ms", "first_ms", "latency_ms",
+          "peak_rss_mb", "snr_vs_float_db", "lmse_vs_float", "snr_vs_target_db", "lmse_vs_target", "megapixels_per_s",
+          "macs_per_tile", "gflops", "peak_gflops", "fraction_of_peak", "peak_formula", "speedup_vs_keras")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen) -> None:
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def _serve(*argv: str, port: int):
+    """A TVM RPC server or tracker on exactly this loopback port."""
+    argv = (*argv, "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
+    proc = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_port(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def rpc_server():
+    port = _free_port()
+    with _serve("tvm.exec.rpc_server", port=port):
+        yield f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_factory):
+    out_dir, _ = tiny_bundles
+    work = tmp_path_factory.mktemp("bench")
+    broken = work / "bundles" / "onnx-altered"
+    shutil.copytree(out_dir / "onnx", broken)
+    (broken / "model.onnx").write_bytes((broken / "model.onnx").read_bytes()[:-3])
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "onnx-altered"}))
+    proc = run_cli("bench", "--bundles", out_dir, "--bundles", broken, "--only", "onnx,tflite-int8,tvm-host-x86_64,onnx-altered",
+                   "--model", tiny_run[0], "--pair", small_pair_dir, "--targets", "host-x86_64,qemu-aarch64",
+                   "--threads", "1", "--rpc", rpc_server,
+                   "--tiles", "3", "--runs", "5", "--min-time", "0", "--keep-outputs", "--out", work / "report")
+    doc = json.loads((work / "report" / "bench.json").read_text())
+    return proc, doc, work / "report"
+
+
+def test_records_have_every_field_and_sane_values(bench_run):
+    proc, doc, out = bench_run
+    ok = {(r["config"]["name"], r["config"]["where"]): r for r in doc["records"] if r["status"] == "ok"}
+    # the x86 TVM module is not offered to the aarch64 board
+    assert set(ok) == {("keras-fp32", "local"), ("onnx", "local"), ("tflite-int8", "local"),
+                       ("tvm-host-x86_64", "local"), ("tvm-host-x86_64", "rpc"), ("onnx", "qemu"), ("tflite-int8", "qemu")}
+    for r in ok.values():
+        assert all(k in r for k in FIELDS), [k for k in FIELDS if k not in r]
+        lat = r["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] and lat["count"] >= 5
+        assert r["tile"] == 32 and r["tiles"] == 3 and r["macs_per_tile"] > 0 and r["gflops"] > 0
+        assert r["megapixels_per_s"] == pytest.approx(32 * 32 / lat["mean"] / 1000)
+        if r["config"]["where"] != "rpc":
+            assert r["peak_rss_mb"] > 0
+    assert ok[("keras-fp32", "local")]["speedup_vs_keras"] == 1.0
+    assert ok[("onnx", "local")]["snr_vs_float_db"] > 80 and ok[("tvm-host-x86_64", "rpc")]["snr_vs_float_db"] > 80
+    assert ok[("tflite-int8", "local")]["model_bytes"] < ok[("onnx", "local")]["model_bytes"]
+    emulated = ok[("tflite-int8", "qemu")]
+    assert emulated["device"]["arch"] == "aarch64" and emulated["fraction_of_peak"] is None
+    # XNNPACK int8 on the emulated Cortex-A72 reproduces the x86 result
+    assert emulated["snr_vs_target_db"] == pytest.approx(ok[("tflite-int8", "local")]["snr_vs_target_db"], abs=1e-6)
+    assert doc["peak"]["peak_gflops"] > 0 and "cores" in doc["peak"]["formula"]
+    for name in ("bench.md", "bench.csv", "pareto.png", "latency.png", "memory.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pair_dir):
+    from qmtgan.runtime import metrics
+    from qmtgan.runtime.tileset import sample_tiles
+    from qmtgan.train.pair import load_pair
+
+    _, doc, _ = bench_run
+    reference, target, _, _ = load_pair(small_pair_dir)
+    tiles = sample_tiles(reference.data, target.data, 32, 3)
+    for r in (x for x in doc["records"] if x["status"] == "ok"):
+        pred = np.load(r["outputs_file"], allow_pickle=False)
+        num = sum(float(np.sum(tiles.target[i][:, tiles.valid[i]].astype(np.float64) ** 2)) for i in range(3))
+        den = sum(float(np.sum((tiles.target[i][:, tiles.valid[i]].astype(np.float64) - pred[i][:, tiles.valid[i]]) ** 2))
+                  for i in range(3))
+        assert r["snr_vs_target_db"] == pytest.approx(10 * np.log10(num / den), abs=1e-6), r["label"]
+    assert metrics.snr_db(tiles.target[0], tiles.target[0] * 1.0 + 1.0) > 0
+
+
+def test_a_broken_bundle_fails_alone_and_the_exit_code_says_so(bench_run):
+    proc, doc, out = bench_run
+    failed = [r for r in doc["records"] if r["status"] != "ok"]
+    assert sorted((r["config"]["name"], r["config"]["where"]) for r in failed) == [("onnx-altered", "local"),
+                                                                                  ("onnx-altered", "qemu")]
+    assert all("fails its sha256 check" in r["error"] for r in failed)
+    assert proc.returncode == 1 and "2 of 9 configurations failed" in proc.stderr
+    assert "onnx-altered" in (out / "bench.md").read_text()
+
+
+def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(tiny_bundles, small_pair_dir, tmp_path):
+    from qmtgan.bench.records import Config, Timing
+    from qmtgan.bench.rpc import RpcRunner
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.runtime.tileset import sample_tiles
+    from qmtgan.train.pair import load_pair
+
+    out_dir, _ = tiny_bundles
+    reference, target, _, _ = load_pair(small_pair_dir)
+    tiles = sample_tiles(reference.data, target.data, 32, 2)
+    config = Config("tvm-host-x86_64", str(out_dir / "tvm-host-x86_64"), "tvm", "fp32", "host-x86_64", "rpc", None)
+    tracker_port, server_port = _free_port(), _free_port()
+    with _serve("tvm.exec.rpc_tracker", port=tracker_port), \
+         _serve("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{tracker_port}", "--key", "qmtgan-test",
+                port=server_port):
+        time.sleep(1.0)  # the server registers its key with the tracker
+        record, pred = RpcRunner(tiles, tracker=f"127.0.0.1:{tracker_port}", key="qmtgan-test").run(
+            config, Timing(warmup=1, runs=3), tiles.reference.shape)
+    assert pred.shape == tiles.reference.shape and len(record["latencies_s"]) >= 3
+    with pytest.raises(QmtganError, match="cannot reach the TVM RPC"):
+        RpcRunner(tiles, server=f"127.0.0.1:{_free_port()}").run(config, Timing(runs=1), tiles.reference.shape)
+
+
+def test_unknown_target_is_refused_before_anything_runs(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
+    out_dir, _ = tiny_bundles
+    proc = run_cli("bench", "--bundles", out_dir, "--model", tiny_run[0], "--pair", small_pair_dir,
+                   "--targets", "host-x86_64,pi9", "--out", tmp_path / "r")
+    assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr and not (tmp_path / "r").exists()

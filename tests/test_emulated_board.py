@@ -1,0 +1,159 @@
+"""The emulated aarch64 board (qemu user mode over a cached Debian arm64 sysroot): the device
+runtime runs a TFLite int8 bundle and a TVM aarch64 module there, and their outputs match the
+host's x86 run. Needs qemu-user-static and debootstrap (apt); the sysroot (~20 s) and the
+board's aarch64 wheels are built on first use and cached (QMTGAN_CACHE or ~/.cache/qmtgan)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+BOARD = "qemu-aarch64"
+
+# The guest side: the staged device runtime (numpy only) runs each bundle on the same tiles.
+GUEST = r"""
+import sys, time
+import numpy as np
+from qmtgan.runtime.bundle import load_bundle
+tiles = np.load(sys.argv[1], allow_pickle=False)
+for bundle_dir, out_path in zip(sys.argv[2::2], sys.argv[3::2]):
+    backend = load_bundle(bundle_dir).backend(threads=2)
+    t0 = time.perf_counter()
+    np.save(out_path, np.stack([backend.run(t[None])[0] for t in tiles]), allow_pickle=False)
+    print(bundle_dir, (time.perf_counter() - t0) / len(tiles))
+"""
+
+
+@pytest.fixture(scope="module")
+def board():
+    from qmtgan.targets.registry import board
+
+    return board(BOARD)
+
+
+@pytest.fixture(scope="module")
+def emulated_bundles(tiny_run, small_pair_dir, tmp_path_factory):
+    """Real int8 (the threshold keeps it from falling back to 16x8), the rpi4's Cortex-A72 TVM
+    module (the same CPU as the emulated board) and ONNX as the host's reference for TVM."""
+    out = tmp_path_factory.mktemp("emulated-bundles")
+    proc = run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", "32", "--formats",
+                   "tflite-int8,tvm-rpi4,onnx", "--int8-threshold", "100", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_python_on_the_emulated_board_is_aarch64():
+    t0 = time.perf_counter()
+    proc = run_cli("targets", "emulate", BOARD, "--", "python3", "-c",
+                   "import platform, sys; print(platform.machine(), sys.version_info[:2])")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "aarch64"
+    print(f"emulated python3 round trip: {time.perf_counter() - t0:.1f} s")
+    # the command's exit code is the CLI's; flags after `--` belong to the command
+    assert run_cli("targets", "emulate", BOARD, "--", "python3", "-c", "raise SystemExit(3)").returncode == 3
+
+
+def test_the_guest_sees_an_arm_cpuinfo_and_a_clean_environment(board, tmp_path, monkeypatch):
+    from qmtgan.targets.emulate import guest_cpuinfo, run_emulated
+
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/lib/x86_64-linux-gnu")  # the host's: never the guest's
+    monkeypatch.setenv("PYTHONPATH", "/host-only")
+
+    code = ("import os, sys; print(open('/proc/cpuinfo').read()); print('PATHS', sys.path); "
+            "print('LD', os.environ.get('LD_LIBRARY_PATH'))")
+    proc = run_emulated(board, ["python3", "-c", code], env={"PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert guest_cpuinfo(board) in proc.stdout and "CPU part\t: 0xd08" in proc.stdout
+    assert proc.stdout.count("processor\t:") == board.tvm_target["num-cores"]
+    paths = proc.stdout.split("PATHS", 1)[1]
+    assert "site-packages" in paths and str(tmp_path) in paths and "/host-only" not in paths
+    assert "LD None" in proc.stdout
+
+
+def test_a_cross_compiled_program_runs_with_the_sysroot_libraries(board, tmp_path):
+    import subprocess
+
+    from qmtgan.targets.emulate import run_emulated
+
+    src = tmp_path / "hello.cc"
+    src.write_text('#include <iostream>\n#include <string>\nint main(int argc, char** argv) {\n'
+                   '  std::cout << "hello " << std::string(argv[1]) << std::endl; return 7; }\n')
+    subprocess.run([board.compiler(), "-O1", "-o", str(tmp_path / "hello"), str(src)], check=True)
+    proc = run_emulated(board, ["./hello", "board"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 7 and proc.stdout.strip() == "hello board", proc.stderr
+
+
+def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, small_pair_dir, tmp_path):
+    from qmtgan.runtime.bundle import load_bundle
+    from qmtgan.runtime.raster import read_reference
+    from qmtgan.targets.device_files import stage_runtime
+    from qmtgan.targets.emulate import run_emulated
+
+    out = emulated_bundles
+    int8, tvm, onnx = (load_bundle(out / name) for name in ("tflite-int8", "tvm-rpi4", "onnx"))
+    assert int8.manifest["precision"] == "int8" and int8.manifest["input"]["dtype"] == "int8"
+    assert tvm.manifest["elf_machine"] == "aarch64" and tvm.manifest["tvm_target"]["mcpu"] == "cortex-a72"
+    # six 32x32 tiles of the real scene, normalized as the bundles expect
+    x = int8.normalization.forward(read_reference(small_pair_dir / "reference.tif").data).transpose(1, 2, 0)
+    tiles = np.stack([x[r:r + 32, c:c + 32] for r in (0, 32) for c in (0, 32, 64)]).astype(np.float32)
+    np.save(tmp_path / "tiles.npy", tiles, allow_pickle=False)
+
+    runtime = stage_runtime(tmp_path / "runtime")
+    t0 = time.perf_counter()
+    proc = run_emulated(board, ["python3", "-c", GUEST, tmp_path / "tiles.npy", out / "tflite-int8",
+                                tmp_path / "int8.npy", out / "tvm-rpi4", tmp_path / "tvm.npy"],
+                        env={"PYTHONPATH": str(runtime)}, timeout=600, cwd=tmp_path)  # not the repo's qmtgan/
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    guest_s = {line.split()[0].rsplit("/", 1)[-1]: float(line.split()[1]) for line in proc.stdout.splitlines()}
+
+    def host(bundle):
+        backend = bundle.backend(threads=2)
+        t = time.perf_counter()
+        y = np.stack([backend.run(tile[None])[0] for tile in tiles])
+        return y, (time.perf_counter() - t) / len(tiles)
+
+    host_int8, host_int8_s = host(int8)
+    host_onnx, host_onnx_s = host(onnx)
+    emu_int8 = np.load(tmp_path / "int8.npy", allow_pickle=False)
+    emu_tvm = np.load(tmp_path / "tvm.npy", allow_pickle=False)
+    assert emu_int8.shape == emu_tvm.shape == tiles.shape
+    step = int8.manifest["output"]["quantization"][0]
+    d_int8 = float(np.max(np.abs(emu_int8 - host_int8)))
+    d_tvm = float(np.max(np.abs(emu_tvm - host_onnx)))
+    print(json.dumps({"guest_wall_s": round(wall, 1), "int8_max_abs_diff": d_int8, "int8_step": step,
+                      "int8_differing_values": int(np.count_nonzero(emu_int8 != host_int8)),
+                      "tvm_aarch64_vs_onnxruntime_max_abs_diff": d_tvm,
+                      "s_per_tile": {"emulated": guest_s, "host tflite-int8": host_int8_s,
+                                     "host onnx": host_onnx_s}}))
+    # XNNPACK int8 on the emulated Cortex-A72 vs on x86: at most one quantization step apart
+    assert d_int8 <= step * 1.001
+    assert d_tvm < 1e-4
+    assert np.abs(emu_tvm).max() > 0.01  # a real output, not zeros
+
+
+def test_boards_that_cannot_be_emulated_and_missing_tools(board, tmp_path, monkeypatch):
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.targets import sysroot
+    from qmtgan.targets.emulate import emulated_argv
+
+    proc = run_cli("targets", "emulate", "rpi4", "--", "python3", "-c", "pass")
+    assert proc.returncode == 1 and "not emulated" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("targets", "emulate", "pi9", "--", "python3")
+    assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr
+    ghost = dataclasses.replace(board, reach={**board.reach, "qemu": "qemu-ghost-static",
+                                              "qemu_apt_package": "qemu-ghost"})
+    with pytest.raises(QmtganError, match="apt-get install qemu-ghost"):
+        emulated_argv(ghost, ["python3"])
+    # no cached sysroot and no debootstrap: the error names the package
+    monkeypatch.setenv("QMTGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sysroot, "DEBOOTSTRAP", "debootstrap-ghost")
+    with pytest.raises(QmtganError, match="apt-get install debootstrap"):
+        sysroot.ensure_sysroot(board)
+    assert not (tmp_path / "cache" / "sysroot" / "bookworm-arm64").exists()
