@@ -16,16 +16,18 @@ def _csv(text: str | None) -> list[str]:
 def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
     found = []
     for folder in folders:
-        candidates = [folder] if (folder / "manifest.json").is_file() else sorted(
-            p for p in folder.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
-        found += [p for p in candidates if not only or p.name in only]
+        if (folder / "manifest.json").is_file():  # a bundle named directly is always kept
+            found.append(folder)
+            continue
+        found += [p for p in sorted(folder.iterdir()) if p.is_dir() and (p / "manifest.json").is_file()
+                  and (not only or p.name in only)]
     return found
 
 
 @click.group(invoke_without_command=True)
 @click.option("--bundles", "bundle_folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A bundle folder, or a folder of bundles (repeatable).")
-@click.option("--only", help="Comma-separated bundle names to keep (e.g. onnx,tflite-int8).")
+@click.option("--only", help="Comma-separated bundle names to keep from folders of bundles (e.g. onnx,tflite-int8).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The trained run: the Keras float baseline of every benchmark.")
 @click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -40,8 +40,10 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
     from qmtgan.targets.registry import board
 
     configs = [(Config("keras-fp32", "", "keras", "fp32", "host-x86_64", "local", t), {}) for t in plan.keras_threads]
+    seen: set[str] = set()
     for path in plan.bundles:
         m = _manifest(path)
+        m["name"] = _unique_name(m, path, seen)
         for target in plan.targets:
             b = board(target)
             if m.get("elf_machine") and m["elf_machine"] != b.arch:
@@ -56,6 +58,16 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
                 configs.append((Config(m.get("name", path.name), str(path), "tvm", str(m.get("precision", "fp32")),
                                        rpc_board.name, "rpc", None), m))
     return configs
+
+
+def _unique_name(manifest: dict, path: Path, seen: set[str]) -> str:
+    """The bundle's name, marked when TVM-tuned, and made unique when two folders share it
+    (e.g. the demo's int8 bundle that fell back to 16x8 next to a forced full-int8 one)."""
+    name = manifest.get("name", path.name) + ("-tuned" if manifest.get("tvm_tuning") else "")
+    if name in seen:
+        name = f"{name}@{path.parent.name}"
+    seen.add(name)
+    return name
 
 
 def _peak(target: str, where: str) -> dict:

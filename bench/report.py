@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
 
-COLUMNS = [("label", "configuration"), ("model_bytes", "size (KB)"), ("latency_ms.mean", "mean ms"),
+COLUMNS = [("label", "configuration"), ("config.precision", "precision"), ("model_bytes", "size (KB)"), ("latency_ms.mean", "mean ms"),
            ("latency_ms.p50", "p50 ms"), ("latency_ms.p90", "p90 ms"), ("latency_ms.p99", "p99 ms"),
            ("latency_ms.std", "std ms"), ("init_ms", "init ms"), ("first_ms", "first ms"),
            ("speedup_vs_keras", "x Keras"), ("peak_rss_mb", "peak RSS MB"), ("snr_vs_float_db", "SNR vs float dB"),

@@ -24,7 +24,7 @@ def bundles(tiny_bundles):
 def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     out, records = bundles
     assert set(records) == {"keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
-                            "tflite-16x8", "onnx", "tvm-host-x86_64", "tvm-rpi4", "tvm-rpi5",
+                            "tflite-16x8", "onnx", "tvm-host-x86_64", "tvm-rpi4", "tvm-rpi5", "tvm-jetson-nano",
                             "tvm-jetson-orin-nano"}
     # stated tolerances: float32 ~ exact; fp16/dynamic/16x8 close; int8 within the 1 dB threshold
     assert records["tflite-fp32"]["snr_vs_float_db"] > 80
