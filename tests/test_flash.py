@@ -70,3 +70,14 @@ def test_a_file_altered_on_the_board_fails_verification(tiny_bundles, ssh, tmp_p
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     with pytest.raises(QmtganError, match="checksum mismatch after copy in bundles/onnx: model.onnx"):
         verify_on_device(device, "bundles/onnx", bundle.manifest["files"])
+
+
+def test_flash_to_the_emulated_board_reproduces_the_int8_smoke_snr(tiny_bundles, tmp_path):
+    out, _ = tiny_bundles
+    proc = run_cli("flash", "--bundle", out / "tflite-int8", "--target", "qemu-aarch64", "--workdir", tmp_path / "emu")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
+    assert result["arch"] == "aarch64" and result["requirements"] == "present"
+    # XNNPACK int8 on the emulated Cortex-A72 gives the x86 result bit for bit
+    assert result["smoke"]["snr_db"] == manifest["smoke"]["snr_db"]
