@@ -50,12 +50,13 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
               help="Seconds one configuration may take.")
+@click.option("--native", is_flag=True, help="Also run every TVM module with the C++ runner qmtg-run (built with CMake).")
 @click.option("--keep-outputs", is_flag=True, help="Save every configuration's predicted tiles (.npy).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench"), show_default=True)
 @click.pass_context
 def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, port, identity, ssh_options, python,
           threads_text, rpc_server, rpc_tracker, rpc_key, rpc_target, tile_count, warmup, runs, min_time, timeout,
-          keep_outputs, out) -> None:
+          native, keep_outputs, out) -> None:
     """Latency, memory and SNR of bundles x targets x threads (and TVM RPC), each configuration
     in a fresh process, against the Keras float baseline measured in the same run."""
     if ctx.invoked_subcommand is not None:
@@ -84,7 +85,7 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, p
     if rpc_server or rpc_tracker:
         rpc = {"server": rpc_server, "tracker": rpc_tracker, "key": rpc_key, "target": board(rpc_target).name}
     plan = Plan(bundles, targets, threads, host_map,
-                {"port": port, "identity": identity, "options": ssh_options, "python": python}, rpc, threads)
+                {"port": port, "identity": identity, "options": ssh_options, "python": python}, rpc, threads, native)
     records = run_bench(plan, model_dir, pair_dir, tile_count, Timing(warmup, runs, min_time, timeout), out,
                         keep_outputs, log=click.echo)
     click.echo((out / "bench.md").read_text())

@@ -26,6 +26,7 @@ class Plan:
     ssh: dict = field(default_factory=dict)                    # port, identity, options
     rpc: dict = field(default_factory=dict)                    # server | tracker, key, target
     keras_threads: list[int | None] = field(default_factory=lambda: [None])
+    native: bool = False                                       # also run TVM modules with qmtg-run
 
 
 def _manifest(bundle: Path) -> dict:
@@ -49,13 +50,15 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
             if m.get("elf_machine") and m["elf_machine"] != b.arch:
                 continue
             where = "ssh" if target in plan.hosts else b.reach["method"]
-            for t in plan.threads:
-                configs.append((Config(m.get("name", path.name), str(path), m.get("backend", "?"),
-                                       str(m.get("precision", "?")), target, where, t or b.tflite_threads), m))
+            backends = [m.get("backend", "?")] + (["tvm-native"] if plan.native and m.get("backend") == "tvm" else [])
+            for backend in backends:
+                for t in plan.threads:
+                    configs.append((Config(m["name"], str(path), backend, str(m.get("precision", "?")), target, where,
+                                           t or b.tflite_threads), m))
         if plan.rpc and m.get("backend") == "tvm":
             rpc_board = board(plan.rpc.get("target", "host-x86_64"))
             if m.get("elf_machine") in (None, rpc_board.arch):
-                configs.append((Config(m.get("name", path.name), str(path), "tvm", str(m.get("precision", "fp32")),
+                configs.append((Config(m["name"], str(path), "tvm", str(m.get("precision", "fp32")),
                                        rpc_board.name, "rpc", None), m))
     return configs
 
@@ -99,15 +102,14 @@ class Harness:
         self.macs_cache: dict = {}
 
     def _runner(self, config: Config):
-        key = "rpc" if config.where == "rpc" else config.target if config.where != "local" else "local"
-        if config.backend == "keras":
-            key = "keras"
+        key = "keras" if config.backend == "keras" else "rpc" if config.where == "rpc" else \
+            f"{config.target}/{config.backend == 'tvm-native'}"
         if key not in self.runners:
             self.runners[key] = self._make_runner(config)
         return self.runners[key]
 
     def _make_runner(self, config: Config):
-        from qmtgan.bench.runners import DeviceRunner, KerasRunner
+        from qmtgan.bench.runners import DeviceRunner, KerasRunner, NativeRunner
         from qmtgan.targets.devices import connect
         from qmtgan.targets.registry import board
 
@@ -120,6 +122,8 @@ class Harness:
         workdir = None if config.where == "ssh" else str(self.work / config.target)
         device = connect(board(config.target), self.plan.hosts.get(config.target), workdir, self.plan.ssh.get("python"),
                          self.plan.ssh.get("port"), self.plan.ssh.get("identity"), tuple(self.plan.ssh.get("options", ())))
+        if config.backend == "tvm-native":
+            return NativeRunner(device, self.tiles_file, self.work)
         return DeviceRunner(device, self.tiles_file)
 
     def run_one(self, config: Config, manifest: dict, keep_outputs: Path | None) -> dict:

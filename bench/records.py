@@ -16,7 +16,7 @@ SCHEMA = "qmtgan.bench/1"
 class Config:
     name: str              # bundle name, or keras-fp32 for the baseline
     bundle: str            # bundle folder ("" for the baseline)
-    backend: str
+    backend: str          # keras | tflite | onnxruntime | tvm | tvm-native (the C++ runner qmtg-run)
     precision: str
     target: str            # board of targets/boards
     where: str             # local | qemu | ssh | rpc
@@ -24,7 +24,8 @@ class Config:
 
     @property
     def label(self) -> str:
-        return f"{self.name} @ {self.target} ({self.where}, {self.threads or 'default'} threads)"
+        runner = ", qmtg-run" if self.backend == "tvm-native" else ""
+        return f"{self.name} @ {self.target} ({self.where}{runner}, {self.threads or 'default'} threads)"
 
 
 @dataclass(frozen=True)

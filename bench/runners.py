@@ -49,7 +49,7 @@ class DeviceRunner(Runner):
     def __init__(self, device: Device, tiles_file: Path):
         from qmtgan.targets.device_files import stage_runtime
 
-        self.device, self.sent = device, set()
+        self.device, self.tiles_file, self.sent = device, Path(tiles_file), set()
         with tempfile.TemporaryDirectory() as tmp:
             device.put(stage_runtime(Path(tmp) / "runtime"), "runtime")
             (Path(tmp) / "bench").mkdir()
@@ -92,3 +92,52 @@ class KerasRunner(Runner):
                 raise QmtganError(f"timed out after {timing.timeout_s:.0f} s") from None
             record = last_json_line(proc, "the Keras baseline")
             return record, load_npy(out.read_bytes(), expected_shape, config.label)
+
+
+class NativeRunner(DeviceRunner):
+    """The C++ runner qmtg-run (native/) on a device, built with CMake for the device's board
+    (cross-compiled for aarch64) and copied there with its TVM runtime libraries. It takes
+    normalized tiles; --runs becomes whole passes over the tiles (it has no minimum time)."""
+
+    def __init__(self, device: Device, tiles_file: Path, build_root: Path):
+        from qmtgan.targets.native import build_runner
+
+        super().__init__(device, tiles_file)
+        runner = build_runner(device.board, build_root / f"native-{device.board.name}")
+        device.put(runner.parent, "native")
+        self.runner_name = runner.name
+
+    def run(self, config, timing, expected_shape):
+        import math
+
+        from qmtgan.runtime.bundle import load_bundle
+        from qmtgan.runtime.tileset import TileSet, load_tiles
+
+        bundle = load_bundle(config.bundle)
+        tiles = load_tiles(self.tiles_file)
+        folder = f"bundles/{config.name}"
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "input.npy", tiles.normalized(bundle.normalization), allow_pickle=False)
+            self.device.put(Path(tmp), f"native-in/{config.name}")
+        if config.bundle not in self.sent:
+            self.device.put(Path(config.bundle), folder)
+            self.sent.add(config.bundle)
+        out = f"native-in/{config.name}/output.npy"
+        argv = [f"./native/{self.runner_name}", "--module", f"./{folder}/{bundle.manifest['model_file']}",
+                "--input", f"native-in/{config.name}/input.npy", "--output", out, "--warmup", str(timing.warmup),
+                "--runs", str(max(1, math.ceil(timing.runs / len(tiles))))]
+        if config.threads:
+            argv += ["--threads", str(config.threads)]
+        try:
+            proc = self.device.run(argv, timeout=timing.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise QmtganError(f"timed out after {timing.timeout_s:.0f} s") from None
+        rec = last_json_line(proc, f"qmtg-run on {self.device.describe()}")
+        normalized_shape = (expected_shape[0], expected_shape[2], expected_shape[3], expected_shape[1])
+        outputs = load_npy(self.device.fetch(out), normalized_shape, config.label)
+        latencies = [ms / 1000 for ms in rec["latencies_ms"]]
+        record = {"tile": tiles.tile, "tiles": len(tiles), "threads": rec["threads"], "init_s": rec["init_ms"] / 1000,
+                  "first_s": rec["first_ms"] / 1000, "latencies_s": latencies, "peak_rss_kb": rec["peak_rss_kb"],
+                  "machine": {"arch": self.device.board.arch, "system": "Linux", "cpus": None},
+                  "versions": {"qmtg-run": "native/qmtg_run.cc"}}
+        return record, TileSet.denormalized(outputs, bundle.normalization)

@@ -354,6 +354,11 @@ int run(const Options& o) {
   std::cout << buf << "\"module\": " << json_string(o.module) << ", \"output\": " << json_string(o.output)
             << ", \"output_shape\": [";
   for (size_t i = 0; i < stacked.size(); ++i) std::cout << (i ? ", " : "") << stacked[i];
+  std::cout << "], \"latencies_ms\": [";  // every timed call, in order (for the bench's percentiles)
+  for (size_t i = 0; i < samples.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%s%.4f", i ? ", " : "", samples[i]);
+    std::cout << buf;
+  }
   std::cout << "]}" << std::endl;
   return 0;
 }

@@ -68,7 +68,7 @@ def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_facto
     (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "onnx-altered"}))
     proc = run_cli("bench", "--bundles", out_dir, "--bundles", broken, "--only", "onnx,tflite-int8,tvm-host-x86_64,onnx-altered",
                    "--model", tiny_run[0], "--pair", small_pair_dir, "--targets", "host-x86_64,qemu-aarch64",
-                   "--threads", "1", "--rpc", rpc_server,
+                   "--threads", "1", "--rpc", rpc_server, "--native",
                    "--tiles", "3", "--runs", "5", "--min-time", "0", "--keep-outputs", "--out", work / "report")
     doc = json.loads((work / "report" / "bench.json").read_text())
     return proc, doc, work / "report"
@@ -76,7 +76,9 @@ def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_facto
 
 def test_records_have_every_field_and_sane_values(bench_run):
     proc, doc, out = bench_run
-    ok = {(r["config"]["name"], r["config"]["where"]): r for r in doc["records"] if r["status"] == "ok"}
+    ok = {(r["config"]["name"], r["config"]["where"]): r for r in doc["records"]
+          if r["status"] == "ok" and r["config"]["backend"] != "tvm-native"}
+    native = [r for r in doc["records"] if r["config"]["backend"] == "tvm-native"]
     # the x86 TVM module is not offered to the aarch64 board
     assert set(ok) == {("keras-fp32", "local"), ("onnx", "local"), ("tflite-int8", "local"),
                        ("tvm-host-x86_64", "local"), ("tvm-host-x86_64", "rpc"), ("onnx", "qemu"), ("tflite-int8", "qemu")}
@@ -89,6 +91,10 @@ def test_records_have_every_field_and_sane_values(bench_run):
         if r["config"]["where"] != "rpc":
             assert r["peak_rss_mb"] > 0
     assert ok[("keras-fp32", "local")]["speedup_vs_keras"] == 1.0
+    # the C++ runner: same module, same outputs, a fraction of the Python process's memory
+    assert [r["status"] for r in native] == ["ok"] and native[0]["snr_vs_float_db"] > 80
+    assert native[0]["peak_rss_mb"] < ok[("tvm-host-x86_64", "local")]["peak_rss_mb"]
+    assert native[0]["latency_ms"]["count"] >= 5
     assert ok[("onnx", "local")]["snr_vs_float_db"] > 80 and ok[("tvm-host-x86_64", "rpc")]["snr_vs_float_db"] > 80
     assert ok[("tflite-int8", "local")]["model_bytes"] < ok[("onnx", "local")]["model_bytes"]
     emulated = ok[("tflite-int8", "qemu")]
@@ -108,7 +114,9 @@ def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pa
     _, doc, _ = bench_run
     reference, target, _, _ = load_pair(small_pair_dir)
     tiles = sample_tiles(reference.data, target.data, 32, 3)
-    for r in (x for x in doc["records"] if x["status"] == "ok"):
+    checked = [x for x in doc["records"] if x["status"] == "ok"]
+    assert len(checked) == 8
+    for r in checked:
         pred = np.load(r["outputs_file"], allow_pickle=False)
         num = sum(float(np.sum(tiles.target[i][:, tiles.valid[i]].astype(np.float64) ** 2)) for i in range(3))
         den = sum(float(np.sum((tiles.target[i][:, tiles.valid[i]].astype(np.float64) - pred[i][:, tiles.valid[i]]) ** 2))
@@ -123,7 +131,7 @@ def test_a_broken_bundle_fails_alone_and_the_exit_code_says_so(bench_run):
     assert sorted((r["config"]["name"], r["config"]["where"]) for r in failed) == [("onnx-altered", "local"),
                                                                                   ("onnx-altered", "qemu")]
     assert all("fails its sha256 check" in r["error"] for r in failed)
-    assert proc.returncode == 1 and "2 of 9 configurations failed" in proc.stderr
+    assert proc.returncode == 1 and "2 of 10 configurations failed" in proc.stderr
     assert "onnx-altered" in (out / "bench.md").read_text()
 
 
