@@ -6,22 +6,15 @@ the device probe (runtime/probe.py), in its own fresh process.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m qmtgan.bench.keras_probe")
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--tiles", required=True)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--min-time", type=float, default=0.0)
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--outputs")
-    a = ap.parse_args(argv)
+    from qmtgan.runtime.probe import worker_arguments
+
+    a = worker_arguments("python -m qmtgan.bench.keras_probe", "--model").parse_args(argv)
     import tensorflow as tf
 
     if a.threads:

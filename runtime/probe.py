@@ -112,15 +112,21 @@ def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, mi
             "precision": bundle.manifest.get("precision"), "versions": _versions(bundle.manifest["backend"])}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m qmtgan.runtime.probe", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", required=True)
+def worker_arguments(prog: str, model_option: str) -> argparse.ArgumentParser:
+    """The command line every measurement worker shares (this probe, the Keras baseline)."""
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument(model_option, required=True)
     ap.add_argument("--tiles", required=True)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--min-time", type=float, default=0.0)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--outputs")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = worker_arguments("python -m qmtgan.runtime.probe", "--bundle")
     ap.add_argument("--expect-snr", type=float)
     ap.add_argument("--tolerance", type=float, default=0.05)
     a = ap.parse_args(argv)
