@@ -163,3 +163,17 @@ def test_unknown_target_is_refused_before_anything_runs(tiny_bundles, tiny_run, 
     proc = run_cli("bench", "--bundles", out_dir, "--model", tiny_run[0], "--pair", small_pair_dir,
                    "--targets", "host-x86_64,pi9", "--out", tmp_path / "r")
     assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_unreachable_board_and_timeouts_become_error_records(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
+    out_dir, _ = tiny_bundles
+    proc = run_cli("bench", "--bundles", out_dir, "--only", "onnx,tflite-fp32", "--model", tiny_run[0],
+                   "--pair", small_pair_dir, "--host", "host-x86_64=nobody@127.0.0.1", "--port", str(_free_port()),
+                   "--timeout", "1", "--out", tmp_path / "r")
+    doc = json.loads((tmp_path / "r" / "bench.json").read_text())
+    errors = {r["config"]["name"]: r["error"] for r in doc["records"]}
+    assert all(r["status"] == "error" for r in doc["records"]) and len(errors) == 3
+    assert errors["keras-fp32"] == "timed out after 1 s"  # TensorFlow alone takes longer to import
+    assert "cannot reach nobody@127.0.0.1 over ssh" in errors["onnx"]
+    assert proc.returncode == 1 and "3 of 3 configurations failed" in proc.stderr
+    assert "## Failed configurations" in (tmp_path / "r" / "bench.md").read_text()
