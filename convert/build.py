@@ -20,7 +20,7 @@ from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
 
 SMOKE_FILE = "smoke.npz"
 
-TVM_BOARDS = ("host-x86_64", "rpi4", "rpi5", "jetson-orin-nano")
+TVM_BOARDS = ("host-x86_64", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano")
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx",
            *(f"tvm-{b}" for b in TVM_BOARDS))
 
@@ -74,7 +74,10 @@ def smoke_record(backend, smoke: TileSet, norm, source: str) -> dict:
             "measured_with": source}
 
 
-def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
+def _model_bytes(fmt: str, model, representative, tuning=None, info: dict | None = None,
+                 log=print) -> tuple[str, bytes]:
+    """tuning: a tvm_tune.TuningOptions to MetaSchedule-tune tvm-* modules (its record goes to
+    info["tvm_tuning"])."""
     if fmt == "onnx":
         from qmtgan.convert.onnx_export import to_onnx
 
@@ -86,7 +89,14 @@ def _model_bytes(fmt: str, model, representative) -> tuple[str, bytes]:
 
         with tempfile.TemporaryDirectory() as tmp:
             so = Path(tmp) / "model.so"
-            compile_onnx(to_onnx(model), tuple(model.inputs[0].shape), board(fmt[4:]), so)
+            if tuning is None:
+                compile_onnx(to_onnx(model), tuple(model.inputs[0].shape), board(fmt[4:]), so)
+            else:
+                from qmtgan.convert.tvm_tune import compile_tuned
+
+                rec = compile_tuned(to_onnx(model), tuple(model.inputs[0].shape), board(fmt[4:]), so, tuning, log)
+                if info is not None:
+                    info["tvm_tuning"] = rec["tvm_tuning"]
             return "model.so", so.read_bytes()
     from qmtgan.convert.tflite import to_tflite
 
@@ -113,7 +123,7 @@ def _io_record(bundle_path: Path, manifest: dict) -> dict:
 
 def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[str], tile: int,
                   payload: Path | None = None, int8_threshold_db: float = 1.0, overlap: int = 0,
-                  calibration_tiles: int = 8, smoke_tiles: int = 1, log=print) -> list[dict]:
+                  calibration_tiles: int = 8, smoke_tiles: int = 1, log=print, tuning=None) -> list[dict]:
     from tqdm import tqdm
 
     from qmtgan.convert.export import deployable_generator
@@ -140,22 +150,24 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     out_dir.mkdir(parents=True, exist_ok=True)
     for fmt in tqdm(formats, desc="convert", unit="artifact"):
         records.append(_one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile,
-                                   source, pair_meta, int8_threshold_db, (smoke, smoke_bytes, smoke_float), log))
+                                   source, pair_meta, int8_threshold_db, (smoke, smoke_bytes, smoke_float), log,
+                                   tuning))
     return records
 
 
 def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile, source,
-                pair_meta, int8_threshold_db, smoke_parts, log) -> dict:
+                pair_meta, int8_threshold_db, smoke_parts, log, tuning=None) -> dict:
     smoke, smoke_bytes, smoke_float = smoke_parts
     backend_name = {"onnx": "onnxruntime", "tvm": "tvm"}.get(fmt.split("-", 1)[0], "tflite")
     precision = "fp32" if backend_name != "tflite" else fmt.split("-", 1)[1]
     target = fmt[4:] if backend_name == "tvm" else "host-x86_64"
-    filename, blob = _model_bytes(fmt, model, representative)
+    tuned: dict = {}
+    filename, blob = _model_bytes(fmt, model, representative, tuning, tuned, log)
     manifest = {"name": fmt, "backend": backend_name, "precision": precision, "target": target,
                 "model_file": filename, "tile_size": tile, "generator": cfg.to_dict(),
                 "normalization": norm.to_dict(), "weights": source,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "data": {"sha256": pair_meta["sha256"]}, "tool_versions": tool_versions()}
+                "data": {"sha256": pair_meta["sha256"]}, "tool_versions": tool_versions(), **tuned}
     dest = out_dir / fmt
     files = {filename: blob, SMOKE_FILE: smoke_bytes}
     write_bundle(dest, manifest, files)

@@ -24,29 +24,63 @@ def artifact_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[str]:
+    """Positional groups (tflite, onnx, tvm) or format names, and/or --formats; default: all."""
+    from qmtgan.runtime.errors import QmtganError
+
+    names = [f.strip() for f in (formats or "").split(",") if f.strip()]
+    for item in selection:
+        group = [f for f in FORMATS if f == item or f.split("-", 1)[0] == item]
+        if not group:
+            raise QmtganError(f"unknown format or group '{item}' (groups: tflite, onnx, tvm; formats: {', '.join(FORMATS)})")
+        names += [f for f in group if f not in names]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown:
+        raise QmtganError(f"unknown format(s) {unknown} (choose from {', '.join(FORMATS)})")
+    return names or list(FORMATS)
+
+
 @click.command()
+@click.argument("selection", nargs=-1)
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Scene used for calibration and for the SNRs stored in every manifest.")
 @click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Deploy the .qmtg payload's dequantized weights instead of the float ones.")
-@click.option("--formats", default=",".join(FORMATS), show_default=True, help="Comma-separated.")
+@click.option("--formats", help=f"Comma-separated, added to SELECTION (default, with neither: all of {', '.join(FORMATS)}).")
 @click.option("--tile", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--int8-threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="dB of SNR full int8 may lose against float before falling back to 16x8.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the bundles.")
-def convert(model_dir: Path, pair_dir: Path, payload: Path | None, formats: str, tile: int,
-            int8_threshold: float, out: Path) -> None:
-    """Export TFLite (fp32/fp16/dynamic/int8/16x8) and ONNX deployment bundles, each measured."""
+@click.option("--tune", is_flag=True,
+              help="MetaSchedule-tune the tvm-* modules (minutes to hours), reusing the board's tuning database. "
+                   "aarch64 boards need --rpc-tracker/--rpc-key, else their records are only applied.")
+@click.option("--trials", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="The database's total trial budget with --tune: a later run with more spends only the "
+                   "difference, seeded by the records (0: only apply the database).")
+@click.option("--tuning-db", type=click.Path(file_okay=False, path_type=Path),
+              help="Tuning database folder, one subfolder per board [default: $QMTGAN_CACHE/tvm-tuning, "
+                   "else ~/.cache/qmtgan/tvm-tuning].")
+@click.option("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker the board's rpc_server registered with (--tune).")
+@click.option("--rpc-key", help="The board's key at --rpc-tracker.")
+def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload: Path | None, formats: str, tile: int,
+            int8_threshold: float, out: Path, tune: bool = False, trials: int = 2000, tuning_db: Path | None = None,
+            rpc_tracker: str | None = None, rpc_key: str | None = None) -> None:
+    """Export deployment bundles, each measured: TFLite (fp32/fp16/dynamic/int8/16x8), ONNX and TVM
+    modules for the boards. SELECTION: groups (tflite, onnx, tvm) or format names, e.g.
+    `qmtgan convert tvm ...`."""
     from qmtgan.convert.build import build_bundles
     from qmtgan.runtime.atomic import write_text_atomic
-    from qmtgan.runtime.errors import QmtganError
 
-    names = [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in names if f not in FORMATS]
-    if unknown:
-        raise QmtganError(f"unknown format(s) {unknown} (choose from {', '.join(FORMATS)})")
-    records = build_bundles(model_dir, pair_dir, out, names, tile, payload, int8_threshold, log=click.echo)
+    names = selected_formats(selection, formats)
+    tuning = None
+    if tune:
+        from qmtgan.convert.tvm_tune import TuningOptions
+
+        tuning = TuningOptions(trials, **({"database_root": tuning_db} if tuning_db else {}),
+                               rpc_tracker=rpc_tracker, rpc_key=rpc_key)
+    records = build_bundles(model_dir, pair_dir, out, names, tile, payload, int8_threshold, log=click.echo,
+                            tuning=tuning)
     table = artifact_table(records)
     write_text_atomic(out / "artifacts.md", table + "\n")
     write_text_atomic(out / "artifacts.json", json.dumps(records, indent=1))
