@@ -127,6 +127,8 @@ class Harness:
         return DeviceRunner(device, self.tiles_file)
 
     def run_one(self, config: Config, manifest: dict, keep_outputs: Path | None) -> dict:
+        from qmtgan.targets.registry import board
+
         try:
             if manifest.get("_error"):
                 raise QmtganError(f"{config.bundle}: {manifest['_error']}")
@@ -140,6 +142,10 @@ class Harness:
             record = make_record(config, probe, predicted, self.tiles, self.float_outputs,
                                  _macs({"generator": generator}, self.macs_cache), _peak(config.target, config.where),
                                  model_file.stat().st_size if model_file else None, self.keras_mean_ms)
+            budget = board(config.target).memory_budget_mb or None
+            record["memory_budget_mb"] = budget
+            record["within_memory_budget"] = (record["peak_rss_mb"] <= budget
+                                              if budget and record["peak_rss_mb"] is not None else None)
             if config.backend == "keras" and self.keras_mean_ms is None:
                 self.keras_mean_ms = record["latency_ms"]["mean"]
                 record["speedup_vs_keras"] = 1.0

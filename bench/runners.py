@@ -65,6 +65,8 @@ class DeviceRunner(Runner):
         argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", folder, "--tiles", TILES, "--outputs", out, *timing.args()]
         if config.threads:
             argv += ["--threads", str(config.threads)]
+        if not self.device.board.tflite.get("xnnpack", True):
+            argv.append("--no-xnnpack")
         try:
             proc = self.device.run(argv, env={"PYTHONPATH": "runtime"}, timeout=timing.timeout_s)
         except subprocess.TimeoutExpired:

@@ -16,31 +16,36 @@ from qmtgan.runtime.errors import QmtganError
 class Backend:
     name = ""
 
-    def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True):
         self.model_path = Path(model_path)
         self.threads = threads or os.cpu_count() or 1
+        self.xnnpack = xnnpack  # TFLite only: its default CPU delegate (a board's TOML may turn it off)
 
     def run(self, tile: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-def _litert_interpreter():
+def _litert():
+    """The interpreter module: ai-edge-litert, or tflite_runtime where a board only has that."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter
     except ImportError:
-        try:  # boards that only ship the older wheel
-            from tflite_runtime.interpreter import Interpreter
+        try:
+            from tflite_runtime import interpreter
         except ImportError as exc:
             raise QmtganError("the tflite backend needs ai-edge-litert (or tflite-runtime)") from exc
-    return Interpreter
+    return interpreter
 
 
 class LiteRTBackend(Backend):
     name = "tflite"
 
-    def __init__(self, model_path, threads=None):
-        super().__init__(model_path, threads)
-        self.interpreter = _litert_interpreter()(model_path=str(self.model_path), num_threads=self.threads)
+    def __init__(self, model_path, threads=None, xnnpack=True):
+        super().__init__(model_path, threads, xnnpack)
+        lite = _litert()
+        resolver = lite.OpResolverType.AUTO if xnnpack else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = lite.Interpreter(model_path=str(self.model_path), num_threads=self.threads,
+                                            experimental_op_resolver_type=resolver)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -63,8 +68,8 @@ class LiteRTBackend(Backend):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, model_path, threads=None):
-        super().__init__(model_path, threads)
+    def __init__(self, model_path, threads=None, xnnpack=True):
+        super().__init__(model_path, threads, xnnpack)
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -83,8 +88,8 @@ class TVMBackend(Backend):
 
     name = "tvm"
 
-    def __init__(self, model_path, threads=None):
-        super().__init__(model_path, threads)
+    def __init__(self, model_path, threads=None, xnnpack=True):
+        super().__init__(model_path, threads, xnnpack)
         os.environ.setdefault("TVM_NUM_THREADS", str(self.threads))
         try:
             import tvm
@@ -106,7 +111,8 @@ class TVMBackend(Backend):
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LiteRTBackend, OnnxRuntimeBackend, TVMBackend)}
 
 
-def load_backend(name: str, model_path: str | os.PathLike, threads: int | None = None) -> Backend:
+def load_backend(name: str, model_path: str | os.PathLike, threads: int | None = None,
+                 xnnpack: bool = True) -> Backend:
     if name not in BACKENDS:
         raise QmtganError(f"unknown backend '{name}' (available: {', '.join(BACKENDS)})")
-    return BACKENDS[name](model_path, threads)
+    return BACKENDS[name](model_path, threads, xnnpack)

@@ -40,8 +40,8 @@ class Bundle:
     def normalization(self) -> Normalization:
         return Normalization.from_dict(self.manifest["normalization"])
 
-    def backend(self, threads: int | None = None) -> Backend:
-        return load_backend(self.manifest["backend"], self.path / self.manifest["model_file"], threads)
+    def backend(self, threads: int | None = None, xnnpack: bool = True) -> Backend:
+        return load_backend(self.manifest["backend"], self.path / self.manifest["model_file"], threads, xnnpack)
 
 
 def write_bundle(dest: str | os.PathLike, manifest: dict, files: dict[str, bytes]) -> Path:

@@ -99,17 +99,18 @@ def measure(backend, tiles: TileSet, norm, warmup: int, runs: int, min_time: flo
 
 
 def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, min_time: float = 0.0,
-          threads: int | None = None, outputs_path: str | None = None) -> dict:
+          threads: int | None = None, outputs_path: str | None = None, xnnpack: bool = True) -> dict:
     tiles = load_tiles(tiles_path)
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
     if tiles.tile != bundle.tile:
         raise QmtganError(f"{tiles_path}: tiles are {tiles.tile} px, the bundle's model takes {bundle.tile} px")
-    backend = bundle.backend(threads)
+    backend = bundle.backend(threads, xnnpack)
     init_s = time.perf_counter() - t0
     record = measure(backend, tiles, bundle.normalization, warmup, runs, min_time, init_s, outputs_path)
     return {**record, "bundle": bundle.manifest.get("name"), "backend": bundle.manifest["backend"],
-            "precision": bundle.manifest.get("precision"), "versions": _versions(bundle.manifest["backend"])}
+            "precision": bundle.manifest.get("precision"), "xnnpack": xnnpack,
+            "versions": _versions(bundle.manifest["backend"])}
 
 
 def worker_arguments(prog: str, model_option: str) -> argparse.ArgumentParser:
@@ -127,11 +128,12 @@ def worker_arguments(prog: str, model_option: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ap = worker_arguments("python -m qmtgan.runtime.probe", "--bundle")
+    ap.add_argument("--no-xnnpack", action="store_true", help="TFLite: no default delegate (XNNPACK)")
     ap.add_argument("--expect-snr", type=float)
     ap.add_argument("--tolerance", type=float, default=0.05)
     a = ap.parse_args(argv)
     try:
-        record = probe(a.bundle, a.tiles, a.warmup, a.runs, a.min_time, a.threads, a.outputs)
+        record = probe(a.bundle, a.tiles, a.warmup, a.runs, a.min_time, a.threads, a.outputs, not a.no_xnnpack)
     except QmtganError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

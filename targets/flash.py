@@ -79,6 +79,8 @@ def smoke_decode(device: Device, folder: str, bundle: Bundle, tolerance_db: floa
             "--warmup", "0", "--runs", "1", "--expect-snr", repr(smoke["snr_db"]), "--tolerance", str(tolerance_db)]
     if threads:
         argv += ["--threads", str(threads)]
+    if not device.board.tflite.get("xnnpack", True):
+        argv.append("--no-xnnpack")
     proc = device.run(argv, env={"PYTHONPATH": "runtime"}, timeout=3600)
     try:
         record = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -99,6 +99,8 @@ def test_records_have_every_field_and_sane_values(bench_run):
     assert ok[("tflite-int8", "local")]["model_bytes"] < ok[("onnx", "local")]["model_bytes"]
     emulated = ok[("tflite-int8", "qemu")]
     assert emulated["device"]["arch"] == "aarch64" and emulated["fraction_of_peak"] is None
+    assert emulated["memory_budget_mb"] == 2048 and emulated["within_memory_budget"] is True
+    assert ok[("onnx", "local")]["within_memory_budget"] is None  # the host has no budget
     # XNNPACK int8 on the emulated Cortex-A72 reproduces the x86 result
     assert emulated["snr_vs_target_db"] == pytest.approx(ok[("tflite-int8", "local")]["snr_vs_target_db"], abs=1e-6)
     assert doc["peak"]["peak_gflops"] > 0 and "cores" in doc["peak"]["formula"]

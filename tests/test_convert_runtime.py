@@ -180,3 +180,16 @@ def test_boards_are_data_and_a_missing_cross_compiler_names_its_package():
     ghost = Board("ghost", "", "aarch64", "ghost-linux-gnu-g++", "g++-ghost-linux-gnu", {})
     with pytest.raises(QmtganError, match="apt-get install g\\+\\+-ghost-linux-gnu"):
         ghost.compiler()
+
+
+def test_tflite_without_xnnpack_runs_the_builtin_kernels_to_the_same_result(tiny_bundles):
+    from qmtgan.runtime.bundle import load_bundle
+    from qmtgan.runtime.infer import run_tiles
+    from qmtgan.runtime.tileset import load_tiles
+
+    out, _ = tiny_bundles
+    bundle = load_bundle(out / "tflite-fp32")
+    x = load_tiles(out / "tflite-fp32" / "smoke.npz").normalized(bundle.normalization)
+    with_delegate, _ = run_tiles(bundle.backend(threads=1), x)
+    builtin, _ = run_tiles(bundle.backend(threads=1, xnnpack=False), x)
+    assert np.abs(with_delegate - builtin).max() < 1e-4
