@@ -39,6 +39,7 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="ssh private key.")
 @click.option("-o", "--ssh-option", "ssh_options", multiple=True, help="Extra `ssh -o` options.")
 @click.option("--python", help="The boards' python (default: each board's reach.python).")
+@click.option("--workdir", help="Folder on ssh boards (default: each board's reach.workdir).")
 @click.option("--threads", "threads_text", help="Comma-separated thread counts (default: each board's default).")
 @click.option("--rpc", "rpc_server", help="host:port of a TVM RPC server (python -m tvm.exec.rpc_server).")
 @click.option("--rpc-tracker", help="host:port of a TVM RPC tracker.")
@@ -55,7 +56,7 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench"), show_default=True)
 @click.pass_context
 def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, port, identity, ssh_options, python,
-          threads_text, rpc_server, rpc_tracker, rpc_key, rpc_target, tile_count, warmup, runs, min_time, timeout,
+          workdir, threads_text, rpc_server, rpc_tracker, rpc_key, rpc_target, tile_count, warmup, runs, min_time, timeout,
           native, keep_outputs, out) -> None:
     """Latency, memory and SNR of bundles x targets x threads (and TVM RPC), each configuration
     in a fresh process, against the Keras float baseline measured in the same run."""
@@ -85,7 +86,7 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, p
     if rpc_server or rpc_tracker:
         rpc = {"server": rpc_server, "tracker": rpc_tracker, "key": rpc_key, "target": board(rpc_target).name}
     plan = Plan(bundles, targets, threads, host_map,
-                {"port": port, "identity": identity, "options": ssh_options, "python": python}, rpc, threads, native)
+                {"port": port, "identity": identity, "options": ssh_options, "python": python, "workdir": workdir}, rpc, threads, native)
     records = run_bench(plan, model_dir, pair_dir, tile_count, Timing(warmup, runs, min_time, timeout), out,
                         keep_outputs, log=click.echo)
     click.echo((out / "bench.md").read_text())

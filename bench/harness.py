@@ -23,7 +23,7 @@ class Plan:
     targets: list[str]
     threads: list[int | None]
     hosts: dict[str, str] = field(default_factory=dict)       # board -> user@addr (ssh)
-    ssh: dict = field(default_factory=dict)                    # port, identity, options
+    ssh: dict = field(default_factory=dict)                    # port, identity, options, python, workdir
     rpc: dict = field(default_factory=dict)                    # server | tracker, key, target
     keras_threads: list[int | None] = field(default_factory=lambda: [None])
     native: bool = False                                       # also run TVM modules with qmtg-run
@@ -119,7 +119,7 @@ class Harness:
             from qmtgan.bench.rpc import RpcRunner
 
             return RpcRunner(self.tiles, self.plan.rpc.get("server"), self.plan.rpc.get("tracker"), self.plan.rpc.get("key"))
-        workdir = None if config.where == "ssh" else str(self.work / config.target)
+        workdir = self.plan.ssh.get("workdir") if config.where == "ssh" else str(self.work / config.target)
         device = connect(board(config.target), self.plan.hosts.get(config.target), workdir, self.plan.ssh.get("python"),
                          self.plan.ssh.get("port"), self.plan.ssh.get("identity"), tuple(self.plan.ssh.get("options", ())))
         if config.backend == "tvm-native":

@@ -179,3 +179,19 @@ def test_unreachable_board_and_timeouts_become_error_records(tiny_bundles, tiny_
     assert "cannot reach nobody@127.0.0.1 over ssh" in errors["onnx"]
     assert proc.returncode == 1 and "3 of 3 configurations failed" in proc.stderr
     assert "## Failed configurations" in (tmp_path / "r" / "bench.md").read_text()
+
+
+def test_a_board_over_ssh(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
+    from sshd import loopback_sshd
+
+    out_dir, _ = tiny_bundles
+    with loopback_sshd(tmp_path / "sshd") as ssh:
+        proc = run_cli("bench", "--bundles", out_dir, "--only", "tflite-int8", "--model", tiny_run[0],
+                       "--pair", small_pair_dir, "--host", f"host-x86_64={ssh.host}", *ssh.flash_args()[2:],
+                       "--python", sys.executable, "--workdir", tmp_path / "board", "--runs", "3", "--min-time", "0", "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((tmp_path / "r" / "bench.json").read_text())["records"]
+    remote = [r for r in records if r["config"]["where"] == "ssh"]
+    assert len(remote) == 1 and remote[0]["status"] == "ok" and remote[0]["peak_rss_mb"] > 0
+    assert remote[0]["snr_vs_float_db"] > 30
+    assert (tmp_path / "board" / "bundles" / "tflite-int8" / "model.tflite").is_file()
