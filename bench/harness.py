@@ -98,7 +98,7 @@ class Harness:
         self.plan, self.model_dir, self.tiles, self.tiles_file, self.timing, self.work = plan, model_dir, tiles, tiles_file, timing, work
         self.runners: dict[str, object] = {}
         self.float_outputs: np.ndarray | None = None
-        self.keras_mean_ms: float | None = None
+        self.keras_mean_ms: dict[int | None, float] = {}   # by thread count
         self.macs_cache: dict = {}
 
     def _runner(self, config: Config):
@@ -126,6 +126,12 @@ class Harness:
             return NativeRunner(device, self.tiles_file, self.work)
         return DeviceRunner(device, self.tiles_file)
 
+    def _keras_ms(self, config: Config) -> float | None:
+        """The baseline with the same thread count when it ran, else the first one."""
+        if config.threads in self.keras_mean_ms:
+            return self.keras_mean_ms[config.threads]
+        return next(iter(self.keras_mean_ms.values()), None)
+
     def run_one(self, config: Config, manifest: dict, keep_outputs: Path | None) -> dict:
         from qmtgan.targets.registry import board
 
@@ -141,13 +147,13 @@ class Harness:
             model_file = Path(config.bundle) / manifest["model_file"] if manifest else None
             record = make_record(config, probe, predicted, self.tiles, self.float_outputs,
                                  _macs({"generator": generator}, self.macs_cache), _peak(config.target, config.where),
-                                 model_file.stat().st_size if model_file else None, self.keras_mean_ms)
+                                 model_file.stat().st_size if model_file else None, self._keras_ms(config))
             budget = board(config.target).memory_budget_mb or None
             record["memory_budget_mb"] = budget
             record["within_memory_budget"] = (record["peak_rss_mb"] <= budget
                                               if budget and record["peak_rss_mb"] is not None else None)
-            if config.backend == "keras" and self.keras_mean_ms is None:
-                self.keras_mean_ms = record["latency_ms"]["mean"]
+            if config.backend == "keras":
+                self.keras_mean_ms[config.threads] = record["latency_ms"]["mean"]
                 record["speedup_vs_keras"] = 1.0
             if keep_outputs:
                 keep_outputs.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,8 @@ def markdown(records: list[dict], meta: dict) -> str:
              f"{meta['peak']['peak_gflops']} GFLOP/s; measured numpy float32 matmul {meta['sgemm_gflops']:.0f} GFLOP/s.",
              f"Timing: {meta['timing']['warmup']} warm-up runs, then at least {meta['timing']['runs']} runs and "
              f"{meta['timing']['min_time_s']} s; each configuration in a fresh process. x Keras = Keras mean / this mean "
-             "(the TF/Keras float model in graph mode, measured in this run on this host).", "",
+             "(the TF/Keras float model in graph mode, measured in this run on this host, with the same thread count "
+             "when it ran with it). SNR vs float is against the first Keras configuration's outputs.", "",
              "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in ok:
         lines.append("| " + " | ".join(_fmt(k, _get(r, k)) for k, _ in COLUMNS) + " |")
