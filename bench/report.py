@@ -90,16 +90,24 @@ def plots(out: Path, records: list[dict]) -> list[Path]:
     written = []
     pts = [(r["latency_ms"]["mean"], r["snr_vs_target_db"]) for r in ok]
     front = set(pareto_front(pts))
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # one colour per bundle (legend), one marker per place it ran; only the front is labelled
+    names = list(dict.fromkeys(f"{r['config']['name']} ({r['config']['backend']})" for r in ok))
+    markers = {"local": "o", "qemu": "s", "ssh": "^", "rpc": "D"}
     for i, (r, (lat, snr)) in enumerate(zip(ok, pts)):
-        ax.scatter(lat, snr, color="C3" if i in front else "C0", zorder=3)
-        ax.annotate(r["label"].split(" (")[0], (lat, snr), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        name = f"{r['config']['name']} ({r['config']['backend']})"
+        ax.scatter(lat, snr, color=f"C{names.index(name) % 10}", marker=markers.get(r["config"]["where"], "o"),
+                   s=40 + 15 * (r["config"]["threads"] or 1), edgecolor="k" if i in front else "none", zorder=3,
+                   label=name if name not in ax.get_legend_handles_labels()[1] else None)
+        if i in front:
+            ax.annotate(f"{r['config']['name']}, {r['config']['threads'] or 'default'} thr", (lat, snr),
+                        fontsize=7, xytext=(4, 4), textcoords="offset points")
     fr = sorted(pts[i] for i in front)
     if fr:
-        ax.plot(*zip(*fr), color="C3", lw=1, label="Pareto front")
-        ax.legend()
-    ax.set(xscale="log", xlabel="mean latency per tile (ms, log)", ylabel="SNR vs true target (dB)",
-           title="latency vs SNR")
+        ax.plot(*zip(*fr), color="k", lw=0.8, ls="--", label="Pareto front")
+    ax.legend(fontsize=7, loc="best")
+    ax.set(xscale="log", xlabel="mean latency per tile (ms, log); marker size: threads; o local, s qemu, ^ ssh, D rpc",
+           ylabel="SNR vs true target (dB)", title="latency vs SNR")
     ax.grid(alpha=0.3)
     written.append(_save(fig, out / "pareto.png"))
     for key, label, name in (("latency_ms.p50", "p50 latency per tile (ms, log); whisker: p90", "latency.png"),
