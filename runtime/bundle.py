@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -83,7 +84,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     """Open a bundle folder or .tar.gz and verify every file's sha256."""
     path = Path(path)
     if path.is_file():
-        path = _safe_extract(path, Path(tempfile.mkdtemp(prefix="qmtgan-bundle-")))
+        scratch = Path(tempfile.mkdtemp(prefix="qmtgan-bundle-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # the extracted copy lives as long as the process
+        path = _safe_extract(path, scratch)
     manifest = load_record(path / MANIFEST, SCHEMA, "a bundle manifest")
     verify_files(path, manifest.get("files", {}))
     if manifest.get("model_file") not in manifest.get("files", {}):
@@ -91,8 +94,3 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if manifest.get("bands") != list(BAND_ORDER):
         raise QmtganError(f"{path}: band order {manifest.get('bands')} differs from {list(BAND_ORDER)}")
     return Bundle(path, manifest)
-
-
-def remove_extracted(bundle: Bundle) -> None:
-    if bundle.path.parent.name.startswith("qmtgan-bundle-"):
-        shutil.rmtree(bundle.path.parent, ignore_errors=True)
