@@ -6,7 +6,6 @@ process's own)."""
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 import tempfile
@@ -16,19 +15,9 @@ import numpy as np
 
 from qmtgan.bench.records import Config, Timing
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.targets.devices import Device
+from qmtgan.targets.devices import RUNTIME_DIR, Device, bounded, last_json_line
 
 TILES = "bench/tiles.npz"
-
-
-def last_json_line(proc: subprocess.CompletedProcess, what: str) -> dict:
-    """The JSON record a worker prints last; a clear error naming how it ended otherwise."""
-    lines = [line for line in (proc.stdout or "").splitlines() if line.startswith("{")]
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1])
-    if proc.returncode < 0:
-        raise QmtganError(f"{what} crashed (signal {-proc.returncode}): {(proc.stderr or '').strip()[-800:]}")
-    raise QmtganError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or '').strip()[-800:]}")
 
 
 def load_npy(data: bytes, expected_shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -51,27 +40,23 @@ class DeviceRunner(Runner):
 
         self.device, self.tiles_file, self.sent = device, Path(tiles_file), set()
         with tempfile.TemporaryDirectory() as tmp:
-            device.put(stage_runtime(Path(tmp) / "runtime"), "runtime")
+            device.put(stage_runtime(Path(tmp) / "runtime"), RUNTIME_DIR)
             (Path(tmp) / "bench").mkdir()
             (Path(tmp) / "bench" / "tiles.npz").write_bytes(Path(tiles_file).read_bytes())
             device.put(Path(tmp) / "bench", "bench")
 
-    def run(self, config, timing, expected_shape):
+    def _send_bundle(self, config: Config) -> str:
+        """The bundle's folder on the device, copied there once."""
         folder = f"bundles/{config.name}"
         if config.bundle not in self.sent:
             self.device.put(Path(config.bundle), folder)
             self.sent.add(config.bundle)
+        return folder
+
+    def run(self, config, timing, expected_shape):
+        folder = self._send_bundle(config)
         out = f"bench/{config.name}-{config.threads or 0}.npy"
-        argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", folder, "--tiles", TILES, "--outputs", out, *timing.args()]
-        if config.threads:
-            argv += ["--threads", str(config.threads)]
-        if not self.device.board.tflite.get("xnnpack", True):
-            argv.append("--no-xnnpack")
-        try:
-            proc = self.device.run(argv, env={"PYTHONPATH": "runtime"}, timeout=timing.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise QmtganError(f"timed out after {timing.timeout_s:.0f} s") from None
-        record = last_json_line(proc, f"the probe on {self.device.describe()}")
+        record = self.device.probe(folder, TILES, ["--outputs", out, *timing.args()], config.threads, timing.timeout_s)
         return record, load_npy(self.device.fetch(out), expected_shape, config.label)
 
 
@@ -88,10 +73,8 @@ class KerasRunner(Runner):
                     "--tiles", str(self.tiles_file), "--outputs", str(out), *timing.args()]
             if config.threads:
                 argv += ["--threads", str(config.threads)]
-            try:
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=timing.timeout_s)
-            except subprocess.TimeoutExpired:
-                raise QmtganError(f"timed out after {timing.timeout_s:.0f} s") from None
+            proc = bounded(lambda: subprocess.run(argv, capture_output=True, text=True, timeout=timing.timeout_s),
+                           timing.timeout_s)
             record = last_json_line(proc, "the Keras baseline")
             return record, load_npy(out.read_bytes(), expected_shape, config.label)
 
@@ -117,23 +100,17 @@ class NativeRunner(DeviceRunner):
 
         bundle = load_bundle(config.bundle)
         tiles = load_tiles(self.tiles_file)
-        folder = f"bundles/{config.name}"
+        folder = self._send_bundle(config)
         with tempfile.TemporaryDirectory() as tmp:
             np.save(Path(tmp) / "input.npy", tiles.normalized(bundle.normalization), allow_pickle=False)
             self.device.put(Path(tmp), f"native-in/{config.name}")
-        if config.bundle not in self.sent:
-            self.device.put(Path(config.bundle), folder)
-            self.sent.add(config.bundle)
         out = f"native-in/{config.name}/output.npy"
         argv = [f"./native/{self.runner_name}", "--module", f"./{folder}/{bundle.manifest['model_file']}",
                 "--input", f"native-in/{config.name}/input.npy", "--output", out, "--warmup", str(timing.warmup),
                 "--runs", str(max(1, math.ceil(timing.runs / len(tiles))))]
         if config.threads:
             argv += ["--threads", str(config.threads)]
-        try:
-            proc = self.device.run(argv, timeout=timing.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise QmtganError(f"timed out after {timing.timeout_s:.0f} s") from None
+        proc = bounded(lambda: self.device.run(argv, timeout=timing.timeout_s), timing.timeout_s)
         rec = last_json_line(proc, f"qmtg-run on {self.device.describe()}")
         normalized_shape = (expected_shape[0], expected_shape[2], expected_shape[3], expected_shape[1])
         outputs = load_npy(self.device.fetch(out), normalized_shape, config.label)

@@ -37,16 +37,11 @@ class Measured:
 
 
 def tool_versions() -> dict:
-    import importlib.metadata as md
+    from qmtgan.runtime.probe import package_versions
 
-    out = {"qmtgan": __version__, "python": platform.python_version()}
-    for pkg in ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx", "numpy",
-                "apache-tvm", "apache-tvm-ffi"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return {"qmtgan": __version__, "python": platform.python_version(),
+            **package_versions(("tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx",
+                                "numpy", "apache-tvm", "apache-tvm-ffi"))}
 
 
 class Measurer:

@@ -26,23 +26,30 @@ import numpy as np
 from qmtgan.runtime.atomic import atomic_file
 from qmtgan.runtime.bundle import load_bundle
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.infer import run_tiles
 from qmtgan.runtime.tileset import TileSet, load_tiles
 
 SCHEMA = "qmtgan.probe/1"
 SMOKE_MISMATCH = 3
 
 
-def _versions(backend: str) -> dict:
+def package_versions(packages) -> dict[str, str]:
+    """The installed version of each of these distributions; absent ones are left out."""
     import importlib.metadata as md
 
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for pkg in {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnxruntime": ("onnxruntime",),
-                "tvm": ("apache-tvm", "apache-tvm-ffi")}.get(backend, ()):
+    out = {}
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def _versions(backend: str) -> dict:
+    libraries = {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnxruntime": ("onnxruntime",),
+                 "tvm": ("apache-tvm", "apache-tvm-ffi")}.get(backend, ())
+    return {"python": platform.python_version(), "numpy": np.__version__, **package_versions(libraries)}
 
 
 def peak_rss_kb() -> int:
@@ -63,12 +70,7 @@ def peak_rss_kb() -> int:
 def time_backend(backend, x: np.ndarray, warmup: int = 2, runs: int = 10, min_time: float = 0.0) -> dict:
     """Run every tile once (those outputs are returned; the first call is the first inference),
     then `warmup` untimed runs, then at least `runs` timed runs lasting at least `min_time` s."""
-    out = np.empty_like(x)
-    per_tile = []
-    for i in range(len(x)):
-        t = time.perf_counter()
-        out[i] = backend.run(x[i : i + 1])[0]
-        per_tile.append(time.perf_counter() - t)
+    out, per_tile = run_tiles(backend, x)
     for i in range(warmup):
         backend.run(x[i % len(x) : i % len(x) + 1])
     latencies, started, i = [], time.perf_counter(), 0

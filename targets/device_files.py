@@ -4,7 +4,6 @@ its libraries installed with pip's --platform/--target into a cache outside the 
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import shutil
 import subprocess
@@ -40,13 +39,11 @@ def stage_runtime(dest: Path) -> Path:
 
 
 def pinned_requirements(packages=BOARD_PACKAGES) -> list[str]:
-    out = []
-    for name in packages:
-        try:
-            out.append(f"{name}=={md.version(name)}")
-        except md.PackageNotFoundError:
-            out.append(name)
-    return out
+    """Each package at this machine's version (unpinned when it is not installed here)."""
+    from qmtgan.runtime.probe import package_versions
+
+    found = package_versions(packages)
+    return [f"{name}=={found[name]}" if name in found else name for name in packages]
 
 
 def board_site_packages(arch: str, python_version: str = "3.11") -> Path:

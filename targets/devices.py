@@ -4,6 +4,7 @@ same three calls: `arch()`, `put(folder)`, `run(argv)`."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -12,7 +13,27 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.targets.registry import Board
+from qmtgan.targets.registry import Board, require_tool
+
+RUNTIME_DIR = "runtime"   # where flash and bench stage the device runtime, relative to workdir
+
+
+def bounded(call, timeout: float | None):
+    """call(); a command that outlives `timeout` becomes one clear error."""
+    try:
+        return call()
+    except subprocess.TimeoutExpired:
+        raise QmtganError(f"timed out after {timeout:.0f} s") from None
+
+
+def last_json_line(proc: subprocess.CompletedProcess, what: str, ok_codes: tuple[int, ...] = (0,)) -> dict:
+    """The JSON record a worker prints last; a clear error naming how it ended otherwise."""
+    lines = [line for line in (proc.stdout or "").splitlines() if line.startswith("{")]
+    if proc.returncode in ok_codes and lines:
+        return json.loads(lines[-1])
+    if proc.returncode < 0:
+        raise QmtganError(f"{what} crashed (signal {-proc.returncode}): {(proc.stderr or '').strip()[-800:]}")
+    raise QmtganError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or '').strip()[-800:]}")
 
 
 class Device:
@@ -47,6 +68,21 @@ class Device:
     def path(self, *parts: str) -> str:
         return str(PurePosixPath(self.workdir, *parts))
 
+    def _python_argv(self, argv: list[str]) -> list[str]:
+        return [self.python, *argv[1:]] if argv[0] == "python3" else argv
+
+    def probe(self, bundle_folder: str, tiles: str, args: list[str], threads: int | None = None,
+              timeout: float | None = None, ok_codes: tuple[int, ...] = (0,)) -> dict:
+        """The device-side worker (runtime/probe.py, staged under RUNTIME_DIR) on a bundle staged
+        at bundle_folder: its JSON record. Threads and XNNPACK follow the board unless given."""
+        argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", bundle_folder, "--tiles", tiles, *args]
+        if threads:
+            argv += ["--threads", str(threads)]
+        if not self.board.tflite.get("xnnpack", True):
+            argv.append("--no-xnnpack")
+        proc = bounded(lambda: self.run(argv, env={"PYTHONPATH": RUNTIME_DIR}, timeout=timeout), timeout)
+        return last_json_line(proc, f"the probe on {self.describe()}", ok_codes)
+
     def arch(self) -> str:
         proc = self.run(["uname", "-m"], timeout=60)
         if proc.returncode != 0:
@@ -79,8 +115,7 @@ class LocalDevice(_HostFiles):
     def run(self, argv, env=None, timeout=None):
         import os
 
-        argv = [self.python, *argv[1:]] if argv[0] == "python3" else argv
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.workdir,
+        return subprocess.run(self._python_argv(argv), capture_output=True, text=True, timeout=timeout, cwd=self.workdir,
                               env={**os.environ, **(env or {})})
 
 
@@ -105,8 +140,7 @@ class SshDevice(Device):
     def __init__(self, board: Board, host: str, workdir: str, python: str | None = None, port: int | None = None,
                  identity: str | None = None, options: tuple[str, ...] = ()):
         super().__init__(board, workdir, python)
-        if not shutil.which("ssh"):
-            raise QmtganError("flashing over ssh needs the ssh client: apt-get install openssh-client")
+        require_tool("ssh", "openssh-client", "reaching a board over ssh")
         self.host = host
         self.ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
         if port:
@@ -128,7 +162,7 @@ class SshDevice(Device):
         return proc
 
     def run(self, argv, env=None, timeout=None):
-        argv = [self.python, *argv[1:]] if argv[0] == "python3" else argv
+        argv = self._python_argv(argv)
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         command = f"mkdir -p {shlex.quote(self.workdir)} && cd {shlex.quote(self.workdir)} && {prefix} {shlex.join(argv)}"
         return self._remote(command, timeout)

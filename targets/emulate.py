@@ -24,7 +24,8 @@ from qmtgan.runtime.atomic import write_text_atomic
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.device_files import board_site_packages, cache_dir
 from qmtgan.targets.registry import Board
-from qmtgan.targets.sysroot import ensure_sysroot, find_tool, qemu_binary, suite_python, sysroot_python
+from qmtgan.targets.registry import require_tool
+from qmtgan.targets.sysroot import ensure_sysroot, qemu_binary, suite_python, sysroot_python
 
 # ARM's MIDR part numbers of the cores the boards use (what /proc/cpuinfo shows as "CPU part").
 ARM_CPU_PARTS = {"cortex-a53": 0xD03, "cortex-a55": 0xD05, "cortex-a57": 0xD07, "cortex-a72": 0xD08,
@@ -60,7 +61,7 @@ def _unshare() -> list[str]:
     """`unshare -m` (root) or `unshare -m -r` (a user namespace), whichever works here; probed once."""
     global _unshare_argv
     if _unshare_argv is None:
-        unshare = find_tool("unshare", "util-linux")
+        unshare = require_tool("unshare", "util-linux", "the emulated board")
         tried = [[unshare, "-m"], [unshare, "-m", "-r"]] if os.geteuid() == 0 else [[unshare, "-m", "-r"]]
         errors = []
         for argv in tried:

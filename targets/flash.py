@@ -24,7 +24,8 @@ from qmtgan.runtime.bundle import MANIFEST, Bundle, load_bundle
 from qmtgan.runtime.digest import sha256_file
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.device_files import pinned_requirements, stage_runtime
-from qmtgan.targets.devices import Device, connect
+from qmtgan.runtime.probe import SMOKE_MISMATCH
+from qmtgan.targets.devices import RUNTIME_DIR, Device, connect
 from qmtgan.targets.registry import Board, board
 
 # What `import` proves a backend is there; tflite accepts either wheel.
@@ -75,18 +76,9 @@ def smoke_decode(device: Device, folder: str, bundle: Bundle, tolerance_db: floa
     smoke = bundle.manifest.get("smoke")
     if not smoke:
         raise QmtganError(f"{bundle.path}: the manifest has no smoke test (bundle made before qmtgan 0.1; convert again)")
-    argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", folder, "--tiles", f"{folder}/{smoke['file']}",
-            "--warmup", "0", "--runs", "1", "--expect-snr", repr(smoke["snr_db"]), "--tolerance", str(tolerance_db)]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if not device.board.tflite.get("xnnpack", True):
-        argv.append("--no-xnnpack")
-    proc = device.run(argv, env={"PYTHONPATH": "runtime"}, timeout=3600)
-    try:
-        record = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise QmtganError(f"{device.describe()}: the smoke decode failed (exit {proc.returncode}): "
-                          f"{proc.stderr.strip()[-1500:]}") from None
+    args = ["--warmup", "0", "--runs", "1", "--expect-snr", repr(smoke["snr_db"]), "--tolerance", str(tolerance_db)]
+    record = device.probe(folder, f"{folder}/{smoke['file']}", args, threads, timeout=3600,
+                          ok_codes=(0, SMOKE_MISMATCH))
     if not record["smoke"]["ok"]:
         raise QmtganError(f"{device.describe()}: smoke decode SNR {record['smoke']['snr_db']:.4f} dB differs from "
                           f"the manifest's {smoke['snr_db']:.4f} dB by more than {tolerance_db} dB")
@@ -105,9 +97,9 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
         runtime = stage_runtime(Path(tmp) / "runtime")
         runtime_digests = {str(f.relative_to(runtime)): sha256_file(f) for f in sorted(runtime.rglob("*.py"))}
         device.put(bundle.path, folder)
-        device.put(runtime, "runtime")
+        device.put(runtime, RUNTIME_DIR)
     verify_on_device(device, folder, {**bundle.manifest["files"], MANIFEST: sha256_file(bundle.path / MANIFEST)})
-    verify_on_device(device, "runtime", runtime_digests)
+    verify_on_device(device, RUNTIME_DIR, runtime_digests)
     requirements = ensure_requirements(device, bundle.manifest["backend"], install)
     record = smoke_decode(device, folder, bundle, tolerance_db, target.tflite_threads)
     return {"board": target.name, "device": device.describe(), "arch": arch, "bundle": bundle.manifest["name"],

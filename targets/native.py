@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.targets.registry import TARGETS_DIR, Board
+from qmtgan.targets.registry import TARGETS_DIR, Board, require_tool
 
 SOURCE_DIR = TARGETS_DIR.parent          # the checkout: CMakeLists.txt + native/
 RUNNER = "qmtg-run"
@@ -73,13 +73,11 @@ def _run(cmd: list[str], what: str) -> None:
 def build_runner(board: Board, build_dir: Path, jobs: int | None = None) -> Path:
     """Configure and build qmtg-run for `board` in `build_dir`; returns the binary's path."""
     build_dir = Path(build_dir).resolve()
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise QmtganError("building the native runner needs cmake: apt-get install cmake")
+    cmake = require_tool("cmake", "cmake", "building the native runner")
     if board.cross_compiler:
         board.compiler()  # a clear error naming the apt package when missing
-    elif shutil.which("c++") is None and shutil.which("g++") is None:
-        raise QmtganError(f"building the native runner needs a C++ compiler: apt-get install {board.apt_package or 'g++'}")
+    else:
+        require_tool("c++", board.apt_package or "g++", "building the native runner")
     if not (SOURCE_DIR / "CMakeLists.txt").is_file() or not (SOURCE_DIR / "native" / "qmtg_run.cc").is_file():
         raise QmtganError(f"the native runner's sources (CMakeLists.txt, native/) are not in {SOURCE_DIR}: "
                           "build from a source checkout of qmtgan")

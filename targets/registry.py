@@ -35,11 +35,7 @@ class Board:
         """The cross compiler's path (None for a native build); a clear error when missing."""
         if not self.cross_compiler:
             return None
-        path = shutil.which(self.cross_compiler)
-        if path is None:
-            raise QmtganError(f"board {self.name} needs {self.cross_compiler}: "
-                              f"apt-get install {self.apt_package}")
-        return path
+        return require_tool(self.cross_compiler, self.apt_package, f"board {self.name}")
 
     def toolchain_file(self) -> Path | None:
         return TARGETS_DIR / self.cmake_toolchain if self.cmake_toolchain else None
@@ -51,6 +47,15 @@ class Board:
     @property
     def python(self) -> str:
         return self.reach.get("python", "python3")
+
+
+def require_tool(name: str, apt_package: str, needed_for: str) -> str:
+    """A host tool's path (also looked for in the sbin folders, absent from a user's PATH), or
+    one clear error naming the apt package that provides it."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+    if path is None:
+        raise QmtganError(f"{needed_for} needs {name}: apt-get install {apt_package}")
+    return path
 
 
 def _load(path: Path) -> Board:

@@ -30,7 +30,7 @@ from pathlib import Path
 from qmtgan.runtime.atomic import atomic_dir
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.device_files import cache_dir
-from qmtgan.targets.registry import Board
+from qmtgan.targets.registry import Board, require_tool
 
 DEBOOTSTRAP = "debootstrap"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -65,17 +65,9 @@ def sysroot_python(board: Board) -> Path:
     return sysroot_dir(board) / "usr" / "bin" / f"python{suite_python(board)}"
 
 
-def find_tool(name: str, apt_package: str) -> str:
-    """A host tool's path (also looked for in the sbin folders, absent from a user's PATH)."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
-    if path is None:
-        raise QmtganError(f"{name} is not installed: apt-get install {apt_package}")
-    return path
-
-
 def qemu_binary(board: Board) -> str:
-    return find_tool(board.reach.get("qemu", "qemu-aarch64-static"),
-                     board.reach.get("qemu_apt_package", "qemu-user-static"))
+    return require_tool(board.reach.get("qemu", "qemu-aarch64-static"),
+                        board.reach.get("qemu_apt_package", "qemu-user-static"), f"the emulated board {board.name}")
 
 
 def debian_mirror(suite: str) -> str:
@@ -139,7 +131,7 @@ def ensure_sysroot(board: Board, log=None) -> Path:
     if _is_ready(dest, recipe):
         return dest
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    debootstrap = find_tool(DEBOOTSTRAP, "debootstrap")
+    debootstrap = require_tool(DEBOOTSTRAP, "debootstrap", "building the arm64 sysroot")
     qemu = qemu_binary(board)
     if os.geteuid() != 0:
         raise QmtganError(f"building the {suite} arm64 sysroot runs debootstrap, which needs root: run this once "

@@ -3,10 +3,13 @@ and helpers that write real GeoTIFFs with rasterio."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,23 @@ def tiny_run(tmp_path_factory, small_pair_dir):
                    {"sha256": meta["sha256"], "height": meta["height"], "width": meta["width"]},
                    progress=False)
     return run_dir, result
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log=lambda: "exited") -> None:
+    """Until `proc` (a server just started) accepts connections on 127.0.0.1:port."""
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        assert proc.poll() is None, log()
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
 
 
 @pytest.fixture(scope="session")

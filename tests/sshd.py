@@ -7,11 +7,11 @@ import contextlib
 import getpass
 import os
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from conftest import free_port, wait_for_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -31,12 +31,6 @@ class LoopbackSsh:
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def loopback_sshd(folder: Path):
     assert Path(SSHD).exists(), "sshd missing: apt-get install openssh-server"
@@ -47,7 +41,7 @@ def loopback_sshd(folder: Path):
     os.chmod(folder / "authorized_keys", 0o600)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
-    port = _free_port()
+    port = free_port()
     (folder / "sshd_config").write_text("\n".join([
         f"ListenAddress 127.0.0.1:{port}", f"HostKey {folder / 'host_key'}",
         f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}",
@@ -56,11 +50,7 @@ def loopback_sshd(folder: Path):
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
                             stdout=subprocess.DEVNULL, stderr=open(folder / "sshd.log", "w"))
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            assert proc.poll() is None, (folder / "sshd.log").read_text()
-            time.sleep(0.1)
+        wait_for_port(port, proc, lambda: (folder / "sshd.log").read_text())
         yield LoopbackSsh(getpass.getuser(), port, folder / "client_key")
     finally:
         proc.terminate()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,26 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import free_port, run_cli, wait_for_port
 
 FIELDS = ("config", "label", "status", "tile", "tiles", "threads", "model_bytes", "init_ms", "first_ms", "latency_ms",
           "peak_rss_mb", "snr_vs_float_db", "lmse_vs_float", "snr_vs_target_db", "lmse_vs_target", "megapixels_per_s",
           "macs_per_tile", "gflops", "peak_gflops", "fraction_of_peak", "peak_formula", "speedup_vs_keras")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen) -> None:
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 @contextlib.contextmanager
@@ -43,7 +27,7 @@ def _serve(*argv: str, port: int):
     argv = (*argv, "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
     proc = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc, lambda: proc.stderr.read())
         yield proc
     finally:
         proc.terminate()
@@ -52,7 +36,7 @@ def _serve(*argv: str, port: int):
 
 @pytest.fixture(scope="module")
 def rpc_server():
-    port = _free_port()
+    port = free_port()
     with _serve("tvm.exec.rpc_server", port=port):
         yield f"127.0.0.1:{port}"
 
@@ -148,7 +132,7 @@ def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(tiny_
     reference, target, _, _ = load_pair(small_pair_dir)
     tiles = sample_tiles(reference.data, target.data, 32, 2)
     config = Config("tvm-host-x86_64", str(out_dir / "tvm-host-x86_64"), "tvm", "fp32", "host-x86_64", "rpc", None)
-    tracker_port, server_port = _free_port(), _free_port()
+    tracker_port, server_port = free_port(), free_port()
     with _serve("tvm.exec.rpc_tracker", port=tracker_port), \
          _serve("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{tracker_port}", "--key", "qmtgan-test",
                 port=server_port):
@@ -157,7 +141,7 @@ def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(tiny_
             config, Timing(warmup=1, runs=3), tiles.reference.shape)
     assert pred.shape == tiles.reference.shape and len(record["latencies_s"]) >= 3
     with pytest.raises(QmtganError, match="cannot reach the TVM RPC"):
-        RpcRunner(tiles, server=f"127.0.0.1:{_free_port()}").run(config, Timing(runs=1), tiles.reference.shape)
+        RpcRunner(tiles, server=f"127.0.0.1:{free_port()}").run(config, Timing(runs=1), tiles.reference.shape)
 
 
 def test_unknown_target_is_refused_before_anything_runs(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
@@ -170,7 +154,7 @@ def test_unknown_target_is_refused_before_anything_runs(tiny_bundles, tiny_run, 
 def test_unreachable_board_and_timeouts_become_error_records(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
     out_dir, _ = tiny_bundles
     proc = run_cli("bench", "--bundles", out_dir, "--only", "onnx,tflite-fp32", "--model", tiny_run[0],
-                   "--pair", small_pair_dir, "--host", "host-x86_64=nobody@127.0.0.1", "--port", str(_free_port()),
+                   "--pair", small_pair_dir, "--host", "host-x86_64=nobody@127.0.0.1", "--port", str(free_port()),
                    "--timeout", "1", "--out", tmp_path / "r")
     doc = json.loads((tmp_path / "r" / "bench.json").read_text())
     errors = {r["config"]["name"]: r["error"] for r in doc["records"]}

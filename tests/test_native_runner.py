@@ -17,12 +17,9 @@ TILE = 32
 
 
 @pytest.fixture(scope="module")
-def modules(tiny_run, small_pair_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("native-bundles")
-    proc = run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", str(TILE),
-                   "--formats", "onnx,tvm-host-x86_64,tvm-rpi4", "-o", out)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def modules(tiny_bundles):
+    """The tiny generator's onnx, tvm-host-x86_64 and tvm-rpi4 bundles at TILE x TILE."""
+    return tiny_bundles[0]
 
 
 @pytest.fixture(scope="module")
