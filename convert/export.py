@@ -19,6 +19,7 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
     from qmtgan.quantize.model import assign_weights
     from qmtgan.runtime import payload as fmt
     from qmtgan.train.model_io import load_model
+    from qmtgan.train.models.config import GeneratorConfig
     from qmtgan.train.models.registry import build_generator
 
     trained, cfg, norm, _ = load_model(run_dir)
@@ -28,7 +29,7 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
     source = "float32 (trained)"
     if payload_path is not None:
         payload = fmt.read(payload_path)
-        if payload.header["generator"] != cfg.to_dict():
+        if GeneratorConfig.from_dict(payload.header["generator"]) != cfg:
             raise QmtganError(f"{payload_path}: made for another generator than {run_dir}")
         weights, source = payload.weights(), f"dequantized from {Path(payload_path).name} ({payload.header['policy']['method']})"
     assign_weights(model, weights)

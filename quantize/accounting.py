@@ -1,9 +1,9 @@
-"""Eq. 1 of the seed and the other accounting columns of its Table 2.
+"""Eq. 1 of the paper and the other accounting columns of its Table 2.
 
   bpp = (sum over quantized tensors of params x bits + #side_information x 32
          + params kept in float32 x 32) / (#pixels x #images)
 
-The seed rounds bpp to 4 decimals and truncates memory (MB = 2^20 bytes) and the compression
+The paper rounds bpp to 4 decimals and truncates memory (MB = 2^20 bytes) and the compression
 ratio (float32 bits / stored bits) to 2 decimals; `paper_row` reproduces that.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-# The seed's data set: 441 patches of 512 x 512 x 12 (one Sentinel-2 tile).
+# The paper's data set: 441 patches of 512 x 512 x 12 (one Sentinel-2 tile).
 PAPER_PIXELS = 512 * 512 * 12
 PAPER_IMAGES = 441
 
@@ -23,7 +23,7 @@ class Accounting:
     quantized_params: int
     quantized_bits: int      # sum of params x bits over the quantized tensors
     side_values: int
-    pixels: int              # per image, bands included (the seed: 512 x 512 x 12)
+    pixels: int              # per image, bands included (the paper: 512 x 512 x 12)
     images: int
 
     @property
@@ -61,7 +61,7 @@ def truncate(x: float, decimals: int) -> float:
 
 
 def paper_row(a: Accounting) -> dict:
-    """The columns as the seed prints them."""
+    """The columns as the paper prints them."""
     return {"q_params": a.quantized_params, "side_info": a.side_values,
             "memory_mb": truncate(a.memory_mb, 2), "bpp": round(a.bpp, 4), "ratio": truncate(a.ratio, 2)}
 

@@ -15,7 +15,7 @@ BITS = click.IntRange(2, 32)
 
 @click.group()
 def quantize() -> None:
-    """Post-training quantization: the seed's Table 2 accounting and the full sweep."""
+    """Post-training quantization: the paper's Table 2 accounting and the full sweep."""
 
 
 @quantize.command("report")
@@ -23,7 +23,7 @@ def quantize() -> None:
               help="The paper generator and data set (441 patches of 512x512x12); trains nothing.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a Markdown table.")
 def report(paper_config: bool, as_json: bool) -> None:
-    """Print the accounting columns of the seed's Table 2 (Eq. 1 bpp, memory, ratio)."""
+    """Print the accounting columns of the paper's Table 2 (Eq. 1 bpp, memory, ratio)."""
     from qmtgan.quantize.paper_table import markdown, paper_config_rows
 
     rows = paper_config_rows()
@@ -44,7 +44,7 @@ def report(paper_config: bool, as_json: bool) -> None:
 def sweep(model_dirs: tuple[Path, ...], pair_dirs: tuple[Path, ...], out: Path, methods: str, bits_list: str,
           peers: tuple[str, ...], seed: int) -> None:
     """Methods x bit widths on trained models: Table 2, Figure 2, Figure 3 (metrics averaged over
-    the (model, pair) couples, as the seed averages its three data sets)."""
+    the (model, pair) couples, as the paper averages its three data sets)."""
     from qmtgan.quantize.methods import check_bits, get_method
     from qmtgan.quantize.sweep import best_row, run_sweep
     from qmtgan.runtime.errors import QmtganError
@@ -73,27 +73,89 @@ def policy_options(f):
     return f
 
 
+def _floats(ctx, param, value: str | None) -> list[float]:
+    """A comma-separated list of positive numbers."""
+    if value is None:
+        return []
+    try:
+        out = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"comma-separated numbers expected ({exc})") from exc
+    if any(v <= 0 for v in out):
+        raise click.BadParameter("every value must be positive")
+    return out
+
+
 @click.command()
 @click.option("--reference", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--target", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A trained run; without it a generator is trained first (see --epochs).")
+@click.option("--model", "model_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+              help="A trained run (repeatable: --bpp chooses among them); without it a generator is trained first.")
 @click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
 @policy_options
+@click.option("--bpp", "budget", type=click.FloatRange(min=0, min_open=True),
+              help="Rate control: the run and bit width with the best measured SNR whose payload fits this many "
+                   "bits per sample (H x W x bands) on disk.")
+@click.option("--residual-bpp", type=click.FloatRange(min=0, min_open=True),
+              help="Hybrid: add the JPEG2000-coded residual of the prediction at this rate (bits per sample).")
+@click.option("--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="The .qmtg payload.")
-def encode(reference: Path, target: Path, model_dir: Path | None, epochs: int, method: str, mode: str,
-           bits: int, conv_bits: int, nonconv_bits: int, critical_bits: int, critical: str, seed: int,
-           out: Path) -> None:
-    """Compress TARGET given REFERENCE into a .qmtg payload (the quantized generator)."""
-    from qmtgan.quantize.encode import encode_pair
+def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: int, method: str, mode: str,
+           bits: int, conv_bits: int, nonconv_bits: int, critical_bits: int, critical: str, budget: float | None,
+           residual_bpp: float | None, snr_floor: float | None, seed: int, out: Path) -> None:
+    """Compress TARGET given REFERENCE into a .qmtg payload: the quantized generator, and with
+    --residual-bpp / --snr-floor the coded residual of its prediction too (hybrid)."""
+    from qmtgan.quantize.encode import encode_pair, encode_rate_controlled
     from qmtgan.quantize.policy import Policy
+    from qmtgan.runtime.errors import QmtganError
 
+    if residual_bpp is not None and snr_floor is not None:
+        raise QmtganError("give --residual-bpp or --snr-floor, not both")
+    if budget is not None or residual_bpp is not None or snr_floor is not None:
+        if not model_dirs:
+            raise QmtganError("--bpp, --residual-bpp and --snr-floor choose among trained runs: give --model")
+        r = encode_rate_controlled(reference, target, out, list(model_dirs), budget, bits if budget is None else None,
+                                   residual_bpp, snr_floor, seed, log=click.echo)
+        click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
+                   f"SNR {r['snr_db']:.2f} dB")
+        return
+    if len(model_dirs) > 1:
+        raise QmtganError("several --model runs need --bpp to choose among them")
     policy = Policy(method, mode, bits, conv_bits, nonconv_bits, critical_bits,
                     tuple(c for c in critical.split(",") if c))
-    r = encode_pair(reference, target, out, policy, model_dir, epochs, seed)
+    r = encode_pair(reference, target, out, policy, model_dirs[0] if model_dirs else None, epochs, seed)
     click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk "
                f"(Eq. 1: {r['bpp_eq1']:.5f}; header {r['header_bytes']:,} bytes), {policy.label}")
 
 
-COMMANDS = [quantize, encode]
+@click.command()
+@click.option("--pair", "pair_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              multiple=True, help="A pair folder; repeat to report per pair and averaged.")
+@click.option("--model", "model_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+              help="A trained run (repeatable); each is scored on the pair it was trained on.")
+@click.option("--rates", default="0.02,0.05,0.11,0.15", show_default=True, callback=_floats,
+              help="Bits per sample of the JPEG2000 and hybrid points, comma-separated.")
+@click.option("--bits", "bits_list", default="4,8,32", show_default=True,
+              help="Generator bit widths, comma-separated (32 = float32).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
+def baselines(pair_dirs: tuple[Path, ...], model_dirs: tuple[Path, ...], rates: list[float], bits_list: str,
+              out: Path) -> None:
+    """Rate-distortion against what a user would fly instead: the reference, gain + offset, a linear
+    spectral predictor, JPEG2000 of the target, and the predictor + JPEG2000 of its residual; with
+    --model the generators (quantized and hybrid) on the same axes. Writes rd.md, rd.json, rd.png."""
+    from qmtgan.quantize.methods import check_bits
+    from qmtgan.quantize.rd_workflow import rd_report
+    from qmtgan.runtime.errors import QmtganError
+
+    try:
+        widths = tuple(check_bits(int(b)) for b in bits_list.split(",") if b.strip())
+    except ValueError as exc:
+        raise QmtganError(f"--bits must be comma-separated integers: {exc}") from exc
+    doc = rd_report(list(pair_dirs), list(model_dirs), rates, widths, out, log=click.echo)
+    click.echo(f"{len(doc['points'])} points on {len(doc['pairs'])} pair(s); report in {out / 'rd.md'}")
+    for line in doc["context"].get("verdict", []):
+        click.echo(line)
+
+
+COMMANDS = [quantize, encode, baselines]

@@ -1,4 +1,4 @@
-"""The configurations of the seed's Table 2 and of the full sweep."""
+"""The configurations of the paper's Table 2 and of the full sweep."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from qmtgan.quantize.methods import FLOAT_BITS, METHODS
 from qmtgan.quantize.policy import Policy
 
 SWEEP_BITS = (2, 4, 6, 8, 16, 32)
-# The seed's Table 2 LWPQ row (2.45 MB, 0.0149 bpp, ratio 3.97) pins its critical layers:
+# The paper's Table 2 LWPQ row (2.45 MB, 0.0149 bpp, ratio 3.97) pins its critical layers:
 # 16 bits on exactly conv1 + deconv5 (18,000 kernel parameters) is the only choice of whole
 # conv layers that gives all three numbers.
 PAPER_CRITICAL = ("conv1", "deconv5")
 
 
 def table2_policies(critical: tuple[str, ...] = PAPER_CRITICAL) -> list[tuple[str, Policy]]:
-    """(row name, policy) of every quantized row of the seed's Table 2, float first."""
+    """(row name, policy) of every quantized row of the paper's Table 2, float first."""
     return [
         ("MultiTempGAN", Policy(bits=FLOAT_BITS)),
         ("Q-MultiTempGAN Stoch", Policy("stochastic", bits=6)),

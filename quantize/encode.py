@@ -50,3 +50,68 @@ def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy:
     overhead = size - (acc.total_bits + 7) // 8
     return {"file_bytes": size, "bpp_file": 8 * size / pixels, "bpp_eq1": acc.bpp,
             "header_bytes": overhead, "accounting": acc.to_dict()}
+
+
+def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, runs: list[Path],
+                           budget_bpp: float | None, bits: int | None, residual_bpp: float | None,
+                           snr_floor: float | None, seed: int, log=print) -> dict:
+    """Choose (with ``budget_bpp``) or force (``bits``) a run and bit width, optionally add the
+    coded residual of its prediction, and write the payload; returns what was chosen and measured."""
+    from qmtgan.quantize.rate import RATE_BITS, candidates, choose, with_residual
+    from qmtgan.quantize.rd import PairData, score
+    from qmtgan.train.ingest import read_scene
+    from qmtgan.train.pair import align_to_reference
+
+    reference = read_scene(reference_path)
+    target = align_to_reference(reference, read_scene(target_path))
+    pair = PairData(Path(target_path).stem, reference, target, reference.valid & target.valid, None)
+    cands = candidates(runs, RATE_BITS if budget_bpp is not None else (bits,), pair, seed)
+    if budget_bpp is not None:
+        chosen, point = choose(pair, cands, budget_bpp, log=log)
+        log(f"chosen: {chosen.label} ({point.bpp:.5f} bpp <= {budget_bpp:g}), SNR {point.snr_db:.2f} dB")
+    else:
+        if len(cands) != 1:
+            raise QmtganError("several --model runs need --bpp to choose among them")
+        chosen = cands[0]
+    payload, prediction = chosen.payload, chosen.prediction(pair)
+    recon, label = prediction, chosen.label
+    if residual_bpp is not None:
+        payload, recon, coded = with_residual(payload, pair, prediction, residual_bpp)
+        label += f" + JPEG2000 residual at {coded.bpp:.4f} bpp"
+    elif snr_floor is not None:
+        payload, recon, coded = _residual_for_snr(pair, payload, prediction, snr_floor, log)
+        label += f" + JPEG2000 residual at {coded.bpp:.4f} bpp"
+    fmt.write(out, payload)
+    point = score(pair, "hybrid" if payload.residual else "generator", label, recon, out.stat().st_size)
+    return {"file_bytes": point.bytes, "bpp_file": point.bpp, "label": label, "snr_db": point.snr_db,
+            "lmse": point.lmse}
+
+
+def _residual_for_snr(pair, payload, prediction, snr_floor: float, log, steps: int = 10):
+    """The smallest residual rate (bisection in log rate) whose reconstruction reaches snr_floor."""
+    import math
+
+    from qmtgan.quantize.rate import with_residual
+    from qmtgan.runtime.metrics import snr_db
+
+    base = snr_db(pair.target.data, prediction, pair.valid)
+    if base >= snr_floor:
+        raise QmtganError(f"the prediction alone already reaches {base:.2f} dB >= --snr-floor {snr_floor}: "
+                          "no residual is needed (drop --snr-floor)")
+    lo, hi = 1e-3, 4.0
+    best = None
+    top = with_residual(payload, pair, prediction, hi)
+    if snr_db(pair.target.data, top[1], pair.valid) < snr_floor:
+        raise QmtganError(f"--snr-floor {snr_floor} dB is out of reach: a {hi} bpp residual gives "
+                          f"{snr_db(pair.target.data, top[1], pair.valid):.2f} dB")
+    best = top
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        got = with_residual(payload, pair, prediction, mid)
+        snr = snr_db(pair.target.data, got[1], pair.valid)
+        log(f"  residual {got[2].bpp:.4f} bpp: SNR {snr:.2f} dB")
+        if snr >= snr_floor:
+            hi, best = mid, got
+        else:
+            lo = mid
+    return best

@@ -1,4 +1,4 @@
-"""`qmtgan quantize report --paper-config`: the accounting columns of the seed's Table 2 for
+"""`qmtgan quantize report --paper-config`: the accounting columns of the paper's Table 2 for
 the paper generator (2,560,252 parameters, 36 tensors) and its data set (441 patches of
 512x512x12), computed from the architecture alone: nothing is trained."""
 

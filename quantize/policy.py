@@ -1,7 +1,7 @@
 """Which tensors are quantized, at which bit width: the uniform and mixed-precision modes.
 
 "Convolutional" tensors are the 10 kernels (2,558,000 parameters in the paper generator);
-everything else (biases, norm gamma/beta) is "non-convolutional", as in the seed's Table 2.
+everything else (biases, norm gamma/beta) is "non-convolutional", as in the paper's Table 2.
 
   uniform       every tensor at `bits`
   conv-only     kernels at `bits`, the rest float32                       (seed: mixed (i))
@@ -22,6 +22,9 @@ from qmtgan.quantize.methods import FLOAT_BITS, check_bits, get_method
 from qmtgan.runtime.errors import QmtganError
 
 MODES = ("uniform", "conv-only", "nonconv-only", "split", "lwpq")
+# Layers kept in float32 whatever the policy: the residual generator's 1x1 spectral map is the
+# base prediction every pixel starts from (156 values: 624 bytes).
+FLOAT_LAYERS = ("spectral",)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Policy:
             raise QmtganError("lwpq needs the critical layers (or let the sweep measure them)")
 
     def bits_for(self, t: TensorInfo) -> int:
+        if t.layer in FLOAT_LAYERS:
+            return FLOAT_BITS
         if self.mode == "uniform":
             return self.bits
         if self.mode == "conv-only":
@@ -98,7 +103,7 @@ class Policy:
 
     @property
     def bits_column(self) -> str:
-        """What the seed's Table 2 prints in its Bits column."""
+        """What the paper's Table 2 prints in its Bits column."""
         if self.mode in ("split", "lwpq"):
             return "BP"
         return str(self.bits)

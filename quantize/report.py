@@ -42,9 +42,9 @@ def write_report(out_dir, rows, best, recons, reference, target, valid, context:
     write_text_atomic(out_dir / "table2.csv", buf.getvalue())
     md = ["# Quantization sweep", "",
           f"Model `{context['model']}` on pair `{context['pair']}`. SNR / LMSE on the whole scene "
-          "(valid pixels, DN). *bpp (tile)* is Eq. 1 projected onto the seed's data set (441 "
+          "(valid pixels, DN). *bpp (tile)* is Eq. 1 projected onto the paper's data set (441 "
           f"patches of 512x512x12); *bpp (scene)* uses this scene's {context['scene_pixels']:,} "
-          "pixel values, one image. Memory and Ratio as the seed prints them (truncated). "
+          "pixel values, one image. Memory and Ratio as the paper prints them (truncated). "
           "d = Eq. 3 distance to the float model, normalized over the Table 2 rows.", "",
           f"Critical layers for LWPQ (measured): {', '.join(context['critical_layers'])}.", "",
           f"**Smallest distance: {best.policy.label}** (d = {best.distance:.3f}).", "",

@@ -3,7 +3,7 @@
 For every configuration: the generator's weights are replaced by their dequantized values,
 the whole target scene is reconstructed, and SNR / LMSE / PSNR are measured against the true
 target (valid pixels, DN). bpp is given twice: for the scene's real pixel count (one image;
-a small scene makes the model expensive per pixel) and projected onto the seed's data set
+a small scene makes the model expensive per pixel) and projected onto the paper's data set
 (441 patches of 512x512x12, one Sentinel-2 tile), which is what compares with Table 2.
 Eq. 2-3 distances use the Table 2 set (float, 6 and 8 bits, mixed rows, peers) for min/max.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from qmtgan.quantize.accounting import PAPER_IMAGES, PAPER_PIXELS, account, paper_row
 from qmtgan.quantize.model import assign_weights, quantize_tensors
-from qmtgan.quantize.policy import Policy, generator_tensors
+from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
 from qmtgan.runtime import metrics
 
 
@@ -27,7 +27,7 @@ class Row:
     policy: Policy | None
     bits: str
     accounting: dict
-    paper: dict                 # the seed's columns for the 441-patch projection
+    paper: dict                 # the paper's columns for the 441-patch projection
     bpp_scene: float
     snr_db: float
     lmse: float
@@ -70,7 +70,7 @@ def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2
     base, _ = evaluator.measure([w for _, w in tensors])
     drops = {}
     for i, (info, _) in enumerate(tensors):
-        if not info.is_conv:
+        if not info.is_conv or info.layer in FLOAT_LAYERS:  # kept in float32 by every policy
             continue
         only = quantize_tensors([tensors[i]], Policy("symmetric", bits=bits))
         weights = [w for _, w in tensors]
@@ -110,7 +110,7 @@ def normalized_distances(rows: list[Row], reference: Row) -> None:
 
 @dataclass
 class Subject:
-    """One trained model with the pair it compresses (the seed has three)."""
+    """One trained model with the pair it compresses (the paper has three)."""
 
     model_dir: Path
     pair_dir: Path
@@ -136,7 +136,7 @@ def load_subject(model_dir, pair_dir) -> Subject:
 
 
 def _average(rows: list[Row]) -> Row:
-    """Metrics averaged over the pairs, as the seed averages its three data sets."""
+    """Metrics averaged over the pairs, as the paper averages its three data sets."""
     first = rows[0]
     if len(rows) == 1:
         return first
@@ -199,13 +199,13 @@ def json_key(d: dict) -> str:
 
 
 def best_row(rows: list[Row]) -> Row:
-    """The quantized Table 2 configuration nearest to the float model (the seed's criterion)."""
+    """The quantized Table 2 configuration nearest to the float model (the paper's criterion)."""
     return min((r for r in rows if r.in_table2 and r.policy is not None and r.policy.label != "float32"),
                key=lambda r: r.distance)
 
 
 def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
-    """A float row for a trained peer generator (the seed's LinkNet / ResNet / U-Net rows)."""
+    """A float row for a trained peer generator (the paper's LinkNet / ResNet / U-Net rows)."""
     from qmtgan.quantize.accounting import Accounting
     from qmtgan.train.evaluate import evaluate
 

@@ -1,5 +1,6 @@
 """Decode a .qmtg payload into the target scene with numpy alone: payload -> dequantized
-weights -> the numpy generator, run on the reference over the encoder's patch grid."""
+weights -> the numpy generator, run on the reference over the encoder's patch grid, plus the
+payload's coded residual when it carries one (hybrid mode; JPEG2000 through rasterio)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.infer import run_scene
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.numpy_generator import NumpyGenerator
+from qmtgan.runtime.residual import add_residual, decode_residual
 from qmtgan.runtime.scene import BAND_ORDER, Scene
 
 
@@ -32,15 +34,34 @@ def check_reference(header: dict, reference: Scene, name: str) -> None:
 
 def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = False) -> np.ndarray:
     """(bands, H, W) DN reconstruction of the target; nodata pixels of the reference are 0."""
-    payload = fmt.read(path)
+    return reconstruct(fmt.read(path), reference, str(path), progress)
+
+
+def reconstruct(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
+    """The generator's prediction, plus the coded residual of a hybrid payload."""
+    pred = predict(payload, reference, name, progress)
+    record = payload.header.get("residual")
+    if not record:
+        return pred
+    try:
+        residual = decode_residual(payload.residual, record)
+    except QmtganError as exc:
+        raise QmtganError(f"{name}: {exc}") from exc
+    if residual.shape != pred.shape:
+        raise QmtganError(f"{name}: residual is {residual.shape}, the prediction {pred.shape}")
+    return add_residual(pred, residual, reference.valid)
+
+
+def predict(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
+    """The generator's prediction of the target (DN, nodata 0), without any residual."""
     header = payload.header
-    check_reference(header, reference, str(path))
+    check_reference(header, reference, name)
     try:
         generator = NumpyGenerator(header, payload.weights())
         norm = Normalization.from_dict(header["normalization"])
         tile = int(header["generator"]["patch_size"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise QmtganError(f"{path}: inconsistent header ({exc})") from exc
+        raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
     pred, _ = run_scene(generator, reference.data, norm, tile, overlap=0, progress=progress)
     pred[:, ~reference.valid] = 0
     return pred

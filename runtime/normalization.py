@@ -23,16 +23,22 @@ HIGH_PERCENTILE = 99.9
 class Normalization:
     low: tuple[float, ...]
     high: tuple[float, ...]
+    low_percentile: float = LOW_PERCENTILE
+    high_percentile: float = HIGH_PERCENTILE
 
     @classmethod
-    def fit(cls, images: list[np.ndarray], valid: np.ndarray) -> "Normalization":
-        """Fit per-band ranges on the valid pixels of band-first images."""
+    def fit(cls, images: list[np.ndarray], valid: np.ndarray, clip_percent: float = LOW_PERCENTILE) -> "Normalization":
+        """Fit per-band ranges on the valid pixels of band-first images: the ``clip_percent``
+        and 100 - ``clip_percent`` percentiles (0: the full range, nothing clipped; a residual
+        generator needs that, since a clipped target pixel is an error it cannot undo)."""
         if not valid.any():
             raise QmtganError("cannot fit normalization: every pixel is nodata")
+        if not 0.0 <= clip_percent < 50.0:
+            raise QmtganError(f"normalization clip percentile must be in [0, 50), got {clip_percent}")
         stacked = np.concatenate([img[:, valid] for img in images], axis=1)
-        lo, hi = np.percentile(stacked, [LOW_PERCENTILE, HIGH_PERCENTILE], axis=1)
+        lo, hi = np.percentile(stacked, [clip_percent, 100.0 - clip_percent], axis=1)
         hi = np.maximum(hi, lo + 1.0)  # a constant band still gets a usable range
-        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi), clip_percent, 100.0 - clip_percent)
 
     def _arrays(self, bands: int) -> tuple[np.ndarray, np.ndarray]:
         if bands != len(self.low):
@@ -53,8 +59,8 @@ class Normalization:
         return (np.asarray(y, np.float32) + 1.0) * 0.5 * (hi - lo) + lo
 
     def to_dict(self) -> dict:
-        return {"kind": "percentile-linear", "low_percentile": LOW_PERCENTILE,
-                "high_percentile": HIGH_PERCENTILE, "low": list(self.low),
+        return {"kind": "percentile-linear", "low_percentile": self.low_percentile,
+                "high_percentile": self.high_percentile, "low": list(self.low),
                 "high": list(self.high)}
 
     @classmethod
@@ -65,4 +71,5 @@ class Normalization:
             raise QmtganError(f"bad normalization record: {exc}") from exc
         if len(low) != len(high):
             raise QmtganError(f"normalization low has {len(low)} bands, high has {len(high)}")
-        return cls(low, high)
+        return cls(low, high, float(d.get("low_percentile", LOW_PERCENTILE)),
+                   float(d.get("high_percentile", HIGH_PERCENTILE)))

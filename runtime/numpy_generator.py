@@ -43,6 +43,19 @@ def conv2d_transpose_s2(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> 
     return full[lo : lo + 2 * h, lo : lo + 2 * w] + bias
 
 
+def conv2d_same(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x (H, W, C), kernel (k, k, C, O), stride 1, 'same' (zero padding) -> (H, W, O)."""
+    k = kernel.shape[0]
+    r = k // 2
+    h, w, _ = x.shape
+    xp = np.pad(x, ((r, r), (r, r), (0, 0)))
+    out = np.zeros((h, w, kernel.shape[3]), np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            out += xp[dy : dy + h, dx : dx + w] @ kernel[dy, dx]
+    return out + bias
+
+
 def instance_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     mean = x.mean(axis=(0, 1), keepdims=True)
     var = x.var(axis=(0, 1), keepdims=True)
@@ -59,6 +72,9 @@ class NumpyGenerator:
         if gen.get("name") != "multitempgan":
             raise QmtganError(f"the numpy decoder runs the multitempgan generator, not {gen.get('name')}")
         self.depth = int(gen["depth"])
+        self.residual = gen.get("residual", "none")  # payloads of format 1.0 have no residual
+        if self.residual not in ("none", "reference", "linear"):
+            raise QmtganError(f"unknown generator residual '{self.residual}' in payload")
         self.w = {t["name"]: np.asarray(v, np.float32) for t, v in zip(header["tensors"], weights)}
         self.eps = 1e-3
 
@@ -84,4 +100,9 @@ class NumpyGenerator:
             if i < self.depth:
                 x = instance_norm(x, self._t(f"deconv{i}_bn", "gamma"), self._t(f"deconv{i}_bn", "beta"), self.eps)
                 x = np.maximum(x, 0.0)
-        return np.tanh(x)[None]
+        if self.residual == "none":
+            return np.tanh(x)[None]
+        base = tile[0].astype(np.float32)
+        if self.residual == "linear":
+            base = conv2d_same(base, self._t("spectral", "kernel"), self._t("spectral", "bias"))
+        return np.clip(base + np.tanh(x), -1.0, 1.0)[None]

@@ -6,8 +6,11 @@
     directory  count x (4-byte tag, u64 length, u32 CRC32 of the section)
     sections   in directory order: HEAD (UTF-8 JSON), SIDE (float32), CODE (bit-packed
                codes of every quantized tensor, in header order, one continuous bitstream),
-               FLT (float32 tensors kept unquantized)
+               FLT (float32 tensors kept unquantized), and from version 2 RES (the coded
+               residual of the hybrid mode, empty without one)
     sha256     32 bytes over everything before it
+
+Version 1 files (four sections, no residual generator) still read.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from qmtgan.runtime.dequant import dequantize
 from qmtgan.runtime.errors import QmtganError
 
 MAGIC = b"QMTG\r\n\x1a\n"
-VERSION = (1, 0)
-SECTIONS = (b"HEAD", b"SIDE", b"CODE", b"FLT ")
+VERSION = (2, 0)
+SECTIONS_BY_MAJOR = {1: (b"HEAD", b"SIDE", b"CODE", b"FLT "),
+                     2: (b"HEAD", b"SIDE", b"CODE", b"FLT ", b"RES ")}
+SECTIONS = SECTIONS_BY_MAJOR[VERSION[0]]
 _PREFIX = struct.Struct("<8sHHI")
 _DIR_ENTRY = struct.Struct("<4sQI")
 FLOAT_BITS = 32
@@ -41,6 +46,7 @@ class Payload:
     codes: list[np.ndarray | None]  # per tensor: uint32 codes (None when float)
     sides: list[np.ndarray | None]  # per tensor: float32 side info (None when float)
     floats: list[np.ndarray | None]  # per tensor: float32 values when not quantized
+    residual: bytes = b""         # the coded residual (hybrid mode; header["residual"] says how)
 
     def weights(self) -> list[np.ndarray]:
         """Dequantized float32 tensors in header order."""
@@ -69,10 +75,18 @@ def encode(payload: Payload) -> bytes:
     sections = {b"HEAD": json.dumps(payload.header, separators=(",", ":")).encode(),
                 b"SIDE": b"".join(p.tobytes() for p in side_parts),
                 b"CODE": code_bytes,
-                b"FLT ": b"".join(p.tobytes() for p in float_parts)}
-    head = _PREFIX.pack(MAGIC, *VERSION, len(SECTIONS))
-    head += b"".join(_DIR_ENTRY.pack(tag, len(sections[tag]), zlib.crc32(sections[tag])) for tag in SECTIONS)
-    body = head + b"".join(sections[tag] for tag in SECTIONS)
+                b"FLT ": b"".join(p.tobytes() for p in float_parts),
+                b"RES ": bytes(payload.residual)}
+    if bool(payload.residual) != bool(payload.header.get("residual")):
+        raise QmtganError("payload: residual bytes and the header's residual record must come together")
+    return pack_sections(VERSION, [(tag, sections[tag]) for tag in SECTIONS])
+
+
+def pack_sections(version: tuple[int, int], sections: list[tuple[bytes, bytes]]) -> bytes:
+    """Prefix, directory, the sections and the SHA-256: the container of every version."""
+    head = _PREFIX.pack(MAGIC, *version, len(sections))
+    head += b"".join(_DIR_ENTRY.pack(tag, len(data), zlib.crc32(data)) for tag, data in sections)
+    body = head + b"".join(data for _, data in sections)
     return body + hashlib.sha256(body).digest()
 
 
@@ -93,14 +107,17 @@ def decode(data: bytes, name: str = "payload") -> Payload:
     if major > VERSION[0]:
         raise QmtganError(f"{name}: format version {major}.{minor} is newer than this qmtgan reads "
                           f"({VERSION[0]}.x); upgrade qmtgan")
-    if count != len(SECTIONS):
-        raise QmtganError(f"{name}: {count} sections, expected {len(SECTIONS)} (corrupted header)")
+    if major not in SECTIONS_BY_MAJOR:
+        raise QmtganError(f"{name}: format version {major}.{minor} does not exist (corrupted header)")
+    tags = SECTIONS_BY_MAJOR[major]
+    if count != len(tags):
+        raise QmtganError(f"{name}: {count} sections, version {major} has {len(tags)} (corrupted header)")
     offset = _PREFIX.size + count * _DIR_ENTRY.size
     if len(data) < offset + 32:
         raise QmtganError(f"{name}: truncated inside its section directory")
     directory = [_DIR_ENTRY.unpack_from(data, _PREFIX.size + i * _DIR_ENTRY.size) for i in range(count)]
     expected = offset + sum(length for _, length, _ in directory) + 32
-    if [tag for tag, _, _ in directory] != list(SECTIONS):
+    if [tag for tag, _, _ in directory] != list(tags):
         raise QmtganError(f"{name}: unexpected section tags {[t for t, _, _ in directory]} (corrupted)")
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
@@ -116,11 +133,15 @@ def decode(data: bytes, name: str = "payload") -> Payload:
         raise QmtganError(f"{name}: SHA-256 mismatch (corrupted)")
     try:
         header = json.loads(sections[b"HEAD"].decode())
-        return _split(header, sections, name)
+        payload = _split(header, sections, name)
     except QmtganError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise QmtganError(f"{name}: malformed header ({exc})") from exc
+    payload.residual = sections.get(b"RES ", b"")
+    if bool(payload.residual) != bool(header.get("residual")):
+        raise QmtganError(f"{name}: residual section and header disagree (corrupted)")
+    return payload
 
 
 def _split(header: dict, sections: dict, name: str) -> Payload:

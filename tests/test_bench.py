@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,11 +86,24 @@ def test_records_have_every_field_and_sane_values(bench_run):
     assert emulated["device"]["arch"] == "aarch64" and emulated["fraction_of_peak"] is None
     assert emulated["memory_budget_mb"] == 2048 and emulated["within_memory_budget"] is True
     assert ok[("onnx", "local")]["within_memory_budget"] is None  # the host has no budget
-    # XNNPACK int8 on the emulated Cortex-A72 reproduces the x86 result
-    assert emulated["snr_vs_target_db"] == pytest.approx(ok[("tflite-int8", "local")]["snr_vs_target_db"], abs=1e-6)
+    # XNNPACK int8 on the emulated Cortex-A72 reproduces the x86 result within 1 LSB of the output
+    # quantization (kernels differ between CPUs: bit equality is not promised, 1 step is)
+    assert _int8_steps_apart(ok[("tflite-int8", "local")], emulated) <= 1.0 + 1e-3
     assert doc["peak"]["peak_gflops"] > 0 and "cores" in doc["peak"]["formula"]
     for name in ("bench.md", "bench.csv", "pareto.png", "latency.png", "memory.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def _int8_steps_apart(a: dict, b: dict) -> float:
+    """Largest difference between two runs' outputs of one int8 bundle, in steps of its output
+    quantization (the runs store DN; the step is taken in the generator's normalized range)."""
+    from qmtgan.runtime.normalization import Normalization
+
+    manifest = json.loads((Path(a["config"]["bundle"]) / "manifest.json").read_text())
+    scale = manifest["output"]["quantization"][0]
+    norm = Normalization.from_dict(manifest["normalization"])
+    outputs = [np.stack([norm.forward(t) for t in np.load(r["outputs_file"], allow_pickle=False)]) for r in (a, b)]
+    return float(np.max(np.abs(outputs[0] - outputs[1])) / scale)
 
 
 def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pair_dir):

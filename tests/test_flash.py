@@ -79,5 +79,6 @@ def test_flash_to_the_emulated_board_reproduces_the_int8_smoke_snr(tiny_bundles,
     result = json.loads(proc.stdout)
     manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
     assert result["arch"] == "aarch64" and result["requirements"] == "present"
-    # XNNPACK int8 on the emulated Cortex-A72 gives the x86 result bit for bit
-    assert result["smoke"]["snr_db"] == manifest["smoke"]["snr_db"]
+    # XNNPACK int8 on the emulated Cortex-A72 reproduces the x86 result; the SNR's float sums
+    # may round differently on another CPU, so agreement is to 1e-6 dB, not bit for bit
+    assert result["smoke"]["snr_db"] == pytest.approx(manifest["smoke"]["snr_db"], abs=1e-6)

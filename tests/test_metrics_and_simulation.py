@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from qmtgan.runtime import metrics
 from qmtgan.runtime.normalization import Normalization
@@ -31,8 +32,8 @@ def test_masked_metrics_ignore_nodata_pixels():
     assert metrics.snr_db(x, x_hat, valid) == float("inf")
 
 
-def test_mean_over_images_averages_like_the_seed():
-    # the seed's MultiTempGAN SNR: (27.87 + 26.43 + 24.72) / 3 = 26.34
+def test_mean_over_images_averages_like_the_paper():
+    # the paper's MultiTempGAN SNR: (27.87 + 26.43 + 24.72) / 3 = 26.34
     recs = [{"snr_db": 27.87}, {"snr_db": 26.43}, {"snr_db": 24.72}]
     assert round(metrics.mean_over_images(recs)["snr_db"], 2) == 26.34
 
@@ -60,3 +61,27 @@ def test_simulation_is_seeded_deterministic_and_keeps_nodata(small_scene):
     # a plausible later date: close to the reference, but not equal to it
     snr = metrics.snr_db(scene.data, a.data, scene.valid)
     assert 10 < snr < 40, snr
+
+
+def test_full_range_normalization_clips_nothing(small_scene):
+    norm = Normalization.fit([small_scene.data], small_scene.valid, clip_percent=0.0)
+    v = small_scene.valid
+    y = norm.forward(small_scene.data)[:, v]
+    assert y.min() == -1 and y.max() == 1 and norm.low_percentile == 0 and norm.high_percentile == 100
+    np.testing.assert_allclose(norm.inverse(y[:, :, None])[..., 0], small_scene.data[:, v], rtol=1e-5, atol=0.05)
+    assert Normalization.from_dict(norm.to_dict()) == norm
+    # a record written before the percentiles were stored still reads as the default ones
+    old = {k: v for k, v in norm.to_dict().items() if "percentile" not in k}
+    assert Normalization.from_dict(old).low_percentile == 0.1
+
+
+@pytest.mark.parametrize("preset,changes", [("mild", 1), ("seasonal", 2), ("change", 12)])
+def test_presets_record_their_change_areas(small_scene, preset, changes):
+    from qmtgan.train.simulate import change_mask, preset_config
+
+    target, params = simulate_target(small_scene, preset_config(preset, seed=5))
+    assert params["config"]["preset"] == preset and len(params["land_cover_changes"]) == changes
+    mask = change_mask(params, small_scene.shape)
+    assert mask is not None and mask.shape == small_scene.shape
+    assert mask.any() == any(c["radius_px"] > 0 for c in params["land_cover_changes"])
+    assert change_mask({"land_cover_changes": []}, small_scene.shape) is None

@@ -16,7 +16,7 @@ def paper_generator():
     return build_generator(default_config("multitempgan", patch_size=64))
 
 
-def test_paper_generator_has_the_seeds_parameter_budget(paper_generator):
+def test_paper_generator_has_the_papers_parameter_budget(paper_generator):
     weights = paper_generator.trainable_weights
     assert paper_generator.count_params() == 2_560_252
     assert len(weights) == 36
@@ -46,7 +46,7 @@ def test_summary_table_totals(paper_generator):
 
 
 @pytest.mark.parametrize("name,budget", [("unet", 2.56e6), ("linknet", 2.58e6), ("resnet", 2.88e6)])
-def test_peer_generators_are_near_the_seeds_budgets(name, budget):
+def test_peer_generators_are_near_the_papers_budgets(name, budget):
     model = build_generator(default_config(name, patch_size=64))
     assert abs(model.count_params() - budget) / budget < 0.05, model.count_params()
     assert model(np.zeros((1, 64, 64, 12), np.float32)).shape == (1, 64, 64, 12)

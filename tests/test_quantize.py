@@ -142,15 +142,15 @@ def test_payload_header_errors_name_the_problem():
     with pytest.raises(QmtganError, match="wrong magic"):
         fmt.decode(b"PK\x03\x04" + data[4:])
     newer = bytearray(data)
-    newer[8:10] = (2).to_bytes(2, "little")
-    with pytest.raises(QmtganError, match="version 2.0 is newer"):
+    newer[8:10] = (3).to_bytes(2, "little")
+    with pytest.raises(QmtganError, match="version 3.0 is newer"):
         fmt.decode(bytes(newer))
     with pytest.raises(QmtganError, match="truncated"):
         fmt.decode(data[:-5])
 
 
-# The seed's Table 2 (accounting columns). Its float bpp 0.0590 is Eq. 1 (0.059057)
-# truncated, while its quantized bpps are rounded (0.014765 -> 0.0148): the seed's rounding is
+# The paper's Table 2 (accounting columns). Its float bpp 0.0590 is Eq. 1 (0.059057)
+# truncated, while its quantized bpps are rounded (0.014765 -> 0.0148): the paper's rounding is
 # not one rule, so the float row is checked against truncation.
 PAPER = [
     ("MultiTempGAN", "32", 0, 0, 9.76, 0.0590, 1.00),
@@ -164,7 +164,7 @@ PAPER = [
 ]
 
 
-def test_paper_config_accounting_equals_the_seeds_table2():
+def test_paper_config_accounting_equals_the_papers_table2():
     from qmtgan.quantize.paper_table import paper_config_rows
 
     rows = paper_config_rows()

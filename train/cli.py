@@ -13,6 +13,8 @@ from qmtgan.runtime.errors import QmtganError
 
 POSITIVE = click.IntRange(min=1)
 GENERATORS = ("multitempgan", "unet", "linknet", "resnet")
+RESIDUALS = ("none", "reference", "linear")
+SIMULATION_PRESETS = ("default", "mild", "seasonal", "change")
 RESAMPLINGS = ("bilinear", "cubic", "nearest", "average", "lanczos", "cubic_spline")
 
 
@@ -21,29 +23,31 @@ RESAMPLINGS = ("bilinear", "cubic", "nearest", "average", "lanczos", "cubic_spli
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference (earlier) scene: SAFE dir, band folder or multi-band GeoTIFF.")
 @click.option("--target", type=click.Path(path_type=Path), help="Target (later) scene; omitted: simulated from the reference.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair simulator.")
+@click.option("--preset", type=click.Choice(SIMULATION_PRESETS), default="default", show_default=True,
+              help="Character of the simulated later date (train/simulate.py PRESETS).")
 @click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
 @click.option("--resampling", type=click.Choice(RESAMPLINGS), default="bilinear", show_default=True,
               help="How 20 m / 60 m bands (and a misaligned target) go onto the 10 m grid.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Pair folder to write.")
-def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int, patch_size: int,
+def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int, preset: str, patch_size: int,
             resampling: str, out: Path) -> None:
     """Ingest a reference (and target) scene and write a pair folder: two 12-band GeoTIFFs,
     pair.json and the patch manifest patches.json."""
     from qmtgan.train.ingest import read_scene, sample_scene_dir
     from qmtgan.train.pair import align_to_reference, write_pair
-    from qmtgan.train.simulate import SimulationConfig, simulate_target
+    from qmtgan.train.simulate import preset_config, simulate_target
 
     if sample == (reference is not None):
         raise click.UsageError("give exactly one of --sample or --reference")
     ref = read_scene(sample_scene_dir() if sample else reference, resampling)
     if target is None:
-        tgt, simulation = simulate_target(ref, SimulationConfig(seed=seed))
+        tgt, simulation = simulate_target(ref, preset_config(preset, seed))
     else:
         tgt, simulation = align_to_reference(ref, read_scene(target, resampling), resampling), None
     write_pair(out, ref, tgt, patch_size, simulation, resampling)
     h, w = ref.shape
     click.echo(f"pair written to {out}: {h}x{w} px x 12 bands, {ref.nodata_count()} nodata px, "
-               f"target {'simulated (seed %d)' % seed if simulation else 'given'}")
+               f"target {f'simulated ({preset}, seed {seed})' if simulation else 'given'}")
 
 
 @click.command()
@@ -76,6 +80,11 @@ def generator_options(f):
     f = click.option("--ngf", type=POSITIVE, help="First-layer width (default: the paper-sized one).")(f)
     f = click.option("--depth", type=POSITIVE, help="Down/up layers (default 5).")(f)
     f = click.option("--kernel", type=POSITIVE, help="Kernel size (default 5).")(f)
+    f = click.option("--residual", type=click.Choice(RESIDUALS), default="none", show_default=True,
+                     help="What the tanh output is added to: nothing (the paper), the normalized reference, "
+                          "or a learned spectral map of it (fitted by least squares before training).")(f)
+    f = click.option("--spectral-kernel", type=POSITIVE, default=1, show_default=True,
+                     help="Kernel of the linear residual's spectral map (odd; 3 also absorbs a sub-pixel shift).")(f)
     return f
 
 
@@ -88,16 +97,18 @@ def model() -> None:
 @generator_options
 @click.option("--bands", type=POSITIVE, default=12, show_default=True)
 @click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
-def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: int | None,
+def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: int | None, residual: str,
+                  spectral_kernel: int,
                   bands: int, patch_size: int) -> None:
-    """Per-layer table like the seed's Figure 1: parameters, biases, float32 and int8 bytes."""
+    """Per-layer table like the paper's Figure 1: parameters, biases, float32 and int8 bytes."""
     from rich.console import Console
     from rich.table import Table
 
     from qmtgan.train.models.registry import build_generator, default_config
     from qmtgan.train.models.summary import summary_table
 
-    cfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, bands=bands, patch_size=patch_size)
+    cfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, bands=bands, patch_size=patch_size,
+                         residual=residual, spectral_kernel=spectral_kernel)
     header, rows = summary_table(build_generator(cfg))
     table = Table(title=f"{cfg.name} generator ({json.dumps(cfg.to_dict())})")
     for i, h in enumerate(header):
@@ -114,7 +125,16 @@ def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: in
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @generator_options
 @click.option("--epochs", type=POSITIVE, default=150, show_default=True)
-@click.option("--lambda-l1", type=click.FloatRange(min=0), default=100.0, show_default=True)
+@click.option("--lambda-l1", type=click.FloatRange(min=0), default=100.0, show_default=True,
+              help="Weight of the pixel loss against the adversarial term.")
+@click.option("--loss", type=click.Choice(("l1", "l2")), default="l1", show_default=True, help="Pixel loss.")
+@click.option("--decay-from", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Fraction of the epochs after which the learning rate falls linearly to 0 (1: constant).")
+@click.option("--norm-clip", type=click.FloatRange(0, 50, max_open=True), default=0.1, show_default=True,
+              help="Percent of each band clipped at either end by the normalization (0: the full range, "
+                   "which a residual generator needs).")
+@click.option("--init", "init_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Start from this run's generator (same configuration), e.g. an earlier date of the same place.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ndf", type=POSITIVE, default=32, show_default=True, help="Discriminator width.")
@@ -125,7 +145,8 @@ def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: in
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
 @click.option("--stop-after", type=POSITIVE, hidden=True, help="End after this many epochs (resumable).")
 def train_cmd(pair_dir: Path, out: Path, generator: str, ngf: int | None, depth: int | None,
-              kernel: int | None, epochs: int, lambda_l1: float, lr: float, seed: int, ndf: int,
+              kernel: int | None, residual: str, spectral_kernel: int, epochs: int, lambda_l1: float, loss: str, decay_from: float,
+              norm_clip: float, init_dir: Path | None, lr: float, seed: int, ndf: int,
               no_adversarial: bool, flips: bool, val_every: int, resume: bool,
               stop_after: int | None) -> None:
     """Train a generator on a pair folder (pix2pix: adversarial + lambda*L1, Adam(2e-4, 0.5))."""
@@ -134,9 +155,11 @@ def train_cmd(pair_dir: Path, out: Path, generator: str, ngf: int | None, depth:
     from qmtgan.train.training import TrainConfig, train
 
     reference, target, meta, manifest = load_pair(pair_dir)
-    gcfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, patch_size=manifest["patch_size"])
+    gcfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, patch_size=manifest["patch_size"],
+                          residual=residual, spectral_kernel=spectral_kernel)
     tcfg = TrainConfig(epochs=epochs, lambda_l1=lambda_l1, learning_rate=lr, seed=seed, ndf=ndf,
-                       adversarial=not no_adversarial, flips=flips, val_every=val_every)
+                       adversarial=not no_adversarial, flips=flips, val_every=val_every, loss=loss,
+                       decay_from=decay_from, init=str(init_dir or ""), norm_clip=norm_clip)
     identity = data_identity(pair_dir, meta)
     t0 = time.perf_counter()
     result = train(reference, target, out, gcfg, tcfg, identity, resume=resume, stop_after=stop_after)

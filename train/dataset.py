@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.runtime.normalization import Normalization
+from qmtgan.runtime.normalization import LOW_PERCENTILE, Normalization
 from qmtgan.runtime.scene import Scene
 from qmtgan.runtime.tiling import PatchGrid
 
@@ -26,10 +26,10 @@ class PatchSet:
 
 
 def make_patch_set(reference: Scene, target: Scene, patch_size: int,
-                   normalization: Normalization | None = None) -> PatchSet:
+                   normalization: Normalization | None = None, clip_percent: float = LOW_PERCENTILE) -> PatchSet:
     valid = reference.valid & target.valid
     grid = PatchGrid(*reference.shape, patch_size)
-    norm = normalization or Normalization.fit([reference.data, target.data], valid)
+    norm = normalization or Normalization.fit([reference.data, target.data], valid, clip_percent)
     fractions = grid.cut(valid[None].astype(np.float32)).mean(axis=(1, 2, 3))
     trainable = np.flatnonzero(fractions > 0)
     if trainable.size == 0:

@@ -7,7 +7,7 @@ Accepted inputs:
   (c) one multi-band GeoTIFF whose band descriptions name the bands (12 bands without
       descriptions are taken to be in BAND_ORDER already).
 20 m and 60 m bands are resampled onto the grid of the 10 m band B02 with rasterio (bilinear
-by default), which is what the seed did with SNAP. B10 is dropped.
+by default), which is what the paper did with SNAP. B10 is dropped.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from qmtgan.runtime.digest import load_record, sha256_file, verify_files
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
+from qmtgan.train.models import layers as _custom_layers  # noqa: F401  (registers them for loading)
 from qmtgan.train.models.config import GeneratorConfig
 
 MODEL_SCHEMA = "qmtgan.model/1"

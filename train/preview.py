@@ -1,5 +1,5 @@
 """RGB previews of 12-band scenes: every three bands form one RGB image, four composites per
-image, as in the seed's figures; and pair images with the target left, reference right."""
+image, as in the paper's figures; and pair images with the target left, reference right."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def save_png(path: Path, rgb: np.ndarray) -> Path:
 def write_previews(out_dir: str | Path, scenes: dict[str, Scene], valid: np.ndarray,
                    pair: tuple[str, str] | None = None) -> list[Path]:
     """One PNG per scene and band triplet, stretched with the first scene's ranges; with
-    ``pair`` = (left, right) names also side-by-side images (the seed shows target | reference)."""
+    ``pair`` = (left, right) names also side-by-side images (the paper shows target | reference)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     first = next(iter(scenes.values()))

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.scene import BAND_ORDER, NODATA, Scene
 
 _IDX = {b: i for i, b in enumerate(BAND_ORDER)}
@@ -32,6 +33,7 @@ PHENOLOGY_RESPONSE = {"B03": 0.1, "B04": -0.5, "B05": 0.2, "B06": 0.8, "B07": 1.
 @dataclass(frozen=True)
 class SimulationConfig:
     seed: int = 0
+    preset: str = "default"   # the name of the parameter set below (see PRESETS)
     gain_sigma: float = 0.04
     offset_sigma: float = 40.0
     max_phenology: float = 0.2
@@ -39,6 +41,34 @@ class SimulationConfig:
     change_radius_px: tuple[int, int] = (20, 60)
     max_shift_px: float = 0.5
     noise_rel: float = 0.005
+
+
+# Pairs of different character (seeded like any other draw); "default" is the demo's pair.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "mild": {"gain_sigma": 0.02, "offset_sigma": 20.0, "max_phenology": 0.05, "changes": 1,
+             "change_radius_px": (10, 30)},
+    "seasonal": {"gain_sigma": 0.06, "offset_sigma": 60.0, "max_phenology": 0.4, "changes": 2},
+    "change": {"max_phenology": 0.1, "changes": 12, "change_radius_px": (20, 80)},
+}
+
+
+def preset_config(preset: str, seed: int) -> SimulationConfig:
+    if preset not in PRESETS:
+        raise QmtganError(f"unknown simulation preset '{preset}' (choose from {', '.join(PRESETS)})")
+    return SimulationConfig(seed=seed, preset=preset, **PRESETS[preset])
+
+
+def change_mask(simulation: dict | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """Pixels touched by a simulated land-cover change (any weight > 0), or None for a pair
+    without simulated changes."""
+    changes = (simulation or {}).get("land_cover_changes") or []
+    if not changes:
+        return None
+    mask = np.zeros(shape, bool)
+    for c in changes:
+        mask |= _change_mask(shape, tuple(c["center_rc"]), float(c["radius_px"])) > 0
+    return mask
 
 
 def _change_mask(shape: tuple[int, int], center: tuple[int, int], radius: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,16 @@ class TrainConfig:
     val_every: int = 1
     decay_from: float = 1.0   # fraction of the epochs after which the learning rate falls
                               # linearly to 0 (pix2pix: 0.5); 1.0 keeps it constant
+    loss: str = "l1"          # pixel loss: l1 (pix2pix) or l2 (the squared error SNR measures)
+    init: str = ""            # run folder whose generator weights start this one (warm start)
+    norm_clip: float = 0.1    # percent of each band's values clipped at either end by the
+                              # normalization (0: none; see runtime/normalization.py)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.val_every <= 0:
             raise QmtganError("epochs and val_every must be positive")
+        if self.loss not in LOSSES:
+            raise QmtganError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
         if not 0.0 <= self.decay_from <= 1.0:
             raise QmtganError(f"decay_from must be in [0, 1], got {self.decay_from}")
 
@@ -54,6 +60,8 @@ class TrainConfig:
         return self.learning_rate * max(0.0, 1.0 - (epoch - start) / (self.epochs - start + 1))
 
 
+LOSSES = ("l1", "l2")
+FIXED_LAYERS = ("spectral/",)
 LOG_FIELDS = ["epoch", "g_loss", "g_adv", "g_l1", "d_loss", "val_snr_db", "epoch_s"]
 
 
@@ -76,6 +84,9 @@ def _build(gcfg: GeneratorConfig, tcfg: TrainConfig):
 def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
     import tensorflow as tf
 
+    # The linear residual's spectral map is fitted by least squares before training and kept:
+    # gradient steps only move it away from that optimum while the U-Net learns the rest.
+    g_vars = [v for v in generator.trainable_variables if not v.path.startswith(FIXED_LAYERS)]
     bce = lambda labels, logits: tf.reduce_mean(  # noqa: E731
         tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
@@ -83,7 +94,8 @@ def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
     def step(ref, tgt):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = generator(ref, training=True)
-            l1 = tf.reduce_mean(tf.abs(tgt - fake))
+            err = tgt - fake
+            pixel = tf.reduce_mean(tf.abs(err)) if tcfg.loss == "l1" else tf.reduce_mean(tf.square(err))
             if tcfg.adversarial:
                 d_real = discriminator([ref, tgt], training=True)
                 d_fake = discriminator([ref, fake], training=True)
@@ -91,15 +103,43 @@ def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
                 d_loss = 0.5 * (bce(tf.ones_like(d_real), d_real) + bce(tf.zeros_like(d_fake), d_fake))
             else:
                 g_adv = d_loss = tf.constant(0.0)
-            g_loss = g_adv + tcfg.lambda_l1 * l1
-        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, generator.trainable_variables),
-                                  generator.trainable_variables))
+            g_loss = g_adv + tcfg.lambda_l1 * pixel
+        g_opt.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
         if tcfg.adversarial:
             d_opt.apply_gradients(zip(d_tape.gradient(d_loss, discriminator.trainable_variables),
                                       discriminator.trainable_variables))
-        return {"g_loss": g_loss, "g_adv": g_adv, "g_l1": l1, "d_loss": d_loss}
+        # the log keeps one column, g_l1, for the pixel loss, L1 or L2
+        return {"g_loss": g_loss, "g_adv": g_adv, "g_l1": pixel, "d_loss": d_loss}
 
     return step
+
+
+def _initialize(generator, gcfg: GeneratorConfig, tcfg: TrainConfig, patches) -> None:
+    """Warm start from another run's generator (same configuration: a revisit of the same
+    place); then fit a linear residual's spectral map to this pair by robust least squares, so
+    that training starts from the linear predictor of these two dates."""
+    if tcfg.init:
+        from qmtgan.quantize.model import assign_weights
+        from qmtgan.train.model_io import load_model
+
+        previous, cfg, _, _ = load_model(tcfg.init)
+        if replace(cfg, patch_size=gcfg.patch_size) != gcfg:
+            raise QmtganError(f"--init {tcfg.init}: its generator {cfg.to_dict()} is not this one {gcfg.to_dict()}")
+        assign_weights(generator, [np.asarray(v.numpy()) for layer in previous.layers
+                                   for v in layer.trainable_weights])
+    if gcfg.residual == "linear":
+        from qmtgan.quantize.baselines import fit_linear
+
+        # nodata (DN 0) maps to -1; leaving out every pixel at -1 also drops a few clipped ones
+        valid = np.all(patches.reference > -1.0, axis=-1) & np.all(patches.target > -1.0, axis=-1)
+        ref = patches.reference[patches.trainable].transpose(3, 0, 1, 2)
+        tgt = patches.target[patches.trainable].transpose(3, 0, 1, 2)
+        k, bands = gcfg.spectral_kernel, gcfg.bands
+        # zero padding inside each patch, like the layer's 'same' padding
+        coef = fit_linear(ref, tgt, valid[patches.trainable], kernel=k, pad="constant", seed=tcfg.seed)
+        layer = generator.get_layer("spectral")
+        layer.kernel.assign(coef[:, :-1].reshape(bands, k, k, bands).transpose(1, 2, 3, 0))
+        layer.bias.assign(coef[:, -1])
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -126,9 +166,11 @@ def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorC
     if latest is not None and not resume:
         raise QmtganError(f"{run_dir} already holds a training run ({latest.name}); "
                           "pass --resume to continue it or choose another output folder")
-    patches = make_patch_set(reference, target, gcfg.patch_size)
+    patches = make_patch_set(reference, target, gcfg.patch_size, clip_percent=tcfg.norm_clip)
     valid = reference.valid & target.valid
     generator, discriminator, g_opt, d_opt = _build(gcfg, tcfg)
+    if latest is None:
+        _initialize(generator, gcfg, tcfg, patches)
     models = {"generator": generator, "discriminator": discriminator}
     optimizers = {"g_opt": g_opt, "d_opt": d_opt}
     history: list[dict] = []

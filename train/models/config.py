@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from qmtgan.runtime.errors import QmtganError
 
 
+RESIDUALS = ("none", "reference", "linear")
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     name: str = "multitempgan"   # multitempgan | unet | linknet | resnet
@@ -15,8 +18,21 @@ class GeneratorConfig:
     depth: int = 5               # down (and up) layers of the U-Net; the paper uses 5
     kernel: int = 5              # square kernel size; the paper uses 5x5, stride 2
     patch_size: int = 512
+    # What the tanh output is added to before clipping to [-1, 1]: nothing (the paper), the
+    # normalized reference (the generator predicts the change, zero parameters), or a learned
+    # per-pixel spectral map of it (a 1x1 convolution, bands x (bands + 1) parameters).
+    residual: str = "none"
+    spectral_kernel: int = 1     # kernel of that spectral map (odd): 3 lets it absorb a sub-pixel shift
 
     def __post_init__(self) -> None:
+        if self.residual not in RESIDUALS:
+            raise QmtganError(f"generator residual must be one of {', '.join(RESIDUALS)}, got '{self.residual}'")
+        if self.spectral_kernel < 1 or self.spectral_kernel % 2 == 0:
+            raise QmtganError(f"spectral_kernel must be odd and positive, got {self.spectral_kernel}")
+        if self.spectral_kernel != 1 and self.residual != "linear":
+            raise QmtganError("spectral_kernel applies to the linear residual only (--residual linear)")
+        if self.residual != "none" and self.name != "multitempgan":
+            raise QmtganError(f"a residual output exists for the multitempgan generator, not {self.name}")
         for f in ("bands", "ngf", "depth", "kernel", "patch_size"):
             if getattr(self, f) <= 0:
                 raise QmtganError(f"generator {f} must be positive, got {getattr(self, f)}")

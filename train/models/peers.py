@@ -1,4 +1,4 @@
-"""The seed's peer generators (Table 2 rows), sized near the budgets its bpp figures imply:
+"""The paper's peer generators (Table 2 rows), sized near the budgets its bpp figures imply:
 U-Net ~2.56 M, LinkNet ~2.58 M, ResNet ~2.88 M parameters at 12 bands (built: 2,461,386,
 2,470,535 and 2,884,044: integer widths land within 5 %). All map a
 (patch, patch, bands) reference to a tanh target of the same shape; `ngf` scales the width.

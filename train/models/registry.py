@@ -17,7 +17,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def default_config(name: str, **overrides: int) -> GeneratorConfig:
+def default_config(name: str, **overrides: int | str | None) -> GeneratorConfig:
     """The paper-sized configuration of generator ``name`` with ``overrides`` applied."""
     if name not in BUILDERS:
         raise QmtganError(f"unknown generator '{name}' (choose from {', '.join(BUILDERS)})")

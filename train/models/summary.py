@@ -1,4 +1,4 @@
-"""A per-layer parameter table like the seed's Figure 1: parameters, biases, and storage at
+"""A per-layer parameter table like the paper's Figure 1: parameters, biases, and storage at
 float32 and at 8 bits per parameter."""
 
 from __future__ import annotations

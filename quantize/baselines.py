@@ -1,0 +1,221 @@
+"""What a user would fly instead of a generator, on the same pair and the same axes.
+
+One small class per kind; each yields (label, reconstruction, bytes, requested bpp, extra), and
+`Baseline.run` scores them all in one place (quantize/rd.py):
+
+  reference         the reference itself as the prediction (0 bytes)
+  gain-offset       per-band gain and offset fitted to the pair (2 x bands float32)
+  linear            a bands x (bands + 1) spectral predictor, least squares (float32)
+  linear-3x3        the same over each pixel's 3x3 neighbourhood, bands x (9 bands + 1): it
+                    also absorbs a sub-pixel misregistration between the dates
+  jpeg2000          JPEG2000 of the target at each requested rate
+  linear+jpeg2000   the linear predictor plus JPEG2000 of its residual, at each total rate
+  linear-3x3+jpeg2000  the same with the 3x3 predictor
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from qmtgan.quantize.rd import PairData, RDPoint, score
+from qmtgan.runtime import jpeg2000
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.residual import add_residual, residual_image
+
+FLOAT_BYTES = 4
+# Robust least squares: refit without the pixels with the largest residual energy.
+TRIM_ROUNDS = 2
+TRIM_FRACTION = 0.02
+
+
+def _shifted(image: np.ndarray, kernel: int, pad: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The padded image and the kernel's (dy, dx) offsets, in Keras kernel order."""
+    r = kernel // 2
+    padded = np.pad(image, ((0, 0),) * (image.ndim - 2) + ((r, r), (r, r)), mode=pad)
+    return padded, [(dy, dx) for dy in range(kernel) for dx in range(kernel)]
+
+
+def neighbourhood_samples(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, kernel: int,
+                          pad: str = "edge") -> np.ndarray:
+    """(kernel^2 x bands, n) features at pixels (rows, cols) of a (bands, H, W) image, ordered
+    (dy, dx, band) like a Keras kernel (k, k, in, out) read in C order."""
+    padded, offsets = _shifted(image, kernel, pad)
+    return np.concatenate([padded[:, rows + dy, cols + dx] for dy, dx in offsets], axis=0)
+
+
+def fit_linear(reference: np.ndarray, target: np.ndarray, valid: np.ndarray, cross: bool = True,
+               kernel: int = 1, pad: str = "edge", max_samples: int = 500_000, seed: int = 0) -> np.ndarray:
+    """Least-squares coefficients (bands, kernel^2 x bands + 1) of target ~ A @ neighbourhood + c
+    on valid pixels, refitted without the worst-explained 2 % (twice) so that changed land cover
+    does not bend the fit; without ``cross`` each band only sees itself (a per-band gain and offset).
+    ``reference``/``target`` are (bands, H, W), or (bands, n, H, W) for a stack of patches (a
+    neighbourhood then stays inside its patch). Spatial kernels fit on a seeded sample of pixels."""
+    if kernel == 1 or not cross:
+        x = reference[:, valid].astype(np.float64)
+        y = target[:, valid].astype(np.float64)
+    else:
+        where = np.nonzero(valid)
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(where[0].size, min(max_samples, where[0].size), replace=False)
+        lead, (rows, cols) = [w[pick] for w in where[:-2]], (where[-2][pick], where[-1][pick])
+        x = _patch_features(reference, lead, rows, cols, kernel, pad).astype(np.float64)
+        y = target[(slice(None), *lead, rows, cols)].astype(np.float64)
+    bands = target.shape[0]
+    coef = np.zeros((bands, x.shape[0] + 1))
+    if cross:
+        design = np.vstack([x, np.ones((1, x.shape[1]))])
+        keep = np.ones(design.shape[1], bool)
+        for _ in range(1 + TRIM_ROUNDS):
+            d, t = design[:, keep], y[:, keep]
+            gram = d @ d.T
+            coef[:] = np.linalg.solve(gram + 1e-9 * np.trace(gram) * np.eye(gram.shape[0]), d @ t.T).T
+            # pixels the fit explains worst (changed land cover, clouds) are outliers, not signal
+            energy = np.sum((y - coef @ design) ** 2, axis=0)
+            keep = energy <= np.quantile(energy, 1.0 - TRIM_FRACTION)
+    else:
+        for b in range(bands):
+            gain, offset = np.polyfit(x[b], y[b], 1)
+            coef[b, b], coef[b, -1] = gain, offset
+    return coef.astype(np.float32)
+
+
+def _patch_features(image, lead, rows, cols, kernel, pad):
+    if not lead:
+        return neighbourhood_samples(image, rows, cols, kernel, pad)
+    padded, offsets = _shifted(image, kernel, pad)
+    return np.concatenate([padded[:, lead[0], rows + dy, cols + dx] for dy, dx in offsets], axis=0)
+
+
+def apply_linear(coef: np.ndarray, reference: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The prediction in DN (float32), 0 on nodata; the kernel size follows from ``coef``."""
+    bands, h, w = reference.shape
+    kernel = int(round(np.sqrt((coef.shape[1] - 1) / bands)))
+    padded, offsets = _shifted(reference.astype(np.float32), kernel, "edge")
+    pred = np.repeat(coef[:, -1], h * w).reshape(bands, h, w).astype(np.float32)
+    for i, (dy, dx) in enumerate(offsets):
+        a = coef[:, i * bands:(i + 1) * bands]
+        pred += (a @ padded[:, dy:dy + h, dx:dx + w].reshape(bands, -1)).reshape(bands, h, w)
+    pred[:, ~valid] = 0.0
+    return pred
+
+
+def linear_prediction(pair: PairData, kernel: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients, prediction) of the robust linear predictor, fitted once per pair and kernel."""
+    key = ("linear", kernel)
+    if key not in pair.memo:
+        coef = fit_linear(pair.reference.data, pair.target.data, pair.valid, kernel=kernel)
+        pair.memo[key] = (coef, apply_linear(coef, pair.reference.data, pair.valid))
+    return pair.memo[key]
+
+
+class Baseline:
+    family = ""
+    rate_driven = False  # True: one point per requested rate
+
+    def run(self, pair: PairData, rates: list[float]) -> list[RDPoint]:
+        return [score(pair, self.family, label, recon, nbytes, requested, **extra)
+                for label, recon, nbytes, requested, extra in self._run_impl(pair, rates)]
+
+    def _run_impl(self, pair: PairData, rates: list[float]) -> Iterator[tuple]:
+        raise NotImplementedError
+
+
+class ReferenceAsPrediction(Baseline):
+    family = "reference"
+
+    def _run_impl(self, pair, rates):
+        yield "reference as the prediction", pair.reference.data, 0, None, {}
+
+
+class GainOffset(Baseline):
+    family = "gain-offset"
+
+    def _run_impl(self, pair, rates):
+        coef = fit_linear(pair.reference.data, pair.target.data, pair.valid, cross=False)
+        bands = coef.shape[0]
+        yield ("per-band gain + offset", apply_linear(coef, pair.reference.data, pair.valid),
+               2 * bands * FLOAT_BYTES, None, {})
+
+
+class LinearPredictor(Baseline):
+    family = "linear"
+    kernel = 1
+
+    def _run_impl(self, pair, rates):
+        coef, prediction = linear_prediction(pair, self.kernel)
+        what = "spectral" if self.kernel == 1 else f"{self.kernel}x{self.kernel} spatial-spectral"
+        yield (f"linear {coef.shape[0]}x{coef.shape[1]} {what} predictor", prediction, coef.size * FLOAT_BYTES,
+               None, {})
+
+
+class SpatialLinearPredictor(LinearPredictor):
+    family = "linear-3x3"
+    kernel = 3
+
+
+class Jpeg2000OfTarget(Baseline):
+    family = "jpeg2000"
+    rate_driven = True
+
+    def _run_impl(self, pair, rates):
+        image = np.clip(np.rint(pair.target.data), 0, 65535).astype(np.uint16)
+        for bpp in rates:
+            coded = jpeg2000.encode_at_bpp(image, bpp)
+            recon = jpeg2000.decode(coded.data, image.shape, "uint16").astype(np.float32)
+            recon[:, ~pair.valid] = 0.0
+            yield (f"JPEG2000 @ {bpp:g}", recon, len(coded.data), bpp,
+                   {"quality": coded.quality, "rate_tries": coded.tries})
+
+
+def code_residual(pair: PairData, prediction: np.ndarray, bpp: float) -> tuple[np.ndarray, "jpeg2000.RateResult"]:
+    """prediction + JPEG2000 of its residual at ``bpp`` (bits per sample of the residual)."""
+    residual = residual_image(pair.target.data, prediction, pair.valid)
+    coded = jpeg2000.encode_at_bpp(residual, bpp)
+    decoded = jpeg2000.decode(coded.data, residual.shape, "int16")
+    return add_residual(prediction, decoded, pair.valid), coded
+
+
+class LinearPlusJpeg2000(Baseline):
+    family = "linear+jpeg2000"
+    rate_driven = True
+    kernel = 1
+
+    def _run_impl(self, pair, rates):
+        coef, prediction = linear_prediction(pair, self.kernel)
+        side = coef.size * FLOAT_BYTES
+        name = "linear" if self.kernel == 1 else f"linear {self.kernel}x{self.kernel}"
+        for bpp in rates:
+            residual_bpp = bpp - 8.0 * side / pair.samples
+            recon, coded = code_residual(pair, prediction, residual_bpp)
+            yield (f"{name} + JPEG2000 residual @ {bpp:g}", recon, side + len(coded.data), bpp,
+                   {"quality": coded.quality, "rate_tries": coded.tries})
+
+
+class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
+    family = "linear-3x3+jpeg2000"
+    kernel = 3
+
+
+BASELINES: tuple[type[Baseline], ...] = (ReferenceAsPrediction, GainOffset, LinearPredictor, SpatialLinearPredictor,
+                                         Jpeg2000OfTarget, LinearPlusJpeg2000, SpatialLinearPlusJpeg2000)
+
+
+def run_baselines(pair: PairData, rates: list[float], log=print) -> tuple[list[RDPoint], list[str]]:
+    """Every baseline on ``pair``; a baseline that cannot run (no JPEG2000 driver, a rate out of
+    reach) becomes an error line, and the other rows are still computed."""
+    points, errors = [], []
+    for cls in BASELINES:
+        for chunk in ([[r] for r in rates] if cls.rate_driven else [[]]):
+            try:
+                got = cls().run(pair, chunk)
+            except QmtganError as exc:
+                what = f"{cls.family}" + (f" @ {chunk[0]:g} bpp" if chunk else "")
+                errors.append(f"{pair.name}: {what}: {exc}")
+                log(f"  {what}: not computed: {exc}")
+                continue
+            for p in got:
+                log(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
+            points.extend(got)
+    return points, errors

@@ -1,0 +1,119 @@
+"""Generator payloads as rate-distortion points, hybrid payloads (prediction + coded residual),
+and rate control: which trained generator at which bit width meets a byte budget best.
+
+Every rate is the length of the real .qmtg bytes, and every reconstruction is what
+`qmtgan decode` computes from them (the numpy generator, plus the residual)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qmtgan.quantize.codec import scene_header, to_payload
+from qmtgan.quantize.model import quantize_tensors
+from qmtgan.quantize.policy import Policy, generator_tensors
+from qmtgan.quantize.rd import PairData, RDPoint, score
+from qmtgan.runtime import jpeg2000
+from qmtgan.runtime import payload as fmt
+from qmtgan.runtime.decode import predict
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.residual import DTYPE, add_residual, decode_residual, residual_image
+
+# Bit widths rate control chooses from (32 = float32), uniform symmetric per tensor.
+RATE_BITS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 32)
+
+
+@dataclass
+class Candidate:
+    """One generator at one bit width, as the bytes a decoder gets."""
+
+    run: Path
+    label: str
+    bits: int
+    payload: fmt.Payload
+    nbytes: int
+
+    def prediction(self, pair: PairData) -> np.ndarray:
+        return predict(self.payload, pair.reference, self.label)
+
+
+def generator_label(cfg) -> str:
+    """How a generator configuration reads in tables: name, width, depth and residual."""
+    residual = "" if cfg.residual == "none" else f", residual {cfg.residual}"
+    if cfg.residual == "linear" and cfg.spectral_kernel != 1:
+        residual += f" {cfg.spectral_kernel}x{cfg.spectral_kernel}"
+    return f"{cfg.name} ngf {cfg.ngf} depth {cfg.depth}{residual}"
+
+
+def candidates(runs: list[Path], bits_list: tuple[int, ...], pair: PairData, seed: int = 0) -> list[Candidate]:
+    """Every (run, bits) payload, encoded for ``pair``'s reference (cheap: no inference)."""
+    from qmtgan.train.model_io import load_model
+
+    out = []
+    for run in runs:
+        generator, cfg, norm, meta = load_model(run)
+        data = meta.get("data", {})
+        if (data.get("height"), data.get("width")) not in ((None, None), pair.reference.shape):
+            raise QmtganError(f"{run} was trained on a {data.get('height')}x{data.get('width')} px scene, "
+                              f"the pair is {pair.reference.shape[0]}x{pair.reference.shape[1]} px")
+        tensors = generator_tensors(generator)
+        header = scene_header(pair.reference, cfg.patch_size)
+        for bits in bits_list:
+            qmodel = quantize_tensors(tensors, Policy("symmetric", bits=bits), seed)
+            payload = to_payload(qmodel, cfg.to_dict(), norm, header)
+            label = f"{generator_label(cfg)}, {'float32' if bits == 32 else f'{bits}-bit'}"
+            out.append(Candidate(run, label, bits, payload, len(fmt.encode(payload))))
+    return out
+
+
+def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, residual_bpp: float
+                  ) -> tuple[fmt.Payload, np.ndarray, jpeg2000.RateResult]:
+    """The hybrid payload: ``payload`` plus JPEG2000 of target - prediction at ``residual_bpp``
+    (bits per sample of the residual alone), and the reconstruction a decoder gets from it."""
+    residual = residual_image(pair.target.data, prediction, pair.valid)
+    coded = jpeg2000.encode_at_bpp(residual, residual_bpp)
+    record = {"codec": "jpeg2000", "dtype": DTYPE, "shape": list(residual.shape), "bpp": coded.bpp,
+              "quality": coded.quality}
+    hybrid = fmt.Payload({**payload.header, "residual": record}, payload.codes, payload.sides, payload.floats,
+                         coded.data)
+    recon = add_residual(prediction, decode_residual(coded.data, record), pair.valid)
+    return hybrid, recon, coded
+
+
+def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[float], log=print) -> list[RDPoint]:
+    """A point per candidate, and a hybrid point per total rate its own bytes leave room for."""
+    points = []
+    for c in cands:
+        prediction = c.prediction(pair)
+        p = score(pair, "generator", c.label, prediction, c.nbytes, bits=c.bits, run=str(c.run))
+        log(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
+        points.append(p)
+        for total in hybrid_rates:
+            room = total - p.bpp
+            if room <= 0.1 * total:  # the weights alone use (nearly) all of it
+                continue
+            hybrid, recon, _ = with_residual(c.payload, pair, prediction, room)
+            h = score(pair, "hybrid", f"{c.label} + JPEG2000 residual @ {total:g}", recon,
+                      len(fmt.encode(hybrid)), total, bits=c.bits, run=str(c.run))
+            log(f"  {h.label}: {h.bpp:.4f} bpp, SNR {h.snr_db:.2f} dB")
+            points.append(h)
+    return points
+
+
+def choose(pair: PairData, cands: list[Candidate], budget_bpp: float, log=print) -> tuple[Candidate, RDPoint]:
+    """The candidate with the best measured SNR whose bytes fit ``budget_bpp``."""
+    fitting = [c for c in cands if 8.0 * c.nbytes / pair.samples <= budget_bpp]
+    if not fitting:
+        smallest = min(cands, key=lambda c: c.nbytes)
+        raise QmtganError(f"no configuration meets {budget_bpp:g} bpp on this scene: the smallest, "
+                          f"{smallest.label}, takes {8.0 * smallest.nbytes / pair.samples:.5f} bpp "
+                          f"({smallest.nbytes:,} bytes); train a narrower generator (--ngf) or raise the budget")
+    best = None
+    for c in fitting:
+        p = score(pair, "generator", c.label, c.prediction(pair), c.nbytes, bits=c.bits)
+        log(f"  {c.label}: {p.bpp:.5f} bpp, SNR {p.snr_db:.2f} dB")
+        if best is None or p.snr_db > best[1].snr_db:
+            best = (c, p)
+    return best

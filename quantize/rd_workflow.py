@@ -1,0 +1,136 @@
+"""`qmtgan baselines` (and the demo's rate-distortion section): baselines, generators and hybrids
+on every pair, the averaged table and plot, and a plain verdict of where the generator wins."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from qmtgan.quantize.baselines import run_baselines
+from qmtgan.quantize.rate import candidates, generator_points
+from qmtgan.quantize.rd import PairData, RDPoint
+from qmtgan.quantize.rd_report import average, write_report
+from qmtgan.runtime.errors import QmtganError
+
+RATE_SLACK = 1.05  # a point counts "at" a rate when within 5 % above it, the rate-control tolerance
+
+
+def runs_by_pair(pair_dirs: list[Path], model_dirs: list[Path]) -> dict[Path, list[Path]]:
+    """Each run goes with the pair whose files it was trained on (sha256 in model.json)."""
+    digests = {}
+    for p in pair_dirs:
+        digests[json.dumps(json.loads((p / "pair.json").read_text())["sha256"], sort_keys=True)] = p
+    out: dict[Path, list[Path]] = {p: [] for p in pair_dirs}
+    for run in model_dirs:
+        data = json.loads((run / "model.json").read_text()).get("data", {})
+        key = json.dumps(data.get("sha256"), sort_keys=True)
+        if key not in digests:
+            raise QmtganError(f"{run} was not trained on any of the given pairs")
+        out[digests[key]].append(run)
+    return out
+
+
+def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...],
+                log=print) -> tuple[list[RDPoint], list[str]]:
+    """Every baseline, generator and hybrid point of one pair, and what could not be computed."""
+    pair = PairData.load(pair_dir)
+    log(f"pair {pair.name} ({pair.preset or 'given'}): baselines")
+    points, errors = run_baselines(pair, rates, log=log)
+    if runs:
+        log(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
+        try:
+            points += generator_points(pair, candidates(runs, bits, pair), rates, log=log)
+        except QmtganError as exc:
+            errors.append(f"{pair.name}: generators: {exc}")
+            log(f"  generators: not computed: {exc}")
+    return points, errors
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+    """Environment that processes started inside inherit: one thread per numeric library."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "1" for n in names})
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
+
+
+def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float], bits: tuple[int, ...],
+              out: Path, log=print) -> dict:
+    """Pairs run side by side in worker processes (JPEG2000 coding is single-threaded), at most
+    one per core."""
+    jobs = list(runs_by_pair(pair_dirs, model_dirs).items())
+    workers = min(len(jobs), os.cpu_count() or 1)
+    points: list[RDPoint] = []
+    errors: list[str] = []
+    if workers <= 1:
+        results = [pair_points(p, r, rates, bits, log) for p, r in jobs]
+    else:
+        # spawn: the caller may hold TensorFlow's threads, which a fork would copy half-alive;
+        # one BLAS thread per worker, since the workers already fill the cores
+        with _single_threaded_children(), ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(pair_points, *zip(*jobs), [rates] * len(jobs), [bits] * len(jobs),
+                                    [log] * len(jobs)))
+    for got, errs in results:
+        points += got
+        errors += errs
+    context = {"rates": rates, "bits": list(bits), "pairs": [str(p) for p in pair_dirs],
+               "models": [str(m) for m in model_dirs]}
+    context["verdict"] = verdict(average(points), rates)
+    return write_report(out, points, errors, context)
+
+
+def _best(rows: list[dict], family: str, rate: float) -> dict | None:
+    inside = [r for r in rows if r["family"] == family and r["bpp"] <= rate * RATE_SLACK]
+    return max(inside, key=lambda r: r["snr_db"]) if inside else None
+
+
+def _at(rows: list[dict], family: str, rate: float) -> dict | None:
+    near = [r for r in rows if r["family"] == family and abs(r["bpp"] / rate - 1) <= RATE_SLACK - 1]
+    return max(near, key=lambda r: r["snr_db"]) if near else None
+
+
+def verdict(rows: list[dict], rates: list[float]) -> list[str]:
+    """One line per comparison the report promises, with the margin in dB."""
+    lines = []
+    linear = next((r for r in rows if r["family"] == "linear"), None)
+    gens = [r for r in rows if r["family"] == "generator"]
+    if not gens:
+        return ["No generator was given: baselines only."]
+    best_gen = max(gens, key=lambda r: r["snr_db"])
+    if linear:
+        lines.append(_line("generator alone (best)", best_gen, "linear predictor", linear))
+    spatial = next((r for r in rows if r["family"] == "linear-3x3"), None)
+    if spatial:
+        lines.append(_line("generator alone (best)", best_gen, "3x3 linear predictor", spatial))
+    for rate in rates:
+        gen, hyb = _best(rows, "generator", rate), _best(rows, "hybrid", rate)
+        for family, name, ours, what in (("jpeg2000", "JPEG2000 of the target", gen, "best generator"),
+                                          ("linear+jpeg2000", "linear + JPEG2000 residual", hyb, "best hybrid"),
+                                          ("linear-3x3+jpeg2000", "3x3 linear + JPEG2000 residual", hyb,
+                                           "best hybrid")):
+            theirs = _at(rows, family, rate)
+            if theirs:
+                lines.append(_line(f"at {rate:g} bpp, {what}", ours, name, theirs))
+    return lines
+
+
+def _line(what: str, ours: dict | None, name: str, theirs: dict) -> str:
+    if ours is None:
+        return f"- {what}: none fits the rate; {name} {theirs['snr_db']:.2f} dB (loses)"
+    margin = ours["snr_db"] - theirs["snr_db"]
+    word = "wins" if margin > 0 else "loses"
+    return (f"- {what} ({ours['label']}, {ours['bpp']:.4f} bpp): {ours['snr_db']:.2f} dB vs {name} "
+            f"{theirs['snr_db']:.2f} dB ({theirs['bpp']:.4f} bpp): {word} by {abs(margin):.2f} dB")
