@@ -34,20 +34,20 @@ def runs_by_pair(pair_dirs: list[Path], model_dirs: list[Path]) -> dict[Path, li
     return out
 
 
-def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...],
+def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...], part: str,
                 log=print) -> tuple[list[RDPoint], list[str]]:
-    """Every baseline, generator and hybrid point of one pair, and what could not be computed."""
+    """One pair's baseline points (part "baselines") or generator and hybrid points ("generators"),
+    and what could not be computed."""
     pair = PairData.load(pair_dir)
-    log(f"pair {pair.name} ({pair.preset or 'given'}): baselines")
-    points, errors = run_baselines(pair, rates, log=log)
-    if runs:
-        log(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
-        try:
-            points += generator_points(pair, candidates(runs, bits, pair), rates, log=log)
-        except QmtganError as exc:
-            errors.append(f"{pair.name}: generators: {exc}")
-            log(f"  generators: not computed: {exc}")
-    return points, errors
+    if part == "baselines":
+        log(f"pair {pair.name} ({pair.preset or 'given'}): baselines")
+        return run_baselines(pair, rates, log=log)
+    log(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
+    try:
+        return generator_points(pair, candidates(runs, bits, pair), rates, log=log), []
+    except QmtganError as exc:
+        log(f"  generators: not computed: {exc}")
+        return [], [f"{pair.name}: generators: {exc}"]
 
 
 @contextlib.contextmanager
@@ -68,21 +68,22 @@ def _single_threaded_children():
 
 def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float], bits: tuple[int, ...],
               out: Path, log=print) -> dict:
-    """Pairs run side by side in worker processes (JPEG2000 coding is single-threaded), at most
-    one per core."""
-    jobs = list(runs_by_pair(pair_dirs, model_dirs).items())
+    """Each pair's baselines and generators run as separate jobs in worker processes (JPEG2000
+    coding is single-threaded), at most one per core."""
+    jobs = [(pair, runs, part) for pair, runs in runs_by_pair(pair_dirs, model_dirs).items()
+            for part in ("baselines", "generators") if part == "baselines" or runs]
     workers = min(len(jobs), os.cpu_count() or 1)
     points: list[RDPoint] = []
     errors: list[str] = []
     if workers <= 1:
-        results = [pair_points(p, r, rates, bits, log) for p, r in jobs]
+        results = [pair_points(p, r, rates, bits, part, log) for p, r, part in jobs]
     else:
         # spawn: the caller may hold TensorFlow's threads, which a fork would copy half-alive;
         # one BLAS thread per worker, since the workers already fill the cores
         with _single_threaded_children(), ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(pair_points, *zip(*jobs), [rates] * len(jobs), [bits] * len(jobs),
-                                    [log] * len(jobs)))
+            futures = [pool.submit(pair_points, p, r, rates, bits, part, log) for p, r, part in jobs]
+            results = [f.result() for f in futures]
     for got, errs in results:
         points += got
         errors += errs
