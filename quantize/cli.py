@@ -141,8 +141,8 @@ def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: 
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
 def baselines(pair_dirs: tuple[Path, ...], model_dirs: tuple[Path, ...], rates: list[float], bits_list: str,
               out: Path) -> None:
-    """Rate-distortion against what a user would fly instead: the reference, gain + offset, a linear
-    spectral predictor, JPEG2000 of the target, and the predictor + JPEG2000 of its residual; with
+    """Rate-distortion against what a user would fly instead: the reference, gain + offset, linear
+    predictors (1x1 and 3x3), JPEG2000 of the target, and each predictor + JPEG2000 of its residual; with
     --model the generators (quantized and hybrid) on the same axes. Writes rd.md, rd.json, rd.png."""
     from qmtgan.quantize.methods import check_bits
     from qmtgan.quantize.rd_workflow import rd_report
