@@ -94,8 +94,8 @@ def _floats(ctx, param, value: str | None) -> list[float]:
 @click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
 @policy_options
 @click.option("--bpp", "budget", type=click.FloatRange(min=0, min_open=True),
-              help="Rate control: the run and bit width with the best measured SNR whose payload fits this many "
-                   "bits per sample (H x W x bands) on disk.")
+              help="Rate control: the run and bit width with the best measured SNR whose generator payload fits "
+                   "this many bits per sample (H x W x bands) on disk; a hybrid residual comes on top.")
 @click.option("--residual-bpp", type=click.FloatRange(min=0, min_open=True),
               help="Hybrid: add the JPEG2000-coded residual of the prediction at this rate (bits per sample).")
 @click.option("--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB.")

@@ -99,15 +99,17 @@ def _residual_for_snr(pair, payload, prediction, snr_floor: float, log, steps: i
         raise QmtganError(f"the prediction alone already reaches {base:.2f} dB >= --snr-floor {snr_floor}: "
                           "no residual is needed (drop --snr-floor)")
     lo, hi = 1e-3, 4.0
-    best = None
-    top = with_residual(payload, pair, prediction, hi)
-    if snr_db(pair.target.data, top[1], pair.valid) < snr_floor:
-        raise QmtganError(f"--snr-floor {snr_floor} dB is out of reach: a {hi} bpp residual gives "
-                          f"{snr_db(pair.target.data, top[1], pair.valid):.2f} dB")
-    best = top
+    best = with_residual(payload, pair, prediction, hi)
+    reached = snr_db(pair.target.data, best[1], pair.valid)
+    if reached < snr_floor:
+        raise QmtganError(f"--snr-floor {snr_floor} dB is out of reach: a {hi} bpp residual gives {reached:.2f} dB")
     for _ in range(steps):
         mid = math.sqrt(lo * hi)
-        got = with_residual(payload, pair, prediction, mid)
+        try:
+            got = with_residual(payload, pair, prediction, mid)
+        except QmtganError:  # below the codec's smallest stream: the answer lies higher
+            lo = mid
+            continue
         snr = snr_db(pair.target.data, got[1], pair.valid)
         log(f"  residual {got[2].bpp:.4f} bpp: SNR {snr:.2f} dB")
         if snr >= snr_floor:

@@ -82,9 +82,11 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
     return hybrid, recon, coded
 
 
-def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[float], log=print) -> list[RDPoint]:
-    """A point per candidate, and a hybrid point per total rate its own bytes leave room for."""
-    points = []
+def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[float],
+                     log=print) -> tuple[list[RDPoint], list[str]]:
+    """A point per candidate, and a hybrid point per total rate its own bytes leave room for;
+    and the hybrids the residual codec could not make."""
+    points, errors = [], []
     for c in cands:
         prediction = c.prediction(pair)
         p = score(pair, "generator", c.label, prediction, c.nbytes, bits=c.bits, run=str(c.run))
@@ -94,12 +96,17 @@ def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[
             room = total - p.bpp
             if room <= 0.1 * total:  # the weights alone use (nearly) all of it
                 continue
-            hybrid, recon, _ = with_residual(c.payload, pair, prediction, room)
+            try:
+                hybrid, recon, _ = with_residual(c.payload, pair, prediction, room)
+            except QmtganError as exc:
+                errors.append(f"{pair.name}: {c.label} + residual @ {total:g}: {exc}")
+                log(f"  {c.label} + residual @ {total:g}: not computed: {exc}")
+                continue
             h = score(pair, "hybrid", f"{c.label} + JPEG2000 residual @ {total:g}", recon,
                       len(fmt.encode(hybrid)), total, bits=c.bits, run=str(c.run))
             log(f"  {h.label}: {h.bpp:.4f} bpp, SNR {h.snr_db:.2f} dB")
             points.append(h)
-    return points
+    return points, errors
 
 
 def choose(pair: PairData, cands: list[Candidate], budget_bpp: float, log=print) -> tuple[Candidate, RDPoint]:

@@ -44,7 +44,7 @@ def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tupl
         return run_baselines(pair, rates, log=log)
     log(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
     try:
-        return generator_points(pair, candidates(runs, bits, pair), rates, log=log), []
+        return generator_points(pair, candidates(runs, bits, pair), rates, log=log)
     except QmtganError as exc:
         log(f"  generators: not computed: {exc}")
         return [], [f"{pair.name}: generators: {exc}"]

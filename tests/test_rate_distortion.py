@@ -243,3 +243,26 @@ def test_warm_start_begins_from_the_previous_generator(residual_run, small_pair_
         train(reference, target, tmp_path / "other", GeneratorConfig(ngf=2, depth=3, kernel=3, patch_size=32,
                                                                       residual="linear"),
               TrainConfig(epochs=1, init=str(residual_run)), data_identity(small_pair_dir, meta), progress=False)
+
+
+def test_snr_floor_adds_the_smallest_residual_that_reaches_it(residual_run, small_pair_dir, small_pair, tmp_path):
+    from qmtgan.runtime import payload as fmt
+    from qmtgan.runtime.decode import predict, reconstruct
+    from qmtgan.runtime.metrics import snr_db
+
+    ref, tgt = small_pair_dir / "reference.tif", small_pair_dir / "target.tif"
+    plain = tmp_path / "plain.qmtg"
+    assert run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bits", "8",
+                   "-o", plain).returncode == 0
+    alone = snr_db(small_pair.target.data, predict(fmt.read(plain), small_pair.reference), small_pair.valid)
+    floor = alone + 6.0
+    out = tmp_path / "floor.qmtg"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bits", "8",
+                   "--snr-floor", floor, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    got = snr_db(small_pair.target.data, reconstruct(fmt.read(out), small_pair.reference), small_pair.valid)
+    assert got >= floor
+    needless = tmp_path / "needless.qmtg"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bits", "8",
+                   "--snr-floor", alone - 1.0, "-o", needless)
+    assert proc.returncode != 0 and "no residual is needed" in proc.stderr and not needless.exists()
