@@ -20,9 +20,13 @@ import click
               help="0: the encoder's patch grid (what the generator was fitted to); >0: overlapping "
                    "tiles, cross-faded over this many pixels.")
 @click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: all cores).")
+@click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A hybrid .qmtg of the same generator: its coded residual is added to the bundle's prediction.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="out.tif (or .npy without rasterio)")
-def run(bundle: Path, reference: Path, target: Path | None, overlap: int, threads: int | None, out: Path) -> None:
-    """Decode a whole scene with a deployment bundle: tiled, overlapping, blended."""
+def run(bundle: Path, reference: Path, target: Path | None, overlap: int, threads: int | None,
+        payload_path: Path | None, out: Path) -> None:
+    """Decode a whole scene with a deployment bundle: tiled, overlapping, blended; with --payload,
+    plus the hybrid payload's residual."""
     import numpy as np
 
     from qmtgan.runtime import metrics
@@ -33,9 +37,18 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
 
     b = load_bundle(bundle)
     ref = read_reference(reference)
+    residual = None
+    if payload_path is not None:  # checked before the scene runs
+        from qmtgan.runtime.decode import hybrid_residual
+
+        residual = hybrid_residual(payload_path, ref, b.manifest["generator"])
     pred, lat = run_scene(b.backend(threads), ref.data, b.normalization, b.tile, overlap, progress=True)
     valid = ref.valid
     pred[:, ~valid] = 0
+    if residual is not None:
+        from qmtgan.runtime.residual import add_residual
+
+        pred = add_residual(pred, residual, valid)
     written = write_scene(out, Scene(pred, ref.crs, ref.transform), valid=valid)
     msg = {"bundle": b.manifest["name"], "tiles": len(lat), "mean_tile_ms": 1000 * float(np.mean(lat)), "output": str(written)}
     if target is not None:

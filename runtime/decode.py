@@ -65,3 +65,20 @@ def predict(payload: fmt.Payload, reference: Scene, name: str = "payload", progr
     pred, _ = run_scene(generator, reference.data, norm, tile, overlap=0, progress=progress)
     pred[:, ~reference.valid] = 0
     return pred
+
+
+def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) -> np.ndarray:
+    """The decoded residual of a hybrid payload made for this generator configuration and
+    reference, to add to a bundle's prediction (it was coded against the numpy decoder's
+    prediction, which a float bundle reproduces to a fraction of a DN)."""
+    payload = fmt.read(path)
+    record = payload.header.get("residual")
+    if not record:
+        raise QmtganError(f"{path}: not a hybrid payload (it has no residual to add)")
+    check_reference(payload.header, reference, str(path))
+    if {**payload.header["generator"], "patch_size": 0} != {**generator, "patch_size": 0}:
+        raise QmtganError(f"{path}: made for generator {payload.header['generator']}, the bundle runs {generator}")
+    residual = decode_residual(payload.residual, record)
+    if residual.shape != reference.data.shape:
+        raise QmtganError(f"{path}: residual is {residual.shape}, the reference {reference.data.shape}")
+    return residual

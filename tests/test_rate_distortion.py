@@ -219,6 +219,20 @@ def test_residual_generator_deploys_in_every_runtime(residual_run, small_pair_di
                            "-o", str(dest)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - records["onnx"]["snr_vs_target_db"]) < 0.05
+    # a hybrid payload's residual on top of the bundle's prediction: what `decode` gives, to 0.05 dB
+    hybrid = tmp_path / "hybrid.qmtg"
+    proc = run_cli("encode", "--reference", small_pair_dir / "reference.tif", "--target", small_pair_dir / "target.tif",
+                   "--model", residual_run, "--bits", "32", "--residual-bpp", "1.0", "-o", hybrid)
+    assert proc.returncode == 0, proc.stderr
+    reported = float(proc.stdout.rsplit("SNR ", 1)[1].split(" dB")[0])
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "run", "--bundle", str(out / "onnx"), "--reference",
+                           str(small_pair_dir / "reference.tif"), "--target", str(small_pair_dir / "target.tif"),
+                           "--payload", str(hybrid), "-o", str(tmp_path / "hybrid.tif")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - reported) < 0.05
+    proc = run_cli("run", "--bundle", out / "onnx", "--reference", small_pair_dir / "reference.tif",
+                   "--payload", small_pair_dir / "pair.json", "-o", tmp_path / "bad.tif")
+    assert proc.returncode != 0 and "not a .qmtg payload" in proc.stderr and not (tmp_path / "bad.tif").exists()
 
 
 def test_warm_start_begins_from_the_previous_generator(residual_run, small_pair_dir, tmp_path):
