@@ -114,7 +114,9 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     t = time.perf_counter()
     gcfg = default_config("multitempgan", patch_size=512, **DEMO_GENERATOR)
     tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY, **DEMO_TRAIN)
-    click.echo(f"[2/8] train: multitempgan ngf {gcfg.ngf}, residual {gcfg.residual}, {epochs} epochs on "
+    from qmtgan.quantize.rate import generator_label
+
+    click.echo(f"[2/8] train: {generator_label(gcfg)}, {epochs} epochs on "
                f"{len(manifest['patches'])} patches, one generator per pair")
     trained = [_train_or_reuse(p, r, gcfg, tcfg) for p, r in zip(pair_dirs, run_dirs)]
     history, train_wall = trained[0][0], sum(w for _, w in trained)

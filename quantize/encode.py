@@ -67,13 +67,14 @@ def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, r
     pair = PairData(Path(target_path).stem, reference, target, reference.valid & target.valid, None)
     cands = candidates(runs, RATE_BITS if budget_bpp is not None else (bits,), pair, seed)
     if budget_bpp is not None:
-        chosen, point = choose(pair, cands, budget_bpp, log=log)
+        chosen, point, prediction = choose(pair, cands, budget_bpp, log=log)
         log(f"chosen: {chosen.label} ({point.bpp:.5f} bpp <= {budget_bpp:g}), SNR {point.snr_db:.2f} dB")
     else:
         if len(cands) != 1:
             raise QmtganError("several --model runs need --bpp to choose among them")
         chosen = cands[0]
-    payload, prediction = chosen.payload, chosen.prediction(pair)
+        prediction = chosen.prediction(pair)
+    payload = chosen.payload
     recon, label = prediction, chosen.label
     if residual_bpp is not None:
         payload, recon, coded = with_residual(payload, pair, prediction, residual_bpp)

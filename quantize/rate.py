@@ -109,8 +109,10 @@ def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[
     return points, errors
 
 
-def choose(pair: PairData, cands: list[Candidate], budget_bpp: float, log=print) -> tuple[Candidate, RDPoint]:
-    """The candidate with the best measured SNR whose bytes fit ``budget_bpp``."""
+def choose(pair: PairData, cands: list[Candidate], budget_bpp: float,
+           log=print) -> tuple[Candidate, RDPoint, np.ndarray]:
+    """The candidate with the best measured SNR whose bytes fit ``budget_bpp``, its point and
+    its prediction."""
     fitting = [c for c in cands if 8.0 * c.nbytes / pair.samples <= budget_bpp]
     if not fitting:
         smallest = min(cands, key=lambda c: c.nbytes)
@@ -119,8 +121,9 @@ def choose(pair: PairData, cands: list[Candidate], budget_bpp: float, log=print)
                           f"({smallest.nbytes:,} bytes); train a narrower generator (--ngf) or raise the budget")
     best = None
     for c in fitting:
-        p = score(pair, "generator", c.label, c.prediction(pair), c.nbytes, bits=c.bits)
+        prediction = c.prediction(pair)
+        p = score(pair, "generator", c.label, prediction, c.nbytes, bits=c.bits)
         log(f"  {c.label}: {p.bpp:.5f} bpp, SNR {p.snr_db:.2f} dB")
         if best is None or p.snr_db > best[1].snr_db:
-            best = (c, p)
+            best = (c, p, prediction)
     return best

@@ -40,16 +40,20 @@ def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = F
 def reconstruct(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
     """The generator's prediction, plus the coded residual of a hybrid payload."""
     pred = predict(payload, reference, name, progress)
-    record = payload.header.get("residual")
-    if not record:
+    if not payload.header.get("residual"):
         return pred
+    return add_residual(pred, _residual(payload, reference, name), reference.valid)
+
+
+def _residual(payload: fmt.Payload, reference: Scene, name: str) -> np.ndarray:
+    """The payload's decoded residual, checked against the reference's shape."""
     try:
-        residual = decode_residual(payload.residual, record)
+        residual = decode_residual(payload.residual, payload.header["residual"])
     except QmtganError as exc:
         raise QmtganError(f"{name}: {exc}") from exc
-    if residual.shape != pred.shape:
-        raise QmtganError(f"{name}: residual is {residual.shape}, the prediction {pred.shape}")
-    return add_residual(pred, residual, reference.valid)
+    if residual.shape != reference.data.shape:
+        raise QmtganError(f"{name}: residual is {residual.shape}, the reference {reference.data.shape}")
+    return residual
 
 
 def predict(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
@@ -72,13 +76,9 @@ def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) 
     reference, to add to a bundle's prediction (it was coded against the numpy decoder's
     prediction, which a float bundle reproduces to a fraction of a DN)."""
     payload = fmt.read(path)
-    record = payload.header.get("residual")
-    if not record:
+    if not payload.header.get("residual"):
         raise QmtganError(f"{path}: not a hybrid payload (it has no residual to add)")
     check_reference(payload.header, reference, str(path))
     if {**payload.header["generator"], "patch_size": 0} != {**generator, "patch_size": 0}:
         raise QmtganError(f"{path}: made for generator {payload.header['generator']}, the bundle runs {generator}")
-    residual = decode_residual(payload.residual, record)
-    if residual.shape != reference.data.shape:
-        raise QmtganError(f"{path}: residual is {residual.shape}, the reference {reference.data.shape}")
-    return residual
+    return _residual(payload, reference, str(path))
