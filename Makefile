@@ -10,10 +10,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 DEMO   := runs/demo
 RESULTS := results
-# The standard benchmark matrix: the demo's host bundles (its tflite-int8 fell back to 16x8, the
-# same model as tflite-16x8, so a forced full-int8 bundle is made for the int8-vs-fp32 rows),
-# plus the MetaSchedule-tuned TVM module when `make tune` has made one.
-BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-16x8,onnx,tvm-host-x86_64
+# The standard benchmark matrix: the demo's host bundles, plus the MetaSchedule-tuned TVM module
+# when `make tune` has made one.
+BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-16x8,onnx,onnx-int8
 TRIALS ?= 2000
 
 .PHONY: venv demo test bench tune clean
@@ -38,14 +37,10 @@ test: venv
 $(DEMO)/report.md: | venv
 	$(BIN)/qmtgan demo --out $(DEMO)
 
-$(RESULTS)/bundles-int8/tflite-int8/manifest.json: $(DEMO)/report.md
-	$(BIN)/qmtgan convert --model $(DEMO)/model --pair $(DEMO)/pair --formats tflite-int8 \
-	  --int8-threshold 1000 --tile 512 --out $(RESULTS)/bundles-int8
-
-bench: venv $(DEMO)/report.md $(RESULTS)/bundles-int8/tflite-int8/manifest.json
+bench: venv $(DEMO)/report.md
 	$(BIN)/python -m qmtgan.bench.train_step --out $(RESULTS)/train_step.json
 	$(BIN)/qmtgan bench --bundles $(DEMO)/bundles --only $(BENCH_BUNDLES) \
-	  --bundles $(RESULTS)/bundles-int8/tflite-int8 $(if $(wildcard $(RESULTS)/bundles-tuned/tvm-host-x86_64),--bundles $(RESULTS)/bundles-tuned/tvm-host-x86_64) \
+	  $(if $(wildcard $(RESULTS)/bundles-tuned/tvm-host-x86_64),--bundles $(RESULTS)/bundles-tuned/tvm-host-x86_64) \
 	  --model $(DEMO)/model --pair $(DEMO)/pair --threads 1,2 --tiles 4 --runs 10 --min-time 2 --out $(RESULTS)/bench
 
 # MetaSchedule tuning of the host TVM module (minutes to hours; reuses its database next time).

@@ -13,15 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from qmtgan import __version__
+from qmtgan.convert.artifacts import (INT8_WEIGHT_FORMATS, Artifact, Int8Context, backend_name, float_artifact,
+                                      measure_bytes, onnx_int8, tflite_int8)
 from qmtgan.runtime import metrics
-from qmtgan.runtime.bundle import load_bundle, write_bundle
+from qmtgan.runtime.backends import load_backend
+from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
 from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
 
 SMOKE_FILE = "smoke.npz"
 
 TVM_BOARDS = ("host-x86_64", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano")
-FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx",
+FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx", "onnx-int8",
            *(f"tvm-{b}" for b in TVM_BOARDS))
 
 
@@ -69,43 +72,13 @@ def smoke_record(backend, smoke: TileSet, norm, source: str) -> dict:
             "measured_with": source}
 
 
-def _model_bytes(fmt: str, model, representative, tuning=None, info: dict | None = None,
-                 log=print) -> tuple[str, bytes]:
-    """tuning: a tvm_tune.TuningOptions to MetaSchedule-tune tvm-* modules (its record goes to
-    info["tvm_tuning"])."""
-    if fmt == "onnx":
-        from qmtgan.convert.onnx_export import to_onnx
-
-        return "model.onnx", to_onnx(model)
-    if fmt.startswith("tvm-"):
-        from qmtgan.convert.onnx_export import to_onnx
-        from qmtgan.convert.tvm_build import compile_onnx
-        from qmtgan.targets.registry import board
-
-        with tempfile.TemporaryDirectory() as tmp:
-            so = Path(tmp) / "model.so"
-            if tuning is None:
-                compile_onnx(to_onnx(model), tuple(model.inputs[0].shape), board(fmt[4:]), so)
-            else:
-                from qmtgan.convert.tvm_tune import compile_tuned
-
-                rec = compile_tuned(to_onnx(model), tuple(model.inputs[0].shape), board(fmt[4:]), so, tuning, log)
-                if info is not None:
-                    info["tvm_tuning"] = rec["tvm_tuning"]
-            return "model.so", so.read_bytes()
-    from qmtgan.convert.tflite import to_tflite
-
-    return "model.tflite", to_tflite(model, fmt.split("-", 1)[1], representative)
-
-
-def _io_record(bundle_path: Path, manifest: dict) -> dict:
+def _io_record(backend, backend_kind: str, tile: int, bands: int) -> dict:
     """Input/output shape, dtype and quantization as the runtime sees them."""
-    if manifest["backend"] == "tvm":
-        shape = [1, manifest["tile_size"], manifest["tile_size"], manifest["generator"]["bands"]]
+    if backend_kind == "tvm":
+        shape = [1, tile, tile, bands]
         return {"input": {"shape": shape, "dtype": "float32", "quantization": None},
                 "output": {"shape": shape, "dtype": "float32", "quantization": None}}
-    backend = load_bundle(bundle_path).backend(threads=1)
-    if manifest["backend"] == "tflite":
+    if backend_kind == "tflite":
         rec = {}
         for key, d in (("input", backend.input), ("output", backend.output)):
             rec[key] = {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
@@ -116,9 +89,39 @@ def _io_record(bundle_path: Path, manifest: dict) -> dict:
             "output": {"shape": o.shape, "dtype": o.type, "quantization": None}}
 
 
+@dataclass
+class Graphs:
+    """The deploy graph with the trained weights, and the one int8 formats are built from: the
+    same graph with the kernels of the layers the payload keeps in float (the full-resolution
+    prediction path) rounded to the int8 grid with error compensation."""
+    float: object
+    int8: object
+    rounded: list[str]
+
+    def for_format(self, fmt: str):
+        return self.int8 if fmt in INT8_WEIGHT_FORMATS else self.float
+
+
+def deploy_graphs(model, representative: np.ndarray) -> Graphs:
+    from qmtgan.convert.deploy_graph import deploy_graph
+    from qmtgan.convert.int8_rounding import round_convolutions
+    from qmtgan.quantize.policy import FLOAT_LAYERS
+
+    int8 = deploy_graph(model)
+    rounded = round_convolutions(int8, representative, list(FLOAT_LAYERS))
+    return Graphs(deploy_graph(model), int8, rounded)
+
+
+def calibration_set(tiles: np.ndarray, limit: int) -> np.ndarray:
+    """Every tile of the scene's grid, or `limit` of them drawn at random (seeded)."""
+    order = np.random.default_rng(0).permutation(len(tiles))
+    return tiles[np.sort(order[:limit])]
+
+
 def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[str], tile: int,
                   payload: Path | None = None, int8_threshold_db: float = 1.0, overlap: int = 0,
-                  calibration_tiles: int = 8, smoke_tiles: int = 1, log=print, tuning=None) -> list[dict]:
+                  calibration_tiles: int = 32, smoke_tiles: int = 1, log=print, tuning=None,
+                  explain_int8: bool = False) -> list[dict]:
     from tqdm import tqdm
 
     from qmtgan.convert.export import deployable_generator
@@ -129,11 +132,10 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     reference, target, pair_meta, _ = load_pair(pair_dir)
     model, cfg, norm, source = deployable_generator(run_dir, tile, payload)
     grid = PatchGrid(*reference.shape, tile)
-    rng = np.random.default_rng(0)
-    tiles = grid.cut(norm.forward(reference.data))
-    representative = tiles[rng.permutation(len(tiles))[:calibration_tiles]]
+    representative = calibration_set(grid.cut(norm.forward(reference.data)), calibration_tiles)
     keras = KerasBackend(model)
     measurer = Measurer(reference, target, norm, tile, keras, overlap)
+    graphs = deploy_graphs(model, representative)
     smoke = sample_tiles(reference.data, target.data, tile, smoke_tiles)
     with tempfile.TemporaryDirectory() as tmp:
         smoke_bytes = save_tiles(Path(tmp) / SMOKE_FILE, smoke).read_bytes()
@@ -141,60 +143,68 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     keras_m = measurer.baseline
     log(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
         f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
+    ctx = Int8Context(representative, lambda kind, blob: measure_bytes(
+        kind, blob, "model.tflite" if kind == "tflite" else "model.onnx", measurer.measure),
+        keras_m.snr_vs_target_db, int8_threshold_db, explain_int8, log)
+    common = {"tile_size": tile, "generator": cfg.to_dict(), "normalization": norm.to_dict(), "weights": source,
+              "data": {"sha256": pair_meta["sha256"]}, "graph": GRAPH_RECORD,
+              "calibration": {"tiles": len(representative), "of": len(grid.patches), "int8_rounded_layers": graphs.rounded}}
     records = [{"name": "keras-fp32", "backend": "keras", "size_bytes": None, **keras_m.to_dict()}]
     out_dir.mkdir(parents=True, exist_ok=True)
     for fmt in tqdm(formats, desc="convert", unit="artifact"):
-        records.append(_one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile,
-                                   source, pair_meta, int8_threshold_db, (smoke, smoke_bytes, smoke_float), log,
-                                   tuning))
+        if fmt == "tflite-int8":
+            art = tflite_int8(graphs.int8, ctx)
+        elif fmt == "onnx-int8":
+            art = onnx_int8(graphs.int8, ctx)
+        else:
+            art = float_artifact(fmt, graphs.for_format(fmt), representative, tuning, log)
+        records.append(_one_bundle(fmt, art, measurer, keras_m, out_dir, common, norm, tile, cfg.bands,
+                                   (smoke, smoke_bytes, smoke_float), log))
     return records
 
 
-def _one_bundle(fmt, model, representative, measurer, keras_m, out_dir, cfg, norm, tile, source,
-                pair_meta, int8_threshold_db, smoke_parts, log, tuning=None) -> dict:
+# how the exported graph differs from the trained Keras model (same function in float)
+GRAPH_RECORD = {"transposed_convolution": "sub-pixel (phase convolutions + depth-to-space)",
+                "normalization": "centred before scaled"}
+
+
+def _one_bundle(fmt: str, art: Artifact, measurer: Measurer, keras_m: Measured, out_dir: Path, common: dict,
+                norm, tile: int, bands: int, smoke_parts, log) -> dict:
     smoke, smoke_bytes, smoke_float = smoke_parts
-    backend_name = {"onnx": "onnxruntime", "tvm": "tvm"}.get(fmt.split("-", 1)[0], "tflite")
-    precision = "fp32" if backend_name != "tflite" else fmt.split("-", 1)[1]
-    target = fmt[4:] if backend_name == "tvm" else "host-x86_64"
-    tuned: dict = {}
-    filename, blob = _model_bytes(fmt, model, representative, tuning, tuned, log)
-    manifest = {"name": fmt, "backend": backend_name, "precision": precision, "target": target,
-                "model_file": filename, "tile_size": tile, "generator": cfg.to_dict(),
-                "normalization": norm.to_dict(), "weights": source,
+    kind = backend_name(fmt)
+    target = fmt[4:] if kind == "tvm" else "host-x86_64"
+    manifest = {"name": fmt, "backend": kind, "precision": art.precision, "target": target,
+                "model_file": art.filename, **common,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "data": {"sha256": pair_meta["sha256"]}, "tool_versions": tool_versions(), **tuned}
-    dest = out_dir / fmt
-    files = {filename: blob, SMOKE_FILE: smoke_bytes}
-    write_bundle(dest, manifest, files)
-    if backend_name == "tvm":
-        from qmtgan.convert.tvm_build import elf_machine
+                "tool_versions": tool_versions(), **art.manifest}
+    files = {art.filename: art.blob, SMOKE_FILE: smoke_bytes, **art.files}
+    record = {"name": fmt, "backend": kind, "precision": art.precision, "size_bytes": len(art.blob),
+              "target": target}
+    foreign = False
+    if kind == "tvm":
         from qmtgan.targets.registry import board
 
-        manifest["elf_machine"] = elf_machine(dest / filename)
         manifest["tvm_target"] = board(target).tvm_target
-        if board(target).arch != platform.machine():
+        foreign = board(target).arch != platform.machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / art.filename
+        path.write_bytes(art.blob)
+        if kind == "tvm":
+            from qmtgan.convert.tvm_build import elf_machine
+
+            manifest["elf_machine"] = elf_machine(path)
+        if foreign:
             log(f"{fmt}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
-            manifest.update(_io_record(dest, manifest), measured=None, smoke=smoke_float)
-            write_bundle(dest, manifest, files)
-            return {"name": fmt, "backend": backend_name, "precision": precision, "size_bytes": len(blob),
-                    "bundle": str(dest), "snr_vs_float_db": float("nan"), "snr_vs_target_db": float("nan"),
-                    "lmse_vs_target": float("nan"), "mean_tile_s": float("nan"), "target": target}
-    measured = measurer.measure(load_bundle(dest).backend())
-    manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt: measured.to_dict()}
-    loss = keras_m.snr_vs_target_db - measured.snr_vs_target_db
-    if fmt == "tflite-int8" and loss > int8_threshold_db:
-        log(f"WARNING: full int8 loses {loss:.2f} dB against float (threshold {int8_threshold_db} dB); "
-            "falling back to 16x8 (int16 activations) for this bundle")
-        filename, blob = _model_bytes("tflite-16x8", model, representative)
-        files[filename] = blob
-        manifest.update(precision="16x8 (fallback from int8)",
-                        int8_fallback={"reason": f"full int8 lost {loss:.2f} dB > {int8_threshold_db} dB",
-                                       "full_int8": measured.to_dict()})
-        write_bundle(dest, manifest, files)
-        measured = measurer.measure(load_bundle(dest).backend())
-        manifest["measured"][fmt] = measured.to_dict()
-    manifest.update(_io_record(dest, manifest))
-    manifest["smoke"] = smoke_record(load_bundle(dest).backend(), smoke, norm, f"{fmt} on {platform.machine()}")
-    write_bundle(dest, manifest, files)
-    return {"name": fmt, "backend": backend_name, "precision": manifest["precision"], "size_bytes": len(blob),
-            "bundle": str(dest), "target": target, **measured.to_dict()}
+            manifest.update(_io_record(None, kind, tile, bands), measured=None, smoke=smoke_float)
+            measured = None
+        else:
+            backend = load_backend(kind, path)
+            measured = art.measured or measurer.measure(backend)
+            manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt: measured.to_dict()}
+            manifest.update(_io_record(backend, kind, tile, bands))
+            manifest["smoke"] = smoke_record(backend, smoke, norm, f"{fmt} on {platform.machine()}")
+    dest = write_bundle(out_dir / fmt, manifest, files)
+    nan = float("nan")
+    return {**record, "bundle": str(dest),
+            **(measured.to_dict() if measured else
+               {"snr_vs_float_db": nan, "snr_vs_target_db": nan, "lmse_vs_target": nan, "mean_tile_s": nan})}

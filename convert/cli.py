@@ -50,7 +50,13 @@ def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[st
 @click.option("--formats", help=f"Comma-separated, added to SELECTION (default, with neither: all of {', '.join(FORMATS)}).")
 @click.option("--tile", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--int8-threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="dB of SNR full int8 may lose against float before falling back to 16x8.")
+              help="dB of SNR full int8 may lose against float before the worst layers stay float "
+                   "(then, if that still loses more, 16x8).")
+@click.option("--explain-int8", is_flag=True,
+              help="Write the int8 model's per-op error table (int8_layers.csv/.md/.png, TFLite's quantization "
+                   "debugger) into the tflite-int8 bundle; the manifest names the three worst ops.")
+@click.option("--calibration-tiles", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Tiles of the scene's grid that calibrate the int8 formats (all of them if fewer).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the bundles.")
 @click.option("--tune", is_flag=True,
               help="MetaSchedule-tune the tvm-* modules (minutes to hours), reusing the board's tuning database. "
@@ -64,10 +70,10 @@ def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[st
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker the board's rpc_server registered with (--tune).")
 @click.option("--rpc-key", help="The board's key at --rpc-tracker.")
 def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload: Path | None, formats: str, tile: int,
-            int8_threshold: float, out: Path, tune: bool = False, trials: int = 2000, tuning_db: Path | None = None,
+            int8_threshold: float, out: Path, explain_int8: bool = False, calibration_tiles: int = 32, tune: bool = False, trials: int = 2000, tuning_db: Path | None = None,
             rpc_tracker: str | None = None, rpc_key: str | None = None) -> None:
-    """Export deployment bundles, each measured: TFLite (fp32/fp16/dynamic/int8/16x8), ONNX and TVM
-    modules for the boards. SELECTION: groups (tflite, onnx, tvm) or format names, e.g.
+    """Export deployment bundles, each measured: TFLite (fp32/fp16/dynamic/int8/16x8), ONNX (fp32,
+    int8) and TVM modules for the boards. SELECTION: groups (tflite, onnx, tvm) or format names, e.g.
     `qmtgan convert tvm ...`."""
     from qmtgan.convert.build import build_bundles
     from qmtgan.runtime.atomic import write_text_atomic
@@ -80,7 +86,7 @@ def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload
         tuning = TuningOptions(trials, **({"database_root": tuning_db} if tuning_db else {}),
                                rpc_tracker=rpc_tracker, rpc_key=rpc_key)
     records = build_bundles(model_dir, pair_dir, out, names, tile, payload, int8_threshold, log=click.echo,
-                            tuning=tuning)
+                            tuning=tuning, explain_int8=explain_int8, calibration_tiles=calibration_tiles)
     table = artifact_table(records)
     write_text_atomic(out / "artifacts.md", table + "\n")
     write_text_atomic(out / "artifacts.json", json.dumps(records, indent=1))

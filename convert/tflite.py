@@ -4,21 +4,20 @@
   fp16     float16 weights (dequantized to float32 at load)
   dynamic  int8 weights, float activations (dynamic-range quantization)
   int8     full integer: int8 weights and activations, int8 input/output; calibrated on a
-           representative set of the scene's reference tiles
+           representative set of the scene's reference tiles. `float_layers` keeps the ops of
+           the named layers in float (the quantization debugger's denylist), the rest int8.
   16x8     int16 activations, int8 weights (accuracy fallback; no XNNPACK kernels: slow)
 """
 
 from __future__ import annotations
-
-import contextlib
-import io
 
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "16x8")
 
 
-def to_tflite(model, precision: str, representative: np.ndarray | None = None) -> bytes:
+def converter_for(model, precision: str, representative: np.ndarray | None = None):
+    """A TFLiteConverter set up for `precision` (the quantization debugger takes one too)."""
     import tensorflow as tf
 
     from qmtgan.runtime.errors import QmtganError
@@ -48,6 +47,69 @@ def to_tflite(model, precision: str, representative: np.ndarray | None = None) -
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS]
-    # Keras' SavedModel export prints every captured variable; keep the CLI's output readable
-    with contextlib.redirect_stdout(io.StringIO()):
+    return converter
+
+
+def _quiet_convert(converter) -> bytes:
+    # Keras' SavedModel export prints every captured variable, the quantizer its settings
+    from qmtgan.convert.quiet import converter_output_captured
+
+    with converter_output_captured():
         return converter.convert()
+
+
+def to_tflite(model, precision: str, representative: np.ndarray | None = None,
+              float_layers: tuple[str, ...] = ()) -> bytes:
+    converter = converter_for(model, precision, representative)
+    if not float_layers:
+        return _quiet_convert(converter)
+    from qmtgan.runtime.errors import QmtganError
+
+    if precision != "int8":
+        raise QmtganError("float layers apply to the int8 precision only")
+    return _int8_with_float_layers(converter, float_layers)
+
+
+def layer_of(tensor_name: str) -> str:
+    """The Keras layer an op's output tensor belongs to ('model_1/layer_1/op;...' -> 'layer')."""
+    parts = tensor_name.split(";")[0].split("/")
+    return (parts[1] if len(parts) > 1 else parts[0]).removesuffix("_1")
+
+
+def calibrated_model(converter) -> bytes:
+    """The float model with the calibration statistics, not yet quantized."""
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True
+    return _quiet_convert(converter)
+
+
+def quantize_calibrated(calibrated: bytes, float_nodes: list[str]) -> bytes:
+    """Full int8 (int8 input/output) with the ops named in `float_nodes` left in float."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as lite_convert
+
+    from qmtgan.convert.quiet import converter_output_captured
+
+    with converter_output_captured():
+        return lite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
+                                          output_data_type=tf.int8, denylisted_nodes=float_nodes)
+
+
+def op_table(model_bytes: bytes) -> list[tuple[str, str]]:
+    """(op type, output tensor name) of every op, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    tensors = interpreter.get_tensor_details()
+    return [(op["op_name"], tensors[op["outputs"][0]]["name"]) for op in interpreter._get_ops_details()]
+
+
+def _int8_with_float_layers(converter, float_layers: tuple[str, ...]) -> bytes:
+    from qmtgan.runtime.errors import QmtganError
+
+    calibrated = calibrated_model(converter)
+    nodes = [name for _, name in op_table(calibrated) if layer_of(name) in float_layers]
+    missing = [layer for layer in float_layers if not any(layer_of(n) == layer for n in nodes)]
+    if missing:
+        raise QmtganError(f"no op of layer(s) {missing} in the model to keep in float")
+    return quantize_calibrated(calibrated, nodes)

@@ -24,7 +24,7 @@ def bundles(tiny_bundles):
 def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     out, records = bundles
     assert set(records) == {"keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
-                            "tflite-16x8", "onnx", "tvm-host-x86_64", "tvm-rpi4", "tvm-rpi5", "tvm-jetson-nano",
+                            "tflite-16x8", "onnx", "onnx-int8", "tvm-host-x86_64", "tvm-rpi4", "tvm-rpi5", "tvm-jetson-nano",
                             "tvm-jetson-orin-nano"}
     # stated tolerances: float32 ~ exact; fp16/dynamic/16x8 close; int8 within the 1 dB threshold
     assert records["tflite-fp32"]["snr_vs_float_db"] > 80
@@ -33,13 +33,41 @@ def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     for name in ("tflite-fp16", "tflite-dynamic", "tflite-16x8"):
         assert records[name]["snr_vs_float_db"] > 30, name
     float_snr = records["keras-fp32"]["snr_vs_target_db"]
-    assert float_snr - records["tflite-int8"]["snr_vs_target_db"] < 1.0
+    for name in ("tflite-int8", "onnx-int8"):
+        assert float_snr - records[name]["snr_vs_target_db"] < 1.0, name
     manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
     assert manifest["input"]["dtype"] == "int8" and manifest["input"]["shape"] == [1, 32, 32, 12]
     assert manifest["input"]["quantization"][0] > 0
     assert manifest["measured"]["tflite-int8"]["snr_vs_target_db"] == records["tflite-int8"]["snr_vs_target_db"]
     assert len(manifest["files"]["model.tflite"]) == 64 and manifest["bands"][8] == "B8A"
     assert (out / "onnx.tar.gz").stat().st_size > 0
+    assert manifest["graph"]["transposed_convolution"].startswith("sub-pixel")
+
+
+def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
+    """--explain-int8: the per-op table travels in the bundle and the manifest names the three
+    worst ops; ONNX Runtime's quantizer leaves no convolution in float and records each
+    calibration it tried."""
+    import csv
+
+    out, _ = bundles
+    manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
+    worst = manifest["int8"]["worst_ops"]
+    assert len(worst) == 3 and worst[0]["rmse_steps"] >= worst[1]["rmse_steps"] >= worst[2]["rmse_steps"]
+    rows = list(csv.DictReader(io.StringIO((out / "tflite-int8" / "int8_layers.csv").read_text())))
+    assert len(rows) > 10 and {r["op"] for r in rows} >= {"CONV_2D", "MEAN"}
+    assert [r["op"] for r in rows[:3]] == [w["op"] for w in worst]
+    for name in ("int8_layers.md", "int8_layers.png", "int8_layers.csv"):
+        assert name in manifest["files"]
+    trials = {t["kept_float"]: t for t in manifest["int8"]["float_trials"]}
+    full = trials.pop("nothing (full int8)")
+    assert full["ops"] == 0 and "CONV_2D ops" in trials and trials["CONV_2D ops"]["ops"] > 0
+    # the full-int8 trial is the model measured as the bundle (same calibration, same quantizer)
+    assert abs(full["snr_vs_float_db"] - manifest["measured"]["tflite-int8"]["snr_vs_float_db"]) < 0.5
+    onnx_manifest = json.loads((out / "onnx-int8" / "manifest.json").read_text())
+    assert onnx_manifest["int8"]["float_convolutions"] == []
+    assert set(onnx_manifest["int8"]["calibrations"]) == {"MinMax", "Entropy", "Percentile"}
+    assert onnx_manifest["precision"] == "int8" and onnx_manifest["backend"] == "onnxruntime"
 
 
 def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_path):

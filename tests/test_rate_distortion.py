@@ -204,13 +204,18 @@ def test_baselines_command_writes_the_report(residual_run, small_pair_dir, tmp_p
 def test_residual_generator_deploys_in_every_runtime(residual_run, small_pair_dir, tmp_path):
     """The residual generator through convert (TFLite, ONNX, TVM) and `qmtgan run` without TensorFlow."""
     out = tmp_path / "bundles"
-    proc = run_cli("convert", "tflite-fp32", "tflite-int8", "onnx", "tvm-host-x86_64", "--model", residual_run,
+    proc = run_cli("convert", "tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "tvm-host-x86_64", "--model", residual_run,
                    "--pair", small_pair_dir, "--tile", "32", "-o", out)
     assert proc.returncode == 0, proc.stderr
     records = {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
     for name in ("tflite-fp32", "onnx", "tvm-host-x86_64"):
         assert records[name]["snr_vs_float_db"] > 80, name
-    assert records["keras-fp32"]["snr_vs_target_db"] - records["tflite-int8"]["snr_vs_target_db"] < 1.0
+    for name in ("tflite-int8", "onnx-int8"):
+        assert records["keras-fp32"]["snr_vs_target_db"] - records[name]["snr_vs_target_db"] < 1.0, name
+    int8 = json.loads((out / "tflite-int8" / "manifest.json").read_text())
+    # the spectral map (the prediction itself) is rounded with error compensation, then bias-corrected
+    assert int8["calibration"]["int8_rounded_layers"] == ["spectral"]
+    assert len(int8["int8"]["bias_correction"]["band_bias"]) == 12
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     assert manifest["generator"]["residual"] == "linear" and manifest["generator"]["spectral_kernel"] == 3
     dest = tmp_path / "run.tif"

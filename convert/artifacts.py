@@ -1,0 +1,179 @@
+"""One model file per deployment format, made from the deploy graph. The two int8 formats
+measure their candidates on the scene and keep the one that holds accuracy best:
+
+  tflite-int8  full int8, then again with the output's per-band bias corrected (kept if it
+               measures better); if it loses more than the threshold against float, the layers of
+               the quantization debugger's three worst ops stay float (the convolutions stay
+               int8); if that still loses too much, 16x8 (int16 activations).
+  onnx-int8    ONNX Runtime static QDQ quantization, each calibration method tried.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qmtgan.runtime.backends import load_backend
+
+BACKEND_OF_FAMILY = {"tflite": "tflite", "onnx": "onnxruntime", "tvm": "tvm"}
+# formats whose weights are int8: they are built from the graph with int8-grid-rounded kernels
+INT8_WEIGHT_FORMATS = ("tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx-int8")
+
+
+@dataclass
+class Artifact:
+    filename: str
+    blob: bytes
+    precision: str
+    manifest: dict = field(default_factory=dict)   # extra manifest sections
+    files: dict = field(default_factory=dict)      # extra files for the bundle (reports)
+    measured: object | None = None                 # a build.Measured if chosen by measuring
+
+
+@dataclass
+class Int8Context:
+    """What the int8 formats need to choose: the calibration tiles and a scene measurement."""
+    representative: np.ndarray
+    measure: Callable[[str, bytes], object]        # (backend name, model bytes) -> Measured
+    float_snr_db: float
+    threshold_db: float
+    explain: bool
+    log: Callable[[str], None] = print
+
+
+def backend_name(fmt: str) -> str:
+    return BACKEND_OF_FAMILY[fmt.split("-", 1)[0]]
+
+
+def measure_bytes(backend: str, blob: bytes, filename: str, measure_backend):
+    """Run a model given as bytes through its runtime (from a temporary file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        path.write_bytes(blob)
+        return measure_backend(load_backend(backend, path))
+
+
+def _outputs(kind: str, blob: bytes, filename: str, tiles: np.ndarray) -> np.ndarray:
+    from qmtgan.runtime.infer import run_tiles
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        path.write_bytes(blob)
+        return run_tiles(load_backend(kind, path), tiles)[0]
+
+
+def _bias_corrected(graph, blob: bytes, ctx: Int8Context):
+    """The graph with the int8 model's per-band output bias taken out of the layer the payload
+    keeps in float (None if the generator has no such layer)."""
+    from qmtgan.convert.bias_correction import band_bias, corrected_copy
+    from qmtgan.quantize.policy import FLOAT_LAYERS
+    from qmtgan.runtime.infer import run_tiles
+    from qmtgan.train.reconstruct import KerasBackend
+
+    layers = [layer.name for layer in graph.layers if layer.name in FLOAT_LAYERS]
+    if not layers:
+        return None, None
+    reference = run_tiles(KerasBackend(graph), ctx.representative)[0]
+    bias = band_bias(_outputs("tflite", blob, "model.tflite", ctx.representative), reference)
+    return corrected_copy(graph, layers[0], bias), bias
+
+
+def tflite_int8(graph, ctx: Int8Context) -> Artifact:
+    from qmtgan.convert import explain_int8
+    from qmtgan.convert.tflite import converter_for, to_tflite
+
+    blob = to_tflite(graph, "int8", ctx.representative)
+    full = ctx.measure("tflite", blob)
+    record: dict = {"full_int8": full.to_dict(), "threshold_db": ctx.threshold_db}
+    corrected, bias = _bias_corrected(graph, blob, ctx)
+    if corrected is not None:
+        corrected_blob = to_tflite(corrected, "int8", ctx.representative)
+        measured = ctx.measure("tflite", corrected_blob)
+        record["bias_correction"] = {"band_bias": [round(float(b), 6) for b in bias], "measured": measured.to_dict(),
+                                     "kept": measured.snr_vs_target_db > full.snr_vs_target_db}
+        if record["bias_correction"]["kept"]:
+            graph, blob, full = corrected, corrected_blob, measured
+    loss = ctx.float_snr_db - full.snr_vs_target_db
+    art = Artifact("model.tflite", blob, "int8", {"int8": record}, measured=full)
+    errors = None
+    if ctx.explain or loss > ctx.threshold_db:
+        errors = explain_int8.layer_errors(converter_for(graph, "int8", ctx.representative), ctx.representative)
+        record["worst_ops"] = explain_int8.worst(errors)
+        trials = []
+        if ctx.explain:
+            from qmtgan.quantize.policy import FLOAT_LAYERS
+
+            present = tuple(layer.name for layer in graph.layers if layer.name in FLOAT_LAYERS)
+            trials = explain_int8.float_trials(graph, ctx.representative, ctx.measure, ctx.float_snr_db, present)
+            record["float_trials"] = [asdict(t) for t in trials]
+        art.files.update(explain_int8.report_files(errors, trials))
+    if loss <= ctx.threshold_db:
+        return art
+    float_layers = tuple(dict.fromkeys(e.layer for e in errors[:3]))
+    ctx.log(f"tflite-int8: full int8 loses {loss:.2f} dB against float (threshold {ctx.threshold_db} dB); "
+            f"keeping layer(s) {', '.join(float_layers)} in float")
+    selective = to_tflite(graph, "int8", ctx.representative, float_layers)
+    measured = ctx.measure("tflite", selective)
+    record["float_layers"] = list(float_layers)
+    record["selective"] = measured.to_dict()
+    if ctx.float_snr_db - measured.snr_vs_target_db <= ctx.threshold_db:
+        return Artifact("model.tflite", selective, f"int8 (float: {', '.join(float_layers)})", art.manifest,
+                        art.files, measured)
+    loss = ctx.float_snr_db - measured.snr_vs_target_db
+    ctx.log(f"WARNING: int8 with float {', '.join(float_layers)} still loses {loss:.2f} dB; "
+            "falling back to 16x8 (int16 activations) for this bundle")
+    record["fallback"] = f"selective int8 lost {loss:.2f} dB > {ctx.threshold_db} dB"
+    return Artifact("model.tflite", to_tflite(graph, "16x8", ctx.representative), "16x8 (fallback from int8)",
+                    art.manifest, art.files)
+
+
+def onnx_int8(graph, ctx: Int8Context) -> Artifact:
+    from qmtgan.convert.onnx_export import to_onnx
+    from qmtgan.convert.onnx_int8 import ACTIVATIONS, CALIBRATIONS, float_convolutions, quantize_onnx
+
+    float_model = to_onnx(graph)
+    tried: dict[str, tuple[bytes, object]] = {}
+    for method in CALIBRATIONS:
+        blob = quantize_onnx(float_model, ctx.representative, method)
+        tried[method] = (blob, ctx.measure("onnxruntime", blob))
+    best = max(tried, key=lambda m: tried[m][1].snr_vs_target_db)
+    blob, measured = tried[best]
+    left_float = float_convolutions(blob)
+    if left_float:
+        ctx.log(f"WARNING: onnx-int8 left convolution(s) in float: {', '.join(left_float)}")
+    record = {"calibration": best, "activations": ACTIVATIONS, "weights": "QInt8 per channel, symmetric",
+              "format": "QDQ", "float_convolutions": left_float,
+              "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
+    return Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)
+
+
+def float_artifact(fmt: str, graph, representative, tuning=None, log=print) -> Artifact:
+    """Every format but the two int8 ones (whose choice needs measuring)."""
+    if fmt == "onnx":
+        from qmtgan.convert.onnx_export import to_onnx
+
+        return Artifact("model.onnx", to_onnx(graph), "fp32")
+    if fmt.startswith("tvm-"):
+        from qmtgan.convert.onnx_export import to_onnx
+        from qmtgan.convert.tvm_build import compile_onnx
+        from qmtgan.targets.registry import board
+
+        manifest: dict = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            so = Path(tmp) / "model.so"
+            if tuning is None:
+                compile_onnx(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so)
+            else:
+                from qmtgan.convert.tvm_tune import compile_tuned
+
+                rec = compile_tuned(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so, tuning, log)
+                manifest["tvm_tuning"] = rec["tvm_tuning"]
+            return Artifact("model.so", so.read_bytes(), "fp32", manifest)
+    from qmtgan.convert.tflite import to_tflite
+
+    precision = fmt.split("-", 1)[1]
+    return Artifact("model.tflite", to_tflite(graph, precision, representative), precision)

@@ -1,0 +1,85 @@
+"""The exported graph's rewrites and the int8 tools: exact in float, and on the int8 grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_deploy_graph_computes_the_trained_function(kernel):
+    """Sub-pixel transposed convolutions and centred normalization: the same outputs as the
+    Keras generator in float (tolerance 1e-5 on a [-1, 1] output), for odd and even kernels."""
+    from qmtgan.convert.deploy_graph import deploy_graph
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.models.registry import build_generator
+
+    model = build_generator(GeneratorConfig(ngf=4, depth=3, kernel=kernel, patch_size=16, residual="linear",
+                                            spectral_kernel=3), batch_size=1)
+    rng = np.random.default_rng(kernel)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    graph = deploy_graph(model)
+    names = {layer.__class__.__name__ for layer in graph.layers}
+    assert "Conv2DTranspose" not in names and "GroupNormalization" not in names
+    x = rng.uniform(-1, 1, (1, 16, 16, 12)).astype(np.float32)
+    expected, got = model(x).numpy(), graph(x).numpy()
+    assert np.abs(expected).max() > 0.1  # the output is not flat
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_compensated_rounding_is_on_the_int8_grid_and_beats_nearest():
+    from qmtgan.convert.int8_rounding import QMAX, compensated_kernel
+
+    rng = np.random.default_rng(0)
+    # correlated inputs, as neighbouring pixels and bands are
+    base = rng.normal(size=(20_000, 1))
+    rows = base + 0.1 * rng.normal(size=(20_000, 27))
+    kernel = rng.normal(0, 0.3, (3, 3, 3, 4)).astype(np.float32)
+    rounded = compensated_kernel(kernel, rows)
+    flat, out = kernel.reshape(-1, 4), rounded.reshape(-1, 4)
+    scale = np.abs(flat).max(axis=0) / QMAX
+    levels = out / scale
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-3)
+    assert np.allclose(np.abs(levels).max(axis=0), QMAX, atol=1e-3)  # the converter finds the same scale
+    nearest = np.rint(flat / scale) * scale
+    err = lambda w: float(np.sqrt(np.mean((rows @ (w - flat)) ** 2)))
+    assert err(out) < 0.5 * err(nearest)
+
+
+def test_float_layers_stay_float_and_the_rest_int8():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qmtgan.convert.tflite import layer_of, to_tflite
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.models.registry import build_generator
+
+    model = build_generator(GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16, residual="linear"), batch_size=1)
+    tiles = np.random.default_rng(1).uniform(-1, 1, (4, 16, 16, 12)).astype(np.float32)
+    blob = to_tflite(model, "int8", tiles, float_layers=("spectral",))
+    interpreter = Interpreter(model_content=blob)
+    tensors = interpreter.get_tensor_details()
+    kinds = {}
+    for op in interpreter._get_ops_details():
+        out = tensors[op["outputs"][0]]
+        if op["op_name"] == "CONV_2D":
+            kinds[layer_of(out["name"])] = np.dtype(out["dtype"]).name
+    assert kinds.pop("spectral") == "float32"
+    assert kinds and set(kinds.values()) == {"int8"}
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+
+
+def test_converter_output_is_silenced_but_kept_for_a_failure(capfd):
+    import os
+
+    from qmtgan.convert.quiet import converter_output_captured
+
+    with converter_output_captured():
+        os.write(1, b"fully_quantize: 1\n")
+        print("captured variable")
+    assert capfd.readouterr().out == ""
+    with pytest.raises(RuntimeError), converter_output_captured():
+        os.write(2, b"why the conversion failed\n")
+        raise RuntimeError("conversion failed")
+    assert "why the conversion failed" in capfd.readouterr().err
+    print("still printing")
+    assert capfd.readouterr().out == "still printing\n"
