@@ -221,3 +221,31 @@ def test_tflite_without_xnnpack_runs_the_builtin_kernels_to_the_same_result(tiny
     with_delegate, _ = run_tiles(bundle.backend(threads=1), x)
     builtin, _ = run_tiles(bundle.backend(threads=1, xnnpack=False), x)
     assert np.abs(with_delegate - builtin).max() < 1e-4
+
+
+def test_int8_that_loses_too_much_keeps_its_worst_layers_float_before_16x8(tiny_run, small_pair_dir):
+    """Against a float SNR no int8 model reaches, full int8 loses too much, so the debugger's
+    worst layers stay float; that loses too much as well, so the bundle falls back to 16x8.
+    Every step is real (conversion, debugger, measurement on the scene) and recorded."""
+    from qmtgan.convert.artifacts import Int8Context, measure_bytes, tflite_int8
+    from qmtgan.convert.build import Measurer, calibration_set, deploy_graphs
+    from qmtgan.convert.export import deployable_generator
+    from qmtgan.runtime.tiling import PatchGrid
+    from qmtgan.train.pair import load_pair
+    from qmtgan.train.reconstruct import KerasBackend
+
+    reference, target, _, _ = load_pair(small_pair_dir)
+    model, _, norm, _ = deployable_generator(tiny_run[0], 32)
+    tiles = calibration_set(PatchGrid(*reference.shape, 32).cut(norm.forward(reference.data)), 8)
+    measurer = Measurer(reference, target, norm, 32, KerasBackend(model), 0)
+    unreachable = measurer.baseline.snr_vs_target_db + 30
+    ctx = Int8Context(tiles, lambda kind, blob: measure_bytes(kind, blob, "model.tflite", measurer.measure),
+                      unreachable, 1.0, explain=False, log=lambda _: None)
+    art = tflite_int8(deploy_graphs(model, tiles).int8, ctx)
+    int8 = art.manifest["int8"]
+    assert len(int8["worst_ops"]) == 3 and "int8_layers.csv" in art.files
+    assert 1 <= len(int8["float_layers"]) <= 3
+    assert set(int8["float_layers"]) <= {w["layer"] for w in int8["worst_ops"]}
+    assert int8["selective"]["snr_vs_target_db"] < unreachable - 1.0
+    assert art.precision == "16x8 (fallback from int8)" and "fallback" in int8
+    assert art.measured is None  # the 16x8 model is measured as the bundle is written

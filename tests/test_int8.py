@@ -83,3 +83,19 @@ def test_converter_output_is_silenced_but_kept_for_a_failure(capfd):
     assert "why the conversion failed" in capfd.readouterr().err
     print("still printing")
     assert capfd.readouterr().out == "still printing\n"
+
+
+def test_onnx_runtime_runs_every_convolution_of_the_deploy_graph_in_int8():
+    """ONNX Runtime has no int8 ConvTranspose kernel: quantized as trained, the decoder's
+    transposed convolutions stay float; in the sub-pixel form none does."""
+    from qmtgan.convert.deploy_graph import deploy_graph
+    from qmtgan.convert.onnx_export import to_onnx
+    from qmtgan.convert.onnx_int8 import float_convolutions, quantize_onnx
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.models.registry import build_generator
+
+    model = build_generator(GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16), batch_size=1)
+    tiles = np.random.default_rng(2).uniform(-1, 1, (4, 16, 16, 12)).astype(np.float32)
+    as_trained = float_convolutions(quantize_onnx(to_onnx(model), tiles, "MinMax"))
+    assert len(as_trained) == 2 and all("deconv" in name for name in as_trained)
+    assert float_convolutions(quantize_onnx(to_onnx(deploy_graph(model)), tiles, "MinMax")) == []
