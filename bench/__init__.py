@@ -1,1 +1,1 @@
-"""bench stage (see the issues)."""
+"""Measurement on the device: the benchmark harness, its reports and plots, and the demo."""

@@ -19,10 +19,8 @@ from qmtgan.convert.cli import artifact_table
 from qmtgan.quantize.rd_report import table as rd_table
 from qmtgan.runtime.atomic import write_text_atomic
 
-# The documented short schedule: 150 epochs (2,400 steps of batch 1) over the 16 patches of
-# the sample scene at the paper's settings (Adam 2e-4, beta1 0.5, lambda 100), with the
-# scene SNR measured every 25 epochs: ~3.5 s an epoch on 2 cores, about 9 minutes. (Measured
-# here: the scene SNR plateaus near 20 dB from epoch ~100; 200 epochs gave 20.07 dB.)
+# The demo's short schedule over the 16 patches of the sample scene; the README's results give
+# what it reaches and how long it takes.
 DEMO_EPOCHS = 40
 DEMO_VAL_EVERY = 10
 

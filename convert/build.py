@@ -20,10 +20,12 @@ from qmtgan.runtime.backends import load_backend
 from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
 from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
+from qmtgan.targets.registry import boards
 
 SMOKE_FILE = "smoke.npz"
 
-TVM_BOARDS = ("host-x86_64", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano")
+# a TVM module for every board of targets/boards/ but the emulated one (it runs an rpi4's)
+TVM_BOARDS = tuple(name for name, b in boards().items() if b.reach.get("method") != "qemu")
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx", "onnx-int8",
            *(f"tvm-{b}" for b in TVM_BOARDS))
 
@@ -42,9 +44,11 @@ class Measured:
 def tool_versions() -> dict:
     from qmtgan.runtime.probe import package_versions
 
+    from qmtgan.runtime.backends import BACKENDS
+
+    runtimes = [p for b in BACKENDS.values() for p in b.reported]
     return {"qmtgan": __version__, "python": platform.python_version(),
-            **package_versions(("tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx",
-                                "numpy", "apache-tvm", "apache-tvm-ffi"))}
+            **package_versions(("tensorflow-cpu", "tensorflow", "onnx", "tf2onnx", "numpy", *runtimes))}
 
 
 class Measurer:

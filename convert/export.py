@@ -1,5 +1,5 @@
 """The model that gets deployed: the generator rebuilt for batch 1 and a fixed tile (a None
-batch makes TFLite's TRANSPOSE_CONV dynamic and ~90x slower), carrying either the trained
+batch makes TFLite's TRANSPOSE_CONV dynamic and much slower), carrying either the trained
 float weights or a .qmtg payload's dequantized ones (then the artifact is what the payload
 describes)."""
 

@@ -14,23 +14,44 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.registry import Board
 
 
-def compile_onnx(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path) -> dict:
+def require_tvm():
+    """The tvm package, or one clear error naming what to install."""
     try:
-        import onnx
+        import onnx  # noqa: F401 - the frontend needs it
         import tvm
-        from tvm import relax
-        from tvm.relax.frontend.onnx import from_onnx
-        from tvm.support import cc
     except ImportError as exc:
         raise QmtganError("TVM modules need apache-tvm 0.27 and apache-tvm-ffi (pip install 'qmtgan[tvm]')") from exc
-    cross = board.compiler()
-    t0 = time.perf_counter()
+    return tvm
+
+
+def relax_module(onnx_bytes: bytes, input_shape: tuple[int, ...]):
+    """(Relax module imported from the ONNX model at a fixed input shape, its input name)."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
     model = onnx.load_model_from_string(onnx_bytes)
     name = model.graph.input[0].name
-    mod = from_onnx(model, shape_dict={name: list(input_shape)}, dtype_dict={name: "float32"})
+    return from_onnx(model, shape_dict={name: list(input_shape)}, dtype_dict={name: "float32"}), name
+
+
+def export_module(executable, board: Board, out_so: Path) -> None:
+    """Export as a shared library, cross-compiled with the board's compiler when it has one."""
+    from tvm.support import cc
+
+    cross = board.compiler()
+    executable.export_library(str(out_so), fcompile=cc.cross_compiler(cross) if cross else None)
+
+
+def compile_onnx(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path) -> dict:
+    tvm = require_tvm()
+    from tvm import relax
+
+    board.compiler()  # a missing cross compiler fails before the compile
+    t0 = time.perf_counter()
+    mod, name = relax_module(onnx_bytes, input_shape)
     target = tvm.target.Target(board.tvm_target)
     executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
-    executable.export_library(str(out_so), fcompile=cc.cross_compiler(cross) if cross else None)
+    export_module(executable, board, out_so)
     return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t0,
             "input_name": name}
 

@@ -34,7 +34,7 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.registry import Board
 
 DEFAULT_TRIALS = 2000
-BUILDER_TIMEOUT_S = 120.0  # a builder worker that imports the tensor intrinsics needs ~26 s of it
+BUILDER_TIMEOUT_S = 120.0  # a builder worker first imports the tensor intrinsics, which takes a while
 # Evolutionary search population (MetaSchedule's default: 512). Searching one batch of a conv
 # task costs ~1 min at 512 on 2 cores, whatever the trials; half of it halves that.
 SEARCH_POPULATION = 256
@@ -127,6 +127,16 @@ def _record_trials(work_dir: Path, total: int) -> None:
     write_text_atomic(work_dir / "trials.json", json.dumps({"trials": total}))
 
 
+def plan_trials(total: int, spent: int, tasks: list, untuned: list) -> tuple[list, int]:
+    """(tasks to tune, trials to spend). `total` is the database's whole budget: a run with a
+    larger one than was spent tunes every task with the difference, its search seeded by the
+    records; otherwise only tasks without a record (another model sharing the database) get
+    tuned, with `total` trials."""
+    if total > spent:
+        return tasks, total - spent
+    return (untuned, total) if untuned and total > 0 else ([], 0)
+
+
 def _build_candidate(mod, target, _params):
     """default_build without `import tvm.s_tir.tensor_intrin` (~12-26 s in every fresh builder
     worker; fp32 CPU candidates contain no tensorized blocks)."""
@@ -212,7 +222,10 @@ def _progress_callback(names: list[str], trials: int, log):
 
 def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, board: Board | None = None,
                     rpc_tracker: str | None = None, rpc_key: str | None = None, prepared: bool = False):
-    """`tune`, returning (database, stats) with stats = tasks, tuned_before, tuned_now, trials_run."""
+    """Tune the tasks of `mod` (the Relax module from the frontend, or through `prepare` with
+    prepared=True) within the trial budget `plan_trials` gives, recording into `work_dir`'s
+    JSON database. Returns (database, stats) with stats = tasks, tuned_before, tuned_now,
+    trials_run. `board` picks the runner and is required when there is anything to tune."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
@@ -220,19 +233,16 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, boar
     db = _open_database(work_dir, target, log)
     tasks = [t for t in extract_tasks(mod if prepared else prepare(mod, target), target)
              if not t.mod.attrs.get("tirx.is_scheduled", False)]
-    # --trials is the database's total budget: a later run with a larger one spends the
-    # difference on every task, its search seeded by the records; otherwise only tasks without
-    # a record (another model sharing the database) are tuned.
     spent = _trials_spent(work_dir)
     untuned = [t for t in tasks if not _is_tuned(db, t)]
-    todo, budget = (tasks, trials - spent) if trials > spent else (untuned, trials if untuned else 0)
+    todo, budget = plan_trials(trials, spent, tasks, untuned)
     stats = {"tasks": len(tasks), "tuned_before": len(tasks) - len(untuned), "trials_before": spent, "trials_run": 0}
     log(f"MetaSchedule: {len(tasks)} tasks, {stats['tuned_before']} with records and {spent} trials spent in "
         f"{work_dir}: " + (f"{budget} more trials over {len(todo)} tasks" if todo and budget > 0 else "nothing to tune"))
     trials = budget
     if todo and trials > 0:
         if board is None:
-            raise QmtganError("tune() needs the board to choose a runner")
+            raise QmtganError("tuning needs the board to choose a runner")
         runner, f_export = _runner_and_export(board, rpc_tracker, rpc_key)
         builder = ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_build=_build_candidate,
                                           f_export=f_export, max_workers=os.cpu_count() or 1)
@@ -266,14 +276,6 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, boar
     return db, stats
 
 
-def tune(mod, target, work_dir: Path, trials: int, log=print, **kwargs):
-    """Tune the tasks of `mod` (the Relax module from the frontend, or through `prepare` with
-    prepared=True) that `work_dir`'s JSON database has no valid record for, with `trials` trials
-    in total, and return the database. kwargs: board (required to tune: picks the runner),
-    rpc_tracker, rpc_key, prepared."""
-    return tune_with_stats(mod, target, work_dir, trials, log, **kwargs)[0]
-
-
 def compile_with_database(mod, target, database):
     """Prepare, apply the database's best schedules, lower and build (a relax VMExecutable)."""
     import tvm
@@ -295,15 +297,11 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
                   options: TuningOptions | None = None, log=print) -> dict:
     """ONNX -> tuned (or database-applied, trials 0) TVM module for `board`, exported to out_so.
     Returns the compile record of tvm_build.compile_onnx plus "tvm_tuning"."""
-    try:
-        import onnx
-        import tvm
-        from tvm.relax.frontend.onnx import from_onnx
-        from tvm.support import cc
-    except ImportError as exc:
-        raise QmtganError("TVM modules need apache-tvm 0.27 and apache-tvm-ffi (pip install 'qmtgan[tvm]')") from exc
+    from qmtgan.convert.tvm_build import export_module, relax_module, require_tvm
+
+    tvm = require_tvm()
     options = options or TuningOptions()
-    cross = board.compiler()
+    board.compiler()  # a missing cross compiler fails before tuning
     work_dir = options.database_dir(board)
     trials, note = options.trials, None
     if trials > 0 and not can_measure(board, options):
@@ -312,9 +310,7 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
         log(f"WARNING: {note}; applying the records already in {work_dir}")
         trials = 0
     t0 = time.perf_counter()
-    model = onnx.load_model_from_string(onnx_bytes)
-    name = model.graph.input[0].name
-    mod = from_onnx(model, shape_dict={name: list(input_shape)}, dtype_dict={name: "float32"})
+    mod, name = relax_module(onnx_bytes, input_shape)
     target = tuning_target(board)
     prepared = prepare(mod, target)
     db, stats = tune_with_stats(prepared, target, work_dir, trials, log, board=board,
@@ -324,7 +320,7 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
         + ("" if stats["tuned_now"] else " (none: the module is untuned)"))
     t1 = time.perf_counter()
     executable = compile_with_database(mod, target, db)
-    executable.export_library(str(out_so), fcompile=cc.cross_compiler(cross) if cross else None)
+    export_module(executable, board, out_so)
     return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t1,
             "input_name": name,
             "tvm_tuning": {"trials": trials, "database": str(work_dir), "tuned_tasks": stats["tuned_now"],

@@ -6,6 +6,7 @@ is created (a board has one of them, not all)."""
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,25 @@ import numpy as np
 from qmtgan.runtime.errors import QmtganError
 
 
-class Backend:
+class Backend(ABC):
+    """Every backend is made as Backend(model_path, threads, xnnpack) and maps a normalized
+    (1, t, t, bands) float32 tile to a float32 output with `run`."""
+
     name = ""
+    # what a board installs for this backend (pip distributions), the modules any one of which
+    # provides it, and the distributions whose versions a record reports
+    requires: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    reported: tuple[str, ...] = ()
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True):
         self.model_path = Path(model_path)
         self.threads = threads or os.cpu_count() or 1
         self.xnnpack = xnnpack  # TFLite only: its default CPU delegate (a board's TOML may turn it off)
 
-    def run(self, tile: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, tile: np.ndarray) -> np.ndarray:
+        """(1, t, t, bands) normalized float32 -> the generator's normalized output."""
 
 
 def _litert():
@@ -39,6 +49,9 @@ def _litert():
 
 class LiteRTBackend(Backend):
     name = "tflite"
+    requires = ("ai-edge-litert",)
+    modules = ("ai_edge_litert", "tflite_runtime")
+    reported = ("ai-edge-litert", "tflite-runtime")
 
     def __init__(self, model_path, threads=None, xnnpack=True):
         super().__init__(model_path, threads, xnnpack)
@@ -81,6 +94,7 @@ class LiteRTBackend(Backend):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    requires = modules = reported = ("onnxruntime",)
 
     def __init__(self, model_path, threads=None, xnnpack=True):
         super().__init__(model_path, threads, xnnpack)
@@ -101,6 +115,8 @@ class TVMBackend(Backend):
     """A Relax module exported as a shared library, run by the TVM runtime's virtual machine."""
 
     name = "tvm"
+    requires = reported = ("apache-tvm", "apache-tvm-ffi")
+    modules = ("tvm",)
 
     def __init__(self, model_path, threads=None, xnnpack=True):
         super().__init__(model_path, threads, xnnpack)

@@ -47,8 +47,9 @@ def package_versions(packages) -> dict[str, str]:
 
 
 def _versions(backend: str) -> dict:
-    libraries = {"tflite": ("ai-edge-litert", "tflite-runtime"), "onnxruntime": ("onnxruntime",),
-                 "tvm": ("apache-tvm", "apache-tvm-ffi")}.get(backend, ())
+    from qmtgan.runtime.backends import BACKENDS
+
+    libraries = BACKENDS[backend].reported if backend in BACKENDS else ()
     return {"python": platform.python_version(), "numpy": np.__version__, **package_versions(libraries)}
 
 

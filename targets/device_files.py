@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from qmtgan.runtime.atomic import atomic_dir
+from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.errors import QmtganError
 
-# The board's libraries, at the host's versions so both sides run the same code.
-# cloudpickle and psutil: what tvm.exec.rpc_server needs on the board.
-BOARD_PACKAGES = ("numpy", "apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "onnxruntime", "cloudpickle", "psutil")
+# The board's libraries, at the host's versions so both sides run the same code: numpy, every
+# backend's, and cloudpickle and psutil (what tvm.exec.rpc_server needs on the board).
+BOARD_PACKAGES = ("numpy", *dict.fromkeys(p for b in BACKENDS.values() for p in b.requires), "cloudpickle", "psutil")
 # Every manylinux tag a Debian bookworm board (glibc 2.36) can load.
 PIP_PLATFORMS = {"aarch64": ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in range(17, 37)))}
 

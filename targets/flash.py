@@ -22,16 +22,13 @@ import click
 
 from qmtgan.runtime.bundle import MANIFEST, Bundle, load_bundle
 from qmtgan.runtime.digest import sha256_file
+from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.device_files import pinned_requirements, stage_runtime
 from qmtgan.runtime.probe import SMOKE_MISMATCH
 from qmtgan.targets.devices import RUNTIME_DIR, Device, connect
 from qmtgan.targets.registry import Board, board
 
-# What `import` proves a backend is there; tflite accepts either wheel.
-BACKEND_IMPORTS = {"tflite": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",), "tvm": ("tvm",)}
-BACKEND_PACKAGES = {"tflite": ("ai-edge-litert",), "onnxruntime": ("onnxruntime",),
-                    "tvm": ("apache-tvm", "apache-tvm-ffi")}
 
 
 def check_module_arch(bundle: Bundle, target: Board) -> None:
@@ -48,7 +45,7 @@ def verify_on_device(device: Device, folder: str, digests: dict[str, str]) -> No
 
 
 def _has_requirements(device: Device, backend: str) -> bool:
-    probe = " or ".join(f"find_spec({m!r})" for m in BACKEND_IMPORTS[backend])
+    probe = " or ".join(f"find_spec({m!r})" for m in BACKENDS[backend].modules)
     code = f"from importlib.util import find_spec; import sys; sys.exit(0 if find_spec('numpy') and ({probe}) else 1)"
     return device.run(["python3", "-c", code], timeout=300).returncode == 0
 
@@ -57,7 +54,7 @@ def ensure_requirements(device: Device, backend: str, install: bool) -> str:
     """'present' or 'installed'; a clear error when missing and not installable."""
     if _has_requirements(device, backend):
         return "present"
-    reqs = pinned_requirements(("numpy", *BACKEND_PACKAGES[backend]))
+    reqs = pinned_requirements(("numpy", *BACKENDS[backend].requires))
     if not install:
         raise QmtganError(f"{device.describe()}: {device.python} lacks the runtime's requirements {reqs} "
                           "(run flash with --install, or install them on the board)")

@@ -120,7 +120,7 @@ def _is_ready(dest: Path, recipe: str) -> bool:
 
 
 def ensure_sysroot(board: Board, log=None) -> Path:
-    """The board's arm64 sysroot, built on first use (~20 s here; needs debootstrap and root)."""
+    """The board's arm64 sysroot, built on first use (needs debootstrap and root)."""
     if board.reach.get("method") != "qemu":
         raise QmtganError(f"board {board.name} is not emulated "
                           f"(reach.method is '{board.reach.get('method')}', not 'qemu')")

@@ -1,23 +1,19 @@
-"""Shared fixtures: a small crop of the real Sentinel-2 sample scene (read once per session)
-and helpers that write real GeoTIFFs with rasterio."""
+"""Shared fixtures: a small crop of the real Sentinel-2 sample scene (read once per session),
+a tiny generator really trained on it, and its bundles. Helpers the tests import are in
+helpers.py; test tiers (markers) are set at collection below."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_HOME", str(Path(__file__).resolve().parents[1] / ".keras"))
 
+from helpers import run_cli  # noqa: E402
 from qmtgan.runtime.scene import Scene  # noqa: E402
 
 
@@ -51,41 +47,6 @@ def small_pair_dir(tmp_path_factory, small_scene: Scene) -> Path:
     return out
 
 
-# Runs the qmtgan CLI with TensorFlow (and Keras, tf2onnx) made unimportable: the device side
-# must work without them.
-BLOCK_TF = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):
-            raise ImportError('the device runtime must not import ' + name)
-sys.meta_path.insert(0, Block())
-from qmtgan.cli import main
-main(sys.argv[1:])
-"""
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real `qmtgan` entry point in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "qmtgan", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
-
-
-def write_band(path: Path, array: np.ndarray, transform, crs="EPSG:32618", descriptions=None) -> Path:
-    import rasterio
-
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[None]
-    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2],
-                       count=array.shape[0], dtype=array.dtype.name, crs=crs,
-                       transform=transform) as dst:
-        dst.write(array)
-        for i, d in enumerate(descriptions or [], start=1):
-            dst.set_band_description(i, d)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, small_pair_dir):
     """A tiny generator (ngf 4, depth 3, 3x3) really trained for 12 epochs on the small pair."""
@@ -102,23 +63,6 @@ def tiny_run(tmp_path_factory, small_pair_dir):
     return run_dir, result
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now, on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, log=lambda: "exited") -> None:
-    """Until `proc` (a server just started) accepts connections on 127.0.0.1:port."""
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        assert proc.poll() is None, log()
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
-
-
 @pytest.fixture(scope="session")
 def tiny_bundles(tiny_run, small_pair_dir, tmp_path_factory):
     """Every format of `qmtgan convert` for the tiny model at 32x32 tiles: (folder, records by name)."""
@@ -127,3 +71,22 @@ def tiny_bundles(tiny_run, small_pair_dir, tmp_path_factory):
                    "-o", out)
     assert proc.returncode == 0, proc.stderr
     return out, {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
+
+
+# Test tiers: `make test` runs every test; `make test-fast` leaves these out.
+#   slow     trains a generator, directly or through a fixture, or runs for many seconds
+#   qemu     runs aarch64 code on the emulated board: needs root (a private mount namespace)
+#            and, the first time, the network (the Debian arm64 sysroot is built then cached)
+#   ssh      talks to an sshd started on 127.0.0.1: needs root and openssh-server
+#   network  may download (the emulated board's first sysroot build)
+TRAINED_FIXTURES = {"tiny_run", "residual_run"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if TRAINED_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+        if "ssh" in item.fixturenames:
+            item.add_marker(pytest.mark.ssh)
+        if item.get_closest_marker("qemu"):
+            item.add_marker(pytest.mark.network)

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import free_port, wait_for_port
+from helpers import free_port, wait_for_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 

@@ -7,7 +7,7 @@ import pytest
 from rasterio.transform import from_origin
 
 from qmtgan.runtime.scene import BAND_ORDER
-from conftest import run_cli, write_band
+from helpers import run_cli, write_band
 
 
 @pytest.fixture(scope="module")

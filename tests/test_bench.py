@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import free_port, run_cli, wait_for_port
+from helpers import free_port, run_cli, wait_for_port
 
 FIELDS = ("config", "label", "status", "tile", "tiles", "threads", "model_bytes", "init_ms", "first_ms", "latency_ms",
           "peak_rss_mb", "snr_vs_float_db", "lmse_vs_float", "snr_vs_target_db", "lmse_vs_target", "megapixels_per_s",
@@ -59,6 +59,7 @@ def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_facto
     return proc, doc, work / "report"
 
 
+@pytest.mark.qemu  # bench_run measures the emulated board too
 def test_records_have_every_field_and_sane_values(bench_run):
     proc, doc, out = bench_run
     ok = {(r["config"]["name"], r["config"]["where"]): r for r in doc["records"]
@@ -106,6 +107,7 @@ def _int8_steps_apart(a: dict, b: dict) -> float:
     return float(np.max(np.abs(outputs[0] - outputs[1])) / scale)
 
 
+@pytest.mark.qemu  # bench_run measures the emulated board too
 def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pair_dir):
     from qmtgan.runtime import metrics
     from qmtgan.runtime.tileset import sample_tiles
@@ -125,6 +127,7 @@ def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pa
     assert metrics.snr_db(tiles.target[0], tiles.target[0] * 1.0 + 1.0) > 0
 
 
+@pytest.mark.qemu  # bench_run measures the emulated board too
 def test_a_broken_bundle_fails_alone_and_the_exit_code_says_so(bench_run):
     proc, doc, out = bench_run
     failed = [r for r in doc["records"] if r["status"] != "ok"]
@@ -179,6 +182,7 @@ def test_unreachable_board_and_timeouts_become_error_records(tiny_bundles, tiny_
     assert "## Failed configurations" in (tmp_path / "r" / "bench.md").read_text()
 
 
+@pytest.mark.ssh
 def test_a_board_over_ssh(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
     from sshd import loopback_sshd
 

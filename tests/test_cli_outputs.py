@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import matplotlib.image as mpimg
+import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_preview_writes_four_composites_per_image_and_pair_images(small_pair_dir, tmp_path):
@@ -21,6 +22,7 @@ def test_preview_writes_four_composites_per_image_and_pair_images(small_pair_dir
     assert single[..., :3].std() > 0.05  # a stretched image, not a flat one
 
 
+@pytest.mark.slow
 def test_model_summary_prints_the_paper_totals():
     proc = run_cli("model", "summary")
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,7 @@ import rasterio
 import subprocess
 import sys
 
-from conftest import BLOCK_TF, run_cli
+from helpers import BLOCK_TF, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import BLOCK_TF, run_cli, write_band
+from helpers import BLOCK_TF, run_cli, write_band
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
+
+pytestmark = pytest.mark.qemu
 
 BOARD = "qemu-aarch64"
 

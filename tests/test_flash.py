@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from sshd import loopback_sshd
 
 
@@ -72,6 +72,7 @@ def test_a_file_altered_on_the_board_fails_verification(tiny_bundles, ssh, tmp_p
         verify_on_device(device, "bundles/onnx", bundle.manifest["files"])
 
 
+@pytest.mark.qemu
 def test_flash_to_the_emulated_board_reproduces_the_int8_smoke_snr(tiny_bundles, tmp_path):
     out, _ = tiny_bundles
     proc = run_cli("flash", "--bundle", out / "tflite-int8", "--target", "qemu-aarch64", "--workdir", tmp_path / "emu")

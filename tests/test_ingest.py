@@ -12,7 +12,7 @@ from rasterio.transform import from_origin
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.scene import BAND_ORDER
 from qmtgan.train.ingest import band_of, read_scene
-from conftest import write_band
+from helpers import write_band
 
 RES = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
        "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 TILE = 32
 
@@ -119,6 +119,7 @@ def test_host_runner_matches_the_python_backends(runners, modules, tiles, python
                                                           "tiles.f32", "tiles.npy", "v2.npy"]
 
 
+@pytest.mark.qemu
 def test_aarch64_runner_under_qemu_matches_the_host(runners, modules, tiles, python_outputs, tmp_path):
     from qmtgan.targets.emulate import run_emulated
     from qmtgan.targets.registry import board

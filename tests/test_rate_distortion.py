@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BLOCK_TF, run_cli
+from helpers import BLOCK_TF, run_cli
 
 # The small pair has 96 x 128 x 12 samples; its JPEG2000 streams carry a few hundred bytes of
 # headers, so its rates are higher than a full scene's.

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
-from conftest import run_cli
+from helpers import run_cli
 
 TINY = ["--ngf", "4", "--depth", "3", "--kernel", "3"]
 
@@ -61,6 +62,7 @@ def _latest_epoch(run_dir: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_keeps_completed_epochs(small_pair_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = ["train", "--pair", str(small_pair_dir), "-o", str(run_dir), *TINY, "--epochs", "400",
@@ -88,6 +90,7 @@ def test_resume_after_kill_9_keeps_completed_epochs(small_pair_dir, tmp_path):
     assert json.loads((run_dir / "model.json").read_text())["training"]["epochs_done"] == 400
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_configuration(tmp_path, small_pair_dir):
     run_dir = tmp_path / "run"
     first = run_cli("train", "--pair", small_pair_dir, "-o", run_dir, *TINY, "--epochs", "3",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import weakref
-from pathlib import Path
 
 import numpy as np
 
@@ -20,11 +19,10 @@ class KerasBackend(Backend):
 
     name = "keras"
 
-    def __init__(self, model):
+    def __init__(self, model, threads: int | None = None):
         import tensorflow as tf
 
-        self.model_path = Path("<keras>")
-        self.threads = None
+        super().__init__("<keras>", threads)  # in memory: the path only names it
         self.fn = tf.function(lambda x: model(x, training=False))
 
     def run(self, tile: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ class TrainConfig:
     seed: int = 0
     ndf: int = 32            # discriminator width (see models/discriminator.py)
     d_layers: int = 3
-    adversarial: bool = True  # False: L1 only (the generator step alone, ~6x cheaper)
+    adversarial: bool = True  # False: L1 only (the generator step alone, several times cheaper)
     flips: bool = False       # random mirror flips: off, the model is fitted to this one scene
     val_every: int = 1
     decay_from: float = 1.0   # fraction of the epochs after which the learning rate falls

@@ -1,7 +1,7 @@
 """PatchGAN discriminator on concat(reference, target-or-generated).
 
 The paper does not give its widths. The stock pix2pix PatchGAN (ndf=64 plus a stride-1
-512-wide layer, 14.5 GMAC at 512x512) makes a GAN step ~6x dearer than the generator step on
+512-wide layer, 14.5 GMAC at 512x512) makes a GAN step several times dearer than the generator step on
 a 2-core CPU, so the default here is ndf=32 with `layers` stride-2 4x4 convolutions and a
 1-channel 4x4 output: a 62x62 grid of real/fake logits at 512x512 (receptive field 46 px).
 """

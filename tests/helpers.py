@@ -1,0 +1,64 @@
+"""Helpers the tests import: the real CLI in a fresh process (optionally with TensorFlow
+blocked), real GeoTIFF bands, and local ports for the servers the tests start."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Runs the qmtgan CLI with TensorFlow (and Keras, tf2onnx) made unimportable: the device side
+# must work without them.
+BLOCK_TF = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):
+            raise ImportError('the device runtime must not import ' + name)
+sys.meta_path.insert(0, Block())
+from qmtgan.cli import main
+main(sys.argv[1:])
+"""
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `qmtgan` entry point in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "qmtgan", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def write_band(path: Path, array: np.ndarray, transform, crs="EPSG:32618", descriptions=None) -> Path:
+    import rasterio
+
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[None]
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2],
+                       count=array.shape[0], dtype=array.dtype.name, crs=crs,
+                       transform=transform) as dst:
+        dst.write(array)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log=lambda: "exited") -> None:
+    """Until `proc` (a server just started) accepts connections on 127.0.0.1:port."""
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        assert proc.poll() is None, log()
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
