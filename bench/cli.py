@@ -1,4 +1,4 @@
-"""`qmtgan bench` (the benchmark harness), `qmtgan bench train-step`, `qmtgan demo`."""
+"""`qmtgan bench` (the benchmark harness) and `qmtgan demo`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from pathlib import Path
 import click
 
 from qmtgan.bench.demo import demo
-
-
-def _csv(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+from qmtgan.options import (FOLDER, aliased, deprecated_alias, key_value_option, list_option, model_option,
+                            out_option, pair_option)
 
 
 def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
@@ -24,27 +22,27 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
     return found
 
 
-@click.group(invoke_without_command=True)
-@click.option("--bundles", "bundle_folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.command()
+@click.option("--bundles", "bundle_folders", multiple=True, type=FOLDER,
               help="A bundle folder, or a folder of bundles (repeatable).")
-@click.option("--only", help="Comma-separated bundle names to keep from folders of bundles (e.g. onnx,tflite-int8).")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The trained run: the Keras float baseline of every benchmark.")
-@click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The scene pair whose real tiles are run (and whose target scores the SNR).")
-@click.option("--targets", "target_names", default="host-x86_64", show_default=True,
-              help="Comma-separated boards of `qmtgan targets list`.")
-@click.option("--host", "hosts", multiple=True, help="BOARD=user@addr: reach that board over ssh (repeatable).")
+@list_option("--only", help="Bundle names to keep from folders of bundles (e.g. onnx,tflite-int8).")
+@model_option(required=False, help="The trained run: the Keras float baseline of every benchmark.")
+@pair_option(required=False, help="The scene whose tiles are benchmarked.")
+@list_option("--boards", "board_names", default=("host-x86_64",),
+             help="Boards of `qmtgan targets list` to run on (host, emulated, or over ssh with --host).")
+@deprecated_alias("--targets", "board_names")
+@key_value_option("--host", "hosts", help="BOARD=user@addr: reach that board over ssh (repeatable).")
 @click.option("--port", type=int, help="ssh port.")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="ssh private key.")
-@click.option("-o", "--ssh-option", "ssh_options", multiple=True, help="Extra `ssh -o` options.")
+@click.option("--ssh-option", "ssh_options", multiple=True, help="Extra `ssh -o` options (repeatable).")
 @click.option("--python", help="The boards' python (default: each board's reach.python).")
 @click.option("--workdir", help="Folder on ssh boards (default: each board's reach.workdir).")
-@click.option("--threads", "threads_text", help="Comma-separated thread counts (default: each board's default).")
+@list_option("--threads", convert=int, help="Thread counts (default: each board's default).")
 @click.option("--rpc", "rpc_server", help="host:port of a TVM RPC server (python -m tvm.exec.rpc_server).")
 @click.option("--rpc-tracker", help="host:port of a TVM RPC tracker.")
 @click.option("--rpc-key", help="Device key to request from the tracker.")
-@click.option("--rpc-target", default="host-x86_64", show_default=True, help="The board behind the RPC server.")
+@click.option("--rpc-board", default="host-x86_64", show_default=True, help="The board behind the RPC server.")
+@deprecated_alias("--rpc-target", "rpc_board")
 @click.option("--tiles", "tile_count", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True)
@@ -53,15 +51,13 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
               help="Seconds one configuration may take.")
 @click.option("--native", is_flag=True, help="Also run every TVM module with the C++ runner qmtg-run (built with CMake).")
 @click.option("--keep-outputs", is_flag=True, help="Save every configuration's predicted tiles (.npy).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench"), show_default=True)
+@out_option("Report folder.", default=Path("results/bench"))
 @click.pass_context
-def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, port, identity, ssh_options, python,
-          workdir, threads_text, rpc_server, rpc_tracker, rpc_key, rpc_target, tile_count, warmup, runs, min_time, timeout,
+def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, port, identity, ssh_options, python,
+          workdir, threads, rpc_server, rpc_tracker, rpc_key, rpc_board, tile_count, warmup, runs, min_time, timeout,
           native, keep_outputs, out) -> None:
-    """Latency, memory and SNR of bundles x targets x threads (and TVM RPC), each configuration
+    """Latency, memory and SNR of bundles x boards x threads (and TVM RPC), each configuration
     in a fresh process, against the Keras float baseline measured in the same run."""
-    if ctx.invoked_subcommand is not None:
-        return
     from qmtgan.bench.harness import Plan, run_bench
     from qmtgan.bench.records import Timing
     from qmtgan.runtime.errors import QmtganError
@@ -69,22 +65,18 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, p
 
     if not (bundle_folders and model_dir and pair_dir):
         raise QmtganError("qmtgan bench needs --bundles, --model and --pair (see --help)")
-    targets = _csv(target_names)
+    rpc_board = aliased(ctx, "rpc_board", rpc_board)
+    targets = board_names
     for name in targets:
-        board(name)  # unknown target: one clear error before anything runs
-    host_map = {}
-    for item in hosts:
-        name, sep, addr = item.partition("=")
-        if not sep:
-            raise QmtganError(f"--host takes BOARD=user@addr, got '{item}'")
-        host_map[board(name).name] = addr
-    bundles = _bundle_dirs(bundle_folders, _csv(only))
+        board(name)  # unknown board: one clear error before anything runs
+    host_map = {board(name).name: addr for name, addr in hosts.items()}
+    bundles = _bundle_dirs(bundle_folders, only)
     if not bundles:
         raise QmtganError(f"no bundle (a folder with manifest.json) in {', '.join(map(str, bundle_folders))}")
-    threads = [int(t) for t in _csv(threads_text)] or [None]
+    threads = threads or [None]
     rpc = {}
     if rpc_server or rpc_tracker:
-        rpc = {"server": rpc_server, "tracker": rpc_tracker, "key": rpc_key, "target": board(rpc_target).name}
+        rpc = {"server": rpc_server, "tracker": rpc_tracker, "key": rpc_key, "target": board(rpc_board).name}
     plan = Plan(bundles, targets, threads, host_map,
                 {"port": port, "identity": identity, "options": ssh_options, "python": python, "workdir": workdir}, rpc, threads, native)
     records = run_bench(plan, model_dir, pair_dir, tile_count, Timing(warmup, runs, min_time, timeout), out,
@@ -93,15 +85,6 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, target_names, hosts, p
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         raise QmtganError(f"{len(failed)} of {len(records)} configurations failed (see {out / 'bench.md'})")
-
-
-@bench.command("train-step", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train_step(args: tuple[str, ...]) -> None:
-    """Time a 512x512 GAN step and generator forward pass (see --help of the script)."""
-    from qmtgan.bench.train_step import main
-
-    main(list(args))
 
 
 COMMANDS = [demo, bench]

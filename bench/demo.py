@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from qmtgan.convert.cli import artifact_table
+from qmtgan.options import out_option
 from qmtgan.quantize.rd_report import table as rd_table
 from qmtgan.runtime.atomic import write_text_atomic
 
@@ -267,7 +268,7 @@ def _markdown(r: dict) -> str:
 
 
 @click.command()
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@out_option("Folder for the demo's runs and report.", default=Path("runs/demo"))
 @click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out: Path, epochs: int, seed: int) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from qmtgan.options import list_option, model_option, out_option, pair_option
+
 from qmtgan.convert.build import FORMATS
 
 
@@ -24,11 +26,11 @@ def artifact_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[str]:
+def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str]:
     """Positional groups (tflite, onnx, tvm) or format names, and/or --formats; default: all."""
     from qmtgan.runtime.errors import QmtganError
 
-    names = [f.strip() for f in (formats or "").split(",") if f.strip()]
+    names = list(formats)
     for item in selection:
         group = [f for f in FORMATS if f == item or f.split("-", 1)[0] == item]
         if not group:
@@ -42,12 +44,11 @@ def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[st
 
 @click.command()
 @click.argument("selection", nargs=-1)
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Scene used for calibration and for the SNRs stored in every manifest.")
+@model_option()
+@pair_option(help="Scene used for calibration and for the SNRs stored in every manifest.")
 @click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Deploy the .qmtg payload's dequantized weights instead of the float ones.")
-@click.option("--formats", help=f"Comma-separated, added to SELECTION (default, with neither: all of {', '.join(FORMATS)}).")
+@list_option("--formats", help=f"Added to SELECTION (default, with neither: all of {', '.join(FORMATS)}).")
 @click.option("--tile", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--int8-threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="dB of SNR full int8 may lose against float before the worst layers stay float "
@@ -57,7 +58,7 @@ def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[st
                    "debugger) into the tflite-int8 bundle; the manifest names the three worst ops.")
 @click.option("--calibration-tiles", type=click.IntRange(min=1), default=32, show_default=True,
               help="Tiles of the scene's grid that calibrate the int8 formats (all of them if fewer).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the bundles.")
+@out_option("Folder for the bundles.")
 @click.option("--tune", is_flag=True,
               help="MetaSchedule-tune the tvm-* modules (minutes to hours), reusing the board's tuning database. "
                    "aarch64 boards need --rpc-tracker/--rpc-key, else their records are only applied.")
@@ -69,7 +70,7 @@ def selected_formats(selection: tuple[str, ...], formats: str | None) -> list[st
                    "else ~/.cache/qmtgan/tvm-tuning].")
 @click.option("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker the board's rpc_server registered with (--tune).")
 @click.option("--rpc-key", help="The board's key at --rpc-tracker.")
-def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload: Path | None, formats: str, tile: int,
+def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload: Path | None, formats: list[str], tile: int,
             int8_threshold: float, out: Path, explain_int8: bool = False, calibration_tiles: int = 32, tune: bool = False, trials: int = 2000, tuning_db: Path | None = None,
             rpc_tracker: str | None = None, rpc_key: str | None = None) -> None:
     """Export deployment bundles, each measured: TFLite (fp32/fp16/dynamic/int8/16x8), ONNX (fp32,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from qmtgan.options import list_option, model_option, out_option, pair_option
 from qmtgan.quantize.methods import METHODS
 from qmtgan.quantize.policy import MODES
 
@@ -31,31 +32,25 @@ def report(paper_config: bool, as_json: bool) -> None:
 
 
 @quantize.command("sweep")
-@click.option("--model", "model_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              multiple=True, help="A trained run; repeat with one --pair each to average over pairs.")
-@click.option("--pair", "pair_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              multiple=True)
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
-@click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
-@click.option("--bits", "bits_list", default="2,4,6,8,16,32", show_default=True, help="Comma-separated.")
+@model_option(multiple=True, help="A trained run, with one --pair each to average over pairs.")
+@pair_option(multiple=True)
+@out_option("Report folder.")
+@list_option("--methods", default=METHODS, help="Quantization methods.")
+@list_option("--bits", "bits_list", convert=int, default=(2, 4, 6, 8, 16, 32), help="Bit widths.")
 @click.option("--peer", "peers", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A trained peer generator's run folder (adds its float row); repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of stochastic rounding.")
-def sweep(model_dirs: tuple[Path, ...], pair_dirs: tuple[Path, ...], out: Path, methods: str, bits_list: str,
+def sweep(model_dirs: tuple[Path, ...], pair_dirs: tuple[Path, ...], out: Path, methods: list[str], bits_list: list[int],
           peers: tuple[str, ...], seed: int) -> None:
     """Methods x bit widths on trained models: Table 2, Figure 2, Figure 3 (metrics averaged over
     the (model, pair) couples, as the paper averages its three data sets)."""
     from qmtgan.quantize.methods import check_bits, get_method
     from qmtgan.quantize.sweep import best_row, run_sweep
-    from qmtgan.runtime.errors import QmtganError
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
+    names = methods
     for m in names:
         get_method(m)
-    try:
-        widths = [check_bits(int(b)) for b in bits_list.split(",") if b.strip()]
-    except ValueError as exc:
-        raise QmtganError(f"--bits must be comma-separated integers: {exc}") from exc
+    widths = [check_bits(b) for b in bits_list]
     rows = run_sweep(list(model_dirs), list(pair_dirs), out, names, widths, seed, list(peers), log=click.echo)
     best = best_row(rows)
     click.echo(f"{len(rows)} configurations; smallest distance to float: {best.policy.label} "
@@ -73,24 +68,18 @@ def policy_options(f):
     return f
 
 
-def _floats(ctx, param, value: str | None) -> list[float]:
-    """A comma-separated list of positive numbers."""
-    if value is None:
-        return []
-    try:
-        out = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"comma-separated numbers expected ({exc})") from exc
-    if any(v <= 0 for v in out):
-        raise click.BadParameter("every value must be positive")
-    return out
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"{text} is not positive")
+    return value
 
 
 @click.command()
 @click.option("--reference", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--target", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--model", "model_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
-              help="A trained run (repeatable: --bpp chooses among them); without it a generator is trained first.")
+@model_option(multiple=True, required=False,
+              help="A trained run (--bpp chooses among several); without it a generator is trained first.")
 @click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
 @policy_options
 @click.option("--bpp", "budget", type=click.FloatRange(min=0, min_open=True),
@@ -100,7 +89,7 @@ def _floats(ctx, param, value: str | None) -> list[float]:
               help="Hybrid: add the JPEG2000-coded residual of the prediction at this rate (bits per sample).")
 @click.option("--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="The .qmtg payload.")
+@out_option("The .qmtg payload.")
 def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: int, method: str, mode: str,
            bits: int, conv_bits: int, nonconv_bits: int, critical_bits: int, critical: str, budget: float | None,
            residual_bpp: float | None, snr_floor: float | None, seed: int, out: Path) -> None:
@@ -130,28 +119,21 @@ def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: 
 
 
 @click.command()
-@click.option("--pair", "pair_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              multiple=True, help="A pair folder; repeat to report per pair and averaged.")
-@click.option("--model", "model_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
-              help="A trained run (repeatable); each is scored on the pair it was trained on.")
-@click.option("--rates", default="0.02,0.05,0.11,0.15", show_default=True, callback=_floats,
-              help="Bits per sample of the JPEG2000 and hybrid points, comma-separated.")
-@click.option("--bits", "bits_list", default="4,8,32", show_default=True,
-              help="Generator bit widths, comma-separated (32 = float32).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
-def baselines(pair_dirs: tuple[Path, ...], model_dirs: tuple[Path, ...], rates: list[float], bits_list: str,
+@pair_option(multiple=True, help="A pair folder, reported per pair and averaged.")
+@model_option(multiple=True, required=False, help="A trained run; each is scored on the pair it was trained on.")
+@list_option("--rates", convert=positive_float, default=(0.02, 0.05, 0.11, 0.15),
+             help="Bits per sample of the JPEG2000 and hybrid points.")
+@list_option("--bits", "bits_list", convert=int, default=(4, 8, 32), help="Generator bit widths (32 = float32).")
+@out_option("Report folder.")
+def baselines(pair_dirs: tuple[Path, ...], model_dirs: tuple[Path, ...], rates: list[float], bits_list: list[int],
               out: Path) -> None:
     """Rate-distortion against what a user would fly instead: the reference, gain + offset, linear
     predictors (1x1 and 3x3), JPEG2000 of the target, and each predictor + JPEG2000 of its residual; with
     --model the generators (quantized and hybrid) on the same axes. Writes rd.md, rd.json, rd.png."""
     from qmtgan.quantize.methods import check_bits
     from qmtgan.quantize.rd_workflow import rd_report
-    from qmtgan.runtime.errors import QmtganError
 
-    try:
-        widths = tuple(check_bits(int(b)) for b in bits_list.split(",") if b.strip())
-    except ValueError as exc:
-        raise QmtganError(f"--bits must be comma-separated integers: {exc}") from exc
+    widths = tuple(check_bits(b) for b in bits_list)
     doc = rd_report(list(pair_dirs), list(model_dirs), rates, widths, out, log=click.echo)
     click.echo(f"{len(doc['points'])} points on {len(doc['pairs'])} pair(s); report in {out / 'rd.md'}")
     for line in doc["context"].get("verdict", []):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from qmtgan.options import out_option
 
 @click.command()
 @click.option("--bundle", type=click.Path(exists=True, path_type=Path), required=True,
@@ -22,7 +23,7 @@ import click
 @click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: all cores).")
 @click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A hybrid .qmtg of the same generator: its coded residual is added to the bundle's prediction.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="out.tif (or .npy without rasterio)")
+@out_option("out.tif (or .npy without rasterio)")
 def run(bundle: Path, reference: Path, target: Path | None, overlap: int, threads: int | None,
         payload_path: Path | None, out: Path) -> None:
     """Decode a whole scene with a deployment bundle: tiled, overlapping, blended; with --payload,
@@ -62,7 +63,7 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The reference the payload was made against (12-band GeoTIFF, or band-first .npy).")
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="target_hat.tif")
+@out_option("target_hat.tif")
 def decode(reference: Path, payload: Path, out: Path) -> None:
     """Rebuild the georeferenced target from REFERENCE and a .qmtg PAYLOAD (numpy only)."""
     from qmtgan.runtime.decode import decode_payload

@@ -1,11 +1,14 @@
-"""`qmtgan targets list | show NAME`."""
+"""`qmtgan targets list | show NAME | emulate | build-runner`, and `qmtgan flash`."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import click
+
+from qmtgan.options import aliased, board_option, deprecated_alias, out_option
 
 
 @click.group()
@@ -52,17 +55,19 @@ def emulate(name: str, command: tuple[str, ...]) -> None:
 
 
 @targets.command("build-runner")
-@click.option("--target", "target_name", required=True, help="Board name (qmtgan targets list).")
-@click.option("-o", "--output", "build_dir", required=True, type=click.Path(file_okay=False),
-              help="CMake build folder; self-contained (qmtg-run + lib/), copy it to the board.")
-def build_runner_cmd(target_name: str, build_dir: str) -> None:
+@board_option()
+@out_option("CMake build folder; self-contained (qmtg-run + lib/), copy it to the board.", required=False)
+@deprecated_alias("--output", "out")
+@click.pass_context
+def build_runner_cmd(ctx: click.Context, board: str, out: Path | None) -> None:
     """Build the C++ runner qmtg-run for a board with CMake (cross-compiled for aarch64 boards)."""
-    from pathlib import Path
-
     from qmtgan.targets.native import build_runner
-    from qmtgan.targets.registry import board
+    from qmtgan.targets.registry import board as board_named
 
-    click.echo(str(build_runner(board(target_name), Path(build_dir))))
+    out = aliased(ctx, "out", out)
+    if out is None:
+        raise click.MissingParameter(ctx=ctx, param_hint="'-o' / '--out'")
+    click.echo(str(build_runner(board_named(board), Path(out))))
 
 
 from qmtgan.targets.flash import flash  # noqa: E402 - the group above is the module's main part

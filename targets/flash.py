@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from qmtgan.options import aliased, board_option, deprecated_alias
 from qmtgan.runtime.bundle import MANIFEST, Bundle, load_bundle
 from qmtgan.runtime.digest import sha256_file
 from qmtgan.runtime.backends import BACKENDS
@@ -27,7 +28,7 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.device_files import pinned_requirements, stage_runtime
 from qmtgan.runtime.probe import SMOKE_MISMATCH
 from qmtgan.targets.devices import RUNTIME_DIR, Device, connect
-from qmtgan.targets.registry import Board, board
+from qmtgan.targets.registry import Board, board as board_named
 
 
 
@@ -108,20 +109,23 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
 @click.command()
 @click.option("--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True,
               help="A bundle folder or its .tar.gz.")
-@click.option("--target", "target_name", required=True, help="A board of `qmtgan targets list`.")
+@board_option()
 @click.option("--host", help="user@addr of the board (ssh); default: the board's own reach record.")
 @click.option("--port", type=int, help="ssh port.")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="ssh private key.")
-@click.option("-o", "--ssh-option", "ssh_options", multiple=True, help="Extra `ssh -o` options.")
+@click.option("--ssh-option", "ssh_options", multiple=True, help="Extra `ssh -o` options (repeatable).")
+@deprecated_alias("-o", "ssh_options", multiple=True)
 @click.option("--workdir", help="Folder on the board (default: the board's reach.workdir, or a temp folder).")
 @click.option("--python", "python", help="The board's python (default: the board's reach.python).")
 @click.option("--install/--no-install", default=True, show_default=True,
               help="Install missing runtime requirements into <workdir>/venv.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="dB the board's smoke SNR may differ from the manifest's.")
-def flash(bundle_path, target_name, host, port, identity, ssh_options, workdir, python, install, tolerance) -> None:
+@click.pass_context
+def flash(ctx, bundle_path, board, host, port, identity, ssh_options, workdir, python, install, tolerance) -> None:
     """Copy a bundle to a board, verify it there, and run its smoke decode."""
-    target = board(target_name)
+    ssh_options = aliased(ctx, "ssh_options", ssh_options)
+    target = board_named(board)
     device = connect(target, host, workdir, python, port, identity, tuple(ssh_options))
     result = flash_bundle(bundle_path, target, device, install, tolerance)
     click.echo(json.dumps(result, indent=1))

@@ -28,7 +28,8 @@ class LoopbackSsh:
 
     def flash_args(self) -> list[str]:
         return ["--host", self.host, "--port", str(self.port), "--identity", str(self.identity),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+                "--ssh-option", "StrictHostKeyChecking=no", "--ssh-option", "UserKnownHostsFile=/dev/null",
+                "--ssh-option", "LogLevel=ERROR"]
 
 
 @contextlib.contextmanager

@@ -132,7 +132,34 @@ def test_every_command_has_help_and_there_is_a_version():
 
     assert __version__ in run_cli("--version").stdout
     for cmd in (["prepare"], ["preview"], ["model", "summary"], ["train"], ["evaluate"], ["demo"],
-                ["bench", "train-step"], ["quantize", "sweep"], ["quantize", "report"], ["encode"], ["decode"],
+                ["quantize", "sweep"], ["quantize", "report"], ["encode"], ["decode"],
                 ["convert"], ["run"], ["targets", "list"], ["targets", "show"]):
         proc = run_cli(*cmd, "--help")
         assert proc.returncode == 0 and "Usage:" in proc.stdout, cmd
+
+
+def test_one_cli_vocabulary_and_renamed_options_still_work_with_a_notice(tmp_path):
+    """-o/--out everywhere, --board for hardware, lists comma-separated or repeated, KEY=VALUE
+    checked; an old option name still works once, with a deprecation notice."""
+    for cmd in (["prepare"], ["train"], ["evaluate"], ["quantize", "sweep"], ["encode"], ["baselines"], ["convert"],
+                ["run"], ["decode"], ["demo"], ["bench"], ["targets", "build-runner"]):
+        assert "-o, --out" in run_cli(*cmd, "--help").stdout, cmd
+    for cmd in (["flash"], ["targets", "build-runner"]):
+        assert "--board" in run_cli(*cmd, "--help").stdout, cmd
+    # the old name reaches the same check as the new one (an unknown board), after a notice
+    old = run_cli("targets", "build-runner", "--target", "pi9", "-o", tmp_path / "x")
+    new = run_cli("targets", "build-runner", "--board", "pi9", "-o", tmp_path / "x")
+    assert old.returncode == new.returncode == 1 and "unknown target 'pi9'" in old.stderr
+    assert "--target is deprecated" in old.stderr and "deprecated" not in new.stderr
+    missing = run_cli("targets", "build-runner", "-o", tmp_path / "x")
+    assert missing.returncode == 2 and "--board" in missing.stderr
+    # lists: repeated and comma-separated mean the same; a bad item names itself
+    bench = ["bench", "--bundles", tmp_path, "--model", tmp_path, "--pair", tmp_path]
+    for boards in (["--boards", "host-x86_64,pi9"], ["--boards", "host-x86_64", "--boards", "pi9"],
+                   ["--targets", "host-x86_64,pi9"]):
+        proc = run_cli(*bench, *boards)
+        assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr, boards
+    proc = run_cli(*bench, "--threads", "1,two")
+    assert proc.returncode == 2 and "two" in proc.stderr
+    proc = run_cli(*bench, "--host", "rpi4")
+    assert proc.returncode == 2 and "KEY=VALUE" in proc.stderr

@@ -52,7 +52,7 @@ def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_facto
     manifest = json.loads((broken / "manifest.json").read_text())
     (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "onnx-altered"}))
     proc = run_cli("bench", "--bundles", out_dir, "--bundles", broken, "--only", "onnx,tflite-int8,tvm-host-x86_64,onnx-altered",
-                   "--model", tiny_run[0], "--pair", small_pair_dir, "--targets", "host-x86_64,qemu-aarch64",
+                   "--model", tiny_run[0], "--pair", small_pair_dir, "--boards", "host-x86_64,qemu-aarch64",
                    "--threads", "1", "--rpc", rpc_server, "--native",
                    "--tiles", "3", "--runs", "5", "--min-time", "0", "--keep-outputs", "--out", work / "report")
     doc = json.loads((work / "report" / "bench.json").read_text())
@@ -164,7 +164,7 @@ def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(tiny_
 def test_unknown_target_is_refused_before_anything_runs(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
     out_dir, _ = tiny_bundles
     proc = run_cli("bench", "--bundles", out_dir, "--model", tiny_run[0], "--pair", small_pair_dir,
-                   "--targets", "host-x86_64,pi9", "--out", tmp_path / "r")
+                   "--boards", "host-x86_64,pi9", "--out", tmp_path / "r")
     assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr and not (tmp_path / "r").exists()
 
 

@@ -30,7 +30,7 @@ def runners(tmp_path_factory):
     from qmtgan.targets.registry import board
 
     root = tmp_path_factory.mktemp("native-build")
-    proc = run_cli("targets", "build-runner", "--target", "host-x86_64", "-o", root / "host")
+    proc = run_cli("targets", "build-runner", "--board", "host-x86_64", "-o", root / "host")
     assert proc.returncode == 0, proc.stderr
     host = Path(proc.stdout.strip().splitlines()[-1])
     arm = build_runner(board("qemu-aarch64"), root / "aarch64")
@@ -193,5 +193,5 @@ def test_build_errors_name_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(QmtganError, match="apt-get install cmake"):
         native.build_runner(board("host-x86_64"), tmp_path / "nocmake")
-    proc = run_cli("targets", "build-runner", "--target", "pi9", "-o", tmp_path / "x")
+    proc = run_cli("targets", "build-runner", "--board", "pi9", "-o", tmp_path / "x")
     assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from qmtgan.options import model_option, out_option, pair_option
+
 from qmtgan.runtime.errors import QmtganError
 
 POSITIVE = click.IntRange(min=1)
@@ -28,7 +30,7 @@ RESAMPLINGS = ("bilinear", "cubic", "nearest", "average", "lanczos", "cubic_spli
 @click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
 @click.option("--resampling", type=click.Choice(RESAMPLINGS), default="bilinear", show_default=True,
               help="How 20 m / 60 m bands (and a misaligned target) go onto the 10 m grid.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Pair folder to write.")
+@out_option("Pair folder to write.")
 def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int, preset: str, patch_size: int,
             resampling: str, out: Path) -> None:
     """Ingest a reference (and target) scene and write a pair folder: two 12-band GeoTIFFs,
@@ -52,7 +54,7 @@ def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the PNGs.")
+@out_option("Folder for the PNGs.")
 def preview(inputs: tuple[Path, ...], out: Path) -> None:
     """RGB PNGs (four 3-band composites per 12-band image). INPUTS: a pair folder, or
     12-band GeoTIFFs (the first one sets the colour stretch)."""
@@ -121,8 +123,8 @@ def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: in
 
 
 @click.command("train")
-@click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@pair_option()
+@out_option("Run folder.")
 @generator_options
 @click.option("--epochs", type=POSITIVE, default=150, show_default=True)
 @click.option("--lambda-l1", type=click.FloatRange(min=0), default=100.0, show_default=True,
@@ -171,9 +173,9 @@ def train_cmd(pair_dir: Path, out: Path, generator: str, ngf: int | None, depth:
 
 
 @click.command()
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--pair", "pair_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Reconstructed target GeoTIFF.")
+@model_option()
+@pair_option()
+@out_option("Reconstructed target GeoTIFF.")
 def evaluate(model_dir: Path, pair_dir: Path, out: Path) -> None:
     """Reconstruct the pair's target from its reference; print SNR, PSNR, LMSE."""
     from qmtgan.train.evaluate import evaluate as run

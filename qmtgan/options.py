@@ -1,0 +1,116 @@
+"""The CLI's shared vocabulary: each option that more than one command takes is declared once
+here and means the same thing everywhere.
+
+  -o/--out     where the command writes (a file or a folder, per command)
+  --model      a training run folder (train's output)
+  --pair       a pair folder (prepare's output)
+  --board      a board of `qmtgan targets list` (hardware; --target is a GeoTIFF)
+  lists        repeat the option or separate values with commas: --bits 4,8 == --bits 4 --bits 8
+  KEY=VALUE    options that map a name to a value (bench --host BOARD=user@addr)
+
+A renamed option keeps its old name, hidden, for one release: it still works and prints a
+deprecation notice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import click
+
+FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def out_option(help: str, required: bool = True, default: Path | None = None, **kwargs) -> Callable:
+    return click.option("-o", "--out", type=click.Path(path_type=Path), required=required and default is None,
+                        default=default, show_default=default is not None, help=help, **kwargs)
+
+
+def model_option(multiple: bool = False, required: bool = True, help: str = "A training run folder.") -> Callable:
+    return click.option("--model", "model_dirs" if multiple else "model_dir", type=FOLDER, multiple=multiple,
+                        required=required, help=help + (" Repeatable." if multiple else ""))
+
+
+def pair_option(multiple: bool = False, required: bool = True, help: str = "A pair folder (qmtgan prepare).") -> Callable:
+    return click.option("--pair", "pair_dirs" if multiple else "pair_dir", type=FOLDER, multiple=multiple,
+                        required=required, help=help + (" Repeatable." if multiple else ""))
+
+
+def _split(values) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = (values,)
+    return [item.strip() for value in values for item in str(value).split(",") if item.strip()]
+
+
+def list_option(*decls: str, convert: Callable = str, default: tuple = (), help: str = "", **kwargs) -> Callable:
+    """A list option: repeatable, and each value may hold several separated by commas. The
+    command receives a list (of `convert`ed items; the default's when the option is absent)."""
+
+    def callback(ctx, param, value):
+        items = _split(aliased(ctx, param.name, value))
+        try:
+            return [convert(item) for item in items]
+        except ValueError as exc:
+            raise click.BadParameter(f"'{','.join(items)}': {exc}", ctx, param) from exc
+
+    return click.option(*decls, multiple=True, callback=callback, default=tuple(str(d) for d in default),
+                        show_default=bool(default),
+                        help=f"{help} Comma-separated or repeated.".strip(), **kwargs)
+
+
+def key_value_option(*decls: str, **kwargs) -> Callable:
+    """A repeatable KEY=VALUE option; the command receives a dict."""
+
+    def callback(ctx, param, value):
+        pairs = {}
+        for item in value:
+            key, sep, val = item.partition("=")
+            if not sep or not key or not val:
+                raise click.BadParameter(f"takes KEY=VALUE, got '{item}'", ctx, param)
+            pairs[key] = val
+        return pairs
+
+    return click.option(*decls, multiple=True, callback=callback, **kwargs)
+
+
+def deprecated_alias(old: str, new: str, **kwargs) -> Callable:
+    """`old` as a hidden option that still works: its value goes to the option `new` (by
+    destination name) unless that was given too, with a notice on stderr."""
+
+    def callback(ctx, param, value):
+        if value in (None, ()):
+            return
+        click.echo(f"qmtgan: {old} is deprecated and goes away in the next release; use "
+                   f"{'--' + new.replace('_', '-')}", err=True)
+        ctx.meta.setdefault("qmtgan.aliases", {})[new] = value
+
+    return click.option(old, expose_value=False, hidden=True, callback=callback, is_eager=True, **kwargs)
+
+
+def aliased(ctx: click.Context, name: str, value):
+    """The value of option `name`, or the one its deprecated alias gave when `name` itself was
+    not given on the command line."""
+    given = ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    if given and value not in (None, ()):
+        return value
+    return ctx.meta.get("qmtgan.aliases", {}).get(name, value)
+
+
+def board_option(required: bool = True, help: str = "A board of `qmtgan targets list`.") -> Callable:
+    """--board NAME; --target NAME is its deprecated alias (hardware only: --target elsewhere
+    is a GeoTIFF). Required-ness is checked after the alias is read."""
+
+    def decorator(f):
+        def callback(ctx, param, value):
+            value = aliased(ctx, "board", value)
+            if required and not value:
+                raise click.MissingParameter(ctx=ctx, param=param)
+            return value
+
+        f = click.option("--board", callback=callback, help=help)(f)
+        return deprecated_alias("--target", "board")(f)
+
+    return decorator
