@@ -80,7 +80,7 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, po
     plan = Plan(bundles, targets, threads, host_map,
                 {"port": port, "identity": identity, "options": ssh_options, "python": python, "workdir": workdir}, rpc, threads, native)
     records = run_bench(plan, model_dir, pair_dir, tile_count, Timing(warmup, runs, min_time, timeout), out,
-                        keep_outputs, log=click.echo)
+                        keep_outputs)
     click.echo((out / "bench.md").read_text())
     failed = [r for r in records if r["status"] != "ok"]
     if failed:

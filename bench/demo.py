@@ -133,7 +133,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     from qmtgan.quantize.configs import ALL_METHODS, SWEEP_BITS
     from qmtgan.quantize.sweep import best_row, run_sweep
 
-    rows = run_sweep([run_dir], [pair_dir], out / "quantize", ALL_METHODS, list(SWEEP_BITS), seed, log=click.echo)
+    rows = run_sweep([run_dir], [pair_dir], out / "quantize", ALL_METHODS, list(SWEEP_BITS), seed)
     by_label = {r.policy.label: r for r in rows if r.policy is not None}
     best = best_row(rows)
     timings["quantize_s"] = time.perf_counter() - t
@@ -150,7 +150,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
 
     # TVM modules are built by `qmtgan convert tvm` (untuned, timing one on the scene takes minutes)
     formats = [f for f in FORMATS if not f.startswith("tvm-")]
-    artifacts = build_bundles(run_dir, pair_dir, out / "bundles", formats, 512, log=click.echo, explain_int8=True)
+    artifacts = build_bundles(run_dir, pair_dir, out / "bundles", formats, 512, explain_int8=True)
     write_text_atomic(out / "bundles" / "artifacts.md", artifact_table(artifacts) + "\n")
     timings["convert_s"] = time.perf_counter() - t
 
@@ -159,7 +159,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
                f"at {', '.join(map(str, DEMO_RATES))} bpp on {len(pair_dirs)} pairs")
     from qmtgan.quantize.rd_workflow import rd_report
 
-    rd = rd_report(pair_dirs, run_dirs, list(DEMO_RATES), DEMO_BITS, out / "rd", log=click.echo)
+    rd = rd_report(pair_dirs, run_dirs, list(DEMO_RATES), DEMO_BITS, out / "rd")
     timings["rate_distortion_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -6,7 +6,7 @@ unreachable device, crash, timeout) gets an error record; the rest of the matrix
 from __future__ import annotations
 
 import json
-import tempfile
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,10 @@ import numpy as np
 
 from qmtgan.bench.records import Config, Timing, error_record, make_record
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.runtime.tileset import TileSet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -162,13 +165,13 @@ class Harness:
                 record["outputs_file"] = str(keep_outputs / name)
             return record
         except QmtganError as exc:
-            return error_record(config, str(exc))
+            return error_record(config, str(exc), exc.detail)
         except Exception as exc:  # a broken configuration must not stop the matrix
             return error_record(config, f"{type(exc).__name__}: {exc}")
 
 
 def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timing: Timing, out: Path,
-              keep_outputs: bool = False, log=print) -> list[dict]:
+              keep_outputs: bool = False) -> list[dict]:
     from tqdm import tqdm
 
     from qmtgan.bench.report import write_report
@@ -183,7 +186,7 @@ def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timi
     reference, target, _, _ = load_pair(pair_dir)
     tiles = sample_tiles(reference.data, target.data, tile, tile_count)
     records = []
-    with tempfile.TemporaryDirectory(prefix="qmtgan-bench-") as tmp:
+    with scratch_dir(prefix="qmtgan-bench-") as tmp:
         tiles_file = save_tiles(Path(tmp) / "tiles.npz", tiles)
         harness = Harness(plan, model_dir, tiles, tiles_file, timing, Path(tmp))
         bar = tqdm(configs, desc="bench", unit="config")
@@ -191,7 +194,7 @@ def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timi
             bar.set_postfix_str(config.label[:60])
             record = harness.run_one(config, manifest, out / "outputs" if keep_outputs else None)
             if record["status"] != "ok":
-                log(f"FAILED {config.label}: {record['error']}")
+                log.info(f"FAILED {config.label}: {record['error']}")
             records.append(record)
     write_report(out, records, {"tile": tile, "tiles": len(tiles), "timing": timing.__dict__, "pair": str(pair_dir),
                                 "model": str(model_dir)})

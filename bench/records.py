@@ -46,8 +46,10 @@ def latency_stats(seconds: list[float]) -> dict:
             "p99": float(np.percentile(ms, 99)), "max": float(ms.max()), "std": float(ms.std(ddof=1) if ms.size > 1 else 0.0)}
 
 
-def error_record(config: Config, error: str) -> dict:
-    return {"schema": SCHEMA, "config": asdict(config), "label": config.label, "status": "error", "error": error}
+def error_record(config: Config, error: str, stderr: str | None = None) -> dict:
+    """`stderr`: the failed worker's whole stderr (the message has only its end)."""
+    return {"schema": SCHEMA, "config": asdict(config), "label": config.label, "status": "error", "error": error,
+            "stderr": stderr}
 
 
 def make_record(config: Config, probe: dict, predicted: np.ndarray, tiles: TileSet, float_outputs: np.ndarray | None,

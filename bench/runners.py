@@ -8,13 +8,13 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from qmtgan.bench.records import Config, Timing
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.targets.devices import RUNTIME_DIR, Device, bounded, last_json_line
 
 TILES = "bench/tiles.npz"
@@ -39,7 +39,7 @@ class DeviceRunner(Runner):
         from qmtgan.targets.device_files import stage_runtime
 
         self.device, self.tiles_file, self.sent = device, Path(tiles_file), set()
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_dir() as tmp:
             device.put(stage_runtime(Path(tmp) / "runtime"), RUNTIME_DIR)
             (Path(tmp) / "bench").mkdir()
             (Path(tmp) / "bench" / "tiles.npz").write_bytes(Path(tiles_file).read_bytes())
@@ -67,7 +67,7 @@ class KerasRunner(Runner):
         self.model_dir, self.tiles_file = model_dir, tiles_file
 
     def run(self, config, timing, expected_shape):
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_dir() as tmp:
             out = Path(tmp) / "float.npy"
             argv = [sys.executable, "-m", "qmtgan.bench.keras_probe", "--model", str(self.model_dir),
                     "--tiles", str(self.tiles_file), "--outputs", str(out), *timing.args()]
@@ -101,7 +101,7 @@ class NativeRunner(DeviceRunner):
         bundle = load_bundle(config.bundle)
         tiles = load_tiles(self.tiles_file)
         folder = self._send_bundle(config)
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_dir() as tmp:
             np.save(Path(tmp) / "input.npy", tiles.normalized(bundle.normalization), allow_pickle=False)
             self.device.put(Path(tmp), f"native-in/{config.name}")
         out = f"native-in/{config.name}/output.npy"

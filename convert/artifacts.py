@@ -10,7 +10,7 @@ measure their candidates on the scene and keep the one that holds accuracy best:
 
 from __future__ import annotations
 
-import tempfile
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +18,9 @@ from typing import Callable
 import numpy as np
 
 from qmtgan.runtime.backends import load_backend
+from qmtgan.runtime.scratch import scratch_dir
+
+log = logging.getLogger(__name__)
 
 BACKEND_OF_FAMILY = {"tflite": "tflite", "onnx": "onnxruntime", "tvm": "tvm"}
 # formats whose weights are int8: they are built from the graph with int8-grid-rounded kernels
@@ -42,7 +45,6 @@ class Int8Context:
     float_snr_db: float
     threshold_db: float
     explain: bool
-    log: Callable[[str], None] = print
 
 
 def backend_name(fmt: str) -> str:
@@ -51,7 +53,7 @@ def backend_name(fmt: str) -> str:
 
 def measure_bytes(backend: str, blob: bytes, filename: str, measure_backend):
     """Run a model given as bytes through its runtime (from a temporary file)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         path = Path(tmp) / filename
         path.write_bytes(blob)
         return measure_backend(load_backend(backend, path))
@@ -60,7 +62,7 @@ def measure_bytes(backend: str, blob: bytes, filename: str, measure_backend):
 def _outputs(kind: str, blob: bytes, filename: str, tiles: np.ndarray) -> np.ndarray:
     from qmtgan.runtime.infer import run_tiles
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         path = Path(tmp) / filename
         path.write_bytes(blob)
         return run_tiles(load_backend(kind, path), tiles)[0]
@@ -114,8 +116,8 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
     if loss <= ctx.threshold_db:
         return art
     float_layers = tuple(dict.fromkeys(e.layer for e in errors[:3]))
-    ctx.log(f"tflite-int8: full int8 loses {loss:.2f} dB against float (threshold {ctx.threshold_db} dB); "
-            f"keeping layer(s) {', '.join(float_layers)} in float")
+    log.info(f"tflite-int8: full int8 loses {loss:.2f} dB against float (threshold {ctx.threshold_db} dB); "
+             f"keeping layer(s) {', '.join(float_layers)} in float")
     selective = to_tflite(graph, "int8", ctx.representative, float_layers)
     measured = ctx.measure("tflite", selective)
     record["float_layers"] = list(float_layers)
@@ -124,8 +126,8 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
         return Artifact("model.tflite", selective, f"int8 (float: {', '.join(float_layers)})", art.manifest,
                         art.files, measured)
     loss = ctx.float_snr_db - measured.snr_vs_target_db
-    ctx.log(f"WARNING: int8 with float {', '.join(float_layers)} still loses {loss:.2f} dB; "
-            "falling back to 16x8 (int16 activations) for this bundle")
+    log.warning(f"int8 with float {', '.join(float_layers)} still loses {loss:.2f} dB; "
+                "falling back to 16x8 (int16 activations) for this bundle")
     record["fallback"] = f"selective int8 lost {loss:.2f} dB > {ctx.threshold_db} dB"
     return Artifact("model.tflite", to_tflite(graph, "16x8", ctx.representative), "16x8 (fallback from int8)",
                     art.manifest, art.files)
@@ -144,14 +146,14 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
     blob, measured = tried[best]
     left_float = float_convolutions(blob)
     if left_float:
-        ctx.log(f"WARNING: onnx-int8 left convolution(s) in float: {', '.join(left_float)}")
+        log.warning(f"onnx-int8 left convolution(s) in float: {', '.join(left_float)}")
     record = {"calibration": best, "activations": ACTIVATIONS, "weights": "QInt8 per channel, symmetric",
               "format": "QDQ", "float_convolutions": left_float,
               "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
     return Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)
 
 
-def float_artifact(fmt: str, graph, representative, tuning=None, log=print) -> Artifact:
+def float_artifact(fmt: str, graph, representative, tuning=None) -> Artifact:
     """Every format but the two int8 ones (whose choice needs measuring)."""
     if fmt == "onnx":
         from qmtgan.convert.onnx_export import to_onnx
@@ -163,14 +165,14 @@ def float_artifact(fmt: str, graph, representative, tuning=None, log=print) -> A
         from qmtgan.targets.registry import board
 
         manifest: dict = {}
-        with tempfile.TemporaryDirectory() as tmp:
+        with scratch_dir() as tmp:
             so = Path(tmp) / "model.so"
             if tuning is None:
                 compile_onnx(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so)
             else:
                 from qmtgan.convert.tvm_tune import compile_tuned
 
-                rec = compile_tuned(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so, tuning, log)
+                rec = compile_tuned(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so, tuning)
                 manifest["tvm_tuning"] = rec["tvm_tuning"]
             return Artifact("model.so", so.read_bytes(), "fp32", manifest)
     from qmtgan.convert.tflite import to_tflite

@@ -4,8 +4,8 @@ float model and against the true target, latency per tile."""
 
 from __future__ import annotations
 
+import logging
 import platform
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +19,11 @@ from qmtgan.runtime import metrics
 from qmtgan.runtime.backends import load_backend
 from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
+from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
 from qmtgan.targets.registry import boards
+
+log = logging.getLogger(__name__)
 
 SMOKE_FILE = "smoke.npz"
 
@@ -124,7 +127,7 @@ def calibration_set(tiles: np.ndarray, limit: int) -> np.ndarray:
 
 def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[str], tile: int,
                   payload: Path | None = None, int8_threshold_db: float = 1.0, overlap: int = 0,
-                  calibration_tiles: int = 32, smoke_tiles: int = 1, log=print, tuning=None,
+                  calibration_tiles: int = 32, smoke_tiles: int = 1, tuning=None,
                   explain_int8: bool = False) -> list[dict]:
     from tqdm import tqdm
 
@@ -141,15 +144,15 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     measurer = Measurer(reference, target, norm, tile, keras, overlap)
     graphs = deploy_graphs(model, representative)
     smoke = sample_tiles(reference.data, target.data, tile, smoke_tiles)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         smoke_bytes = save_tiles(Path(tmp) / SMOKE_FILE, smoke).read_bytes()
     smoke_float = smoke_record(keras, smoke, norm, "keras-fp32 (the module cannot run on the build host)")
     keras_m = measurer.baseline
-    log(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
-        f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
+    log.info(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
+             f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
     ctx = Int8Context(representative, lambda kind, blob: measure_bytes(
         kind, blob, "model.tflite" if kind == "tflite" else "model.onnx", measurer.measure),
-        keras_m.snr_vs_target_db, int8_threshold_db, explain_int8, log)
+        keras_m.snr_vs_target_db, int8_threshold_db, explain_int8)
     common = {"tile_size": tile, "generator": cfg.to_dict(), "normalization": norm.to_dict(), "weights": source,
               "data": {"sha256": pair_meta["sha256"]}, "graph": GRAPH_RECORD,
               "calibration": {"tiles": len(representative), "of": len(grid.patches), "int8_rounded_layers": graphs.rounded}}
@@ -161,9 +164,9 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
         elif fmt == "onnx-int8":
             art = onnx_int8(graphs.int8, ctx)
         else:
-            art = float_artifact(fmt, graphs.for_format(fmt), representative, tuning, log)
+            art = float_artifact(fmt, graphs.for_format(fmt), representative, tuning)
         records.append(_one_bundle(fmt, art, measurer, keras_m, out_dir, common, norm, tile, cfg.bands,
-                                   (smoke, smoke_bytes, smoke_float), log))
+                                   (smoke, smoke_bytes, smoke_float)))
     return records
 
 
@@ -173,7 +176,7 @@ GRAPH_RECORD = {"transposed_convolution": "sub-pixel (phase convolutions + depth
 
 
 def _one_bundle(fmt: str, art: Artifact, measurer: Measurer, keras_m: Measured, out_dir: Path, common: dict,
-                norm, tile: int, bands: int, smoke_parts, log) -> dict:
+                norm, tile: int, bands: int, smoke_parts) -> dict:
     smoke, smoke_bytes, smoke_float = smoke_parts
     kind = backend_name(fmt)
     target = fmt[4:] if kind == "tvm" else "host-x86_64"
@@ -190,7 +193,7 @@ def _one_bundle(fmt: str, art: Artifact, measurer: Measurer, keras_m: Measured, 
 
         manifest["tvm_target"] = board(target).tvm_target
         foreign = board(target).arch != platform.machine()
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         path = Path(tmp) / art.filename
         path.write_bytes(art.blob)
         if kind == "tvm":
@@ -198,7 +201,7 @@ def _one_bundle(fmt: str, art: Artifact, measurer: Measurer, keras_m: Measured, 
 
             manifest["elf_machine"] = elf_machine(path)
         if foreign:
-            log(f"{fmt}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
+            log.info(f"{fmt}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
             manifest.update(_io_record(None, kind, tile, bands), measured=None, smoke=smoke_float)
             measured = None
         else:

@@ -86,7 +86,7 @@ def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload
 
         tuning = TuningOptions(trials, **({"database_root": tuning_db} if tuning_db else {}),
                                rpc_tracker=rpc_tracker, rpc_key=rpc_key)
-    records = build_bundles(model_dir, pair_dir, out, names, tile, payload, int8_threshold, log=click.echo,
+    records = build_bundles(model_dir, pair_dir, out, names, tile, payload, int8_threshold,
                             tuning=tuning, explain_int8=explain_int8, calibration_tiles=calibration_tiles)
     table = artifact_table(records)
     write_text_atomic(out / "artifacts.md", table + "\n")

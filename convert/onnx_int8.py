@@ -4,12 +4,12 @@ tried and the caller keeps the one that measures best."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scratch import scratch_dir
 
 ACTIVATIONS = "QUInt8"
 CALIBRATIONS = ("MinMax", "Entropy", "Percentile")
@@ -34,7 +34,7 @@ def quantize_onnx(float_model: bytes, representative: np.ndarray, calibration: s
     import onnx
 
     name = onnx.load_from_string(float_model).graph.input[0].name
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         src, pre, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(float_model)
         from qmtgan.convert.quiet import converter_output_captured
@@ -55,7 +55,7 @@ def float_convolutions(model_bytes: bytes) -> list[str]:
     import onnx
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         src, optimized = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
         src.write_bytes(model_bytes)
         options = ort.SessionOptions()

@@ -33,6 +33,8 @@ from pathlib import Path
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.registry import Board
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TRIALS = 2000
 BUILDER_TIMEOUT_S = 120.0  # a builder worker first imports the tensor intrinsics, which takes a while
 # Evolutionary search population (MetaSchedule's default: 512). Searching one batch of a conv
@@ -94,7 +96,7 @@ def prepare(mod, target):
         return tvm.transform.Sequential(_prepare_passes(target))(mod)
 
 
-def _open_database(work_dir: Path, target, log):
+def _open_database(work_dir: Path, target):
     from tvm.s_tir import meta_schedule as ms
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +104,8 @@ def _open_database(work_dir: Path, target, log):
     spec = json.dumps(json.loads(str(target)), sort_keys=True)
     if stamp.exists() and stamp.read_text() != spec:
         # the schedules stay valid code for the new target, only maybe not the fastest
-        log(f"WARNING: {work_dir} was tuned for {stamp.read_text()}, now {spec}: its records are reused "
-            "(use another --tuning-db to tune from scratch)")
+        log.warning(f"{work_dir} was tuned for {stamp.read_text()}, now {spec}: its records are reused "
+                    "(use another --tuning-db to tune from scratch)")
     stamp.write_text(spec)
     return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
 
@@ -184,7 +186,7 @@ def _runner_and_export(board: Board, rpc_tracker: str | None, rpc_key: str | Non
     return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator), None
 
 
-def _progress_callback(names: list[str], trials: int, log):
+def _progress_callback(names: list[str], trials: int):
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -202,9 +204,9 @@ def _progress_callback(names: list[str], trials: int, log):
                 state["best"][task_id] = min(state["best"].get(task_id, float("inf")), min(secs))
             best = state["best"].get(task_id)
             best_s = f"{best * 1000:.3f} ms" if best is not None else "none valid yet"
-            log(f"tune [{state['done']}/{trials} trials, {time.perf_counter() - t0:.0f} s] "
-                f"task {task_id + 1}/{len(names)} {names[task_id]}: {len(runner_results)} measured, "
-                f"{errors} failed, best {best_s}")
+            log.info(f"tune [{state['done']}/{trials} trials, {time.perf_counter() - t0:.0f} s] "
+                     f"task {task_id + 1}/{len(names)} {names[task_id]}: {len(runner_results)} measured, "
+                     f"{errors} failed, best {best_s}")
 
     class Forward(logging.Handler):
         """Turns the scheduler's 'picks Task #i' log lines into progress lines (the search for a
@@ -214,13 +216,13 @@ def _progress_callback(names: list[str], trials: int, log):
             msg = record.getMessage()
             if "TaskScheduler picks Task #" in msg:
                 task = msg.split("TaskScheduler picks Task #", 1)[1]
-                log(f"tune [{state['done']}/{trials} trials, {time.perf_counter() - t0:.0f} s] "
-                    f"searching task {int(task.split(':')[0]) + 1}/{len(names)}{task.split(':', 1)[1]}")
+                log.info(f"tune [{state['done']}/{trials} trials, {time.perf_counter() - t0:.0f} s] "
+                         f"searching task {int(task.split(':')[0]) + 1}/{len(names)}{task.split(':', 1)[1]}")
 
     return Progress(), Forward(logging.INFO), state
 
 
-def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, board: Board | None = None,
+def tune_with_stats(mod, target, work_dir: Path, trials: int, *, board: Board | None = None,
                     rpc_tracker: str | None = None, rpc_key: str | None = None, prepared: bool = False):
     """Tune the tasks of `mod` (the Relax module from the frontend, or through `prepare` with
     prepared=True) within the trial budget `plan_trials` gives, recording into `work_dir`'s
@@ -230,15 +232,15 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, boar
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
     work_dir = Path(work_dir)
-    db = _open_database(work_dir, target, log)
+    db = _open_database(work_dir, target)
     tasks = [t for t in extract_tasks(mod if prepared else prepare(mod, target), target)
              if not t.mod.attrs.get("tirx.is_scheduled", False)]
     spent = _trials_spent(work_dir)
     untuned = [t for t in tasks if not _is_tuned(db, t)]
     todo, budget = plan_trials(trials, spent, tasks, untuned)
     stats = {"tasks": len(tasks), "tuned_before": len(tasks) - len(untuned), "trials_before": spent, "trials_run": 0}
-    log(f"MetaSchedule: {len(tasks)} tasks, {stats['tuned_before']} with records and {spent} trials spent in "
-        f"{work_dir}: " + (f"{budget} more trials over {len(todo)} tasks" if todo and budget > 0 else "nothing to tune"))
+    log.info(f"MetaSchedule: {len(tasks)} tasks, {stats['tuned_before']} with records and {spent} trials spent in "
+             f"{work_dir}: " + (f"{budget} more trials over {len(todo)} tasks" if todo and budget > 0 else "nothing to tune"))
     trials = budget
     if todo and trials > 0:
         if board is None:
@@ -255,13 +257,13 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, boar
         ms_logger.setLevel(logging.WARNING)
         search = ms.search_strategy.EvolutionarySearch(population_size=SEARCH_POPULATION)
         contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir=str(work_dir), strategy=search)
-        progress, forward, state = _progress_callback([c.task_name for c in contexts], trials, log)
+        progress, forward, state = _progress_callback([c.task_name for c in contexts], trials)
         ms_logger.addHandler(forward)  # after extracted_tasks_to_tune_contexts: its dictConfig resets handlers
         cost_model = "xgb"
         if importlib.util.find_spec("xgboost") is None:
             cost_model = "random"
-            log("MetaSchedule: xgboost is not installed (pip install xgboost-cpu); candidates are picked "
-                "without a cost model, expect worse schedules for the same trials")
+            log.info("MetaSchedule: xgboost is not installed (pip install xgboost-cpu); candidates are picked "
+                     "without a cost model, expect worse schedules for the same trials")
         t0 = time.perf_counter()
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
@@ -271,7 +273,7 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, log=print, *, boar
             ms_logger.removeHandler(forward)
         stats["trials_run"] = state["done"]
         _record_trials(work_dir, spent + state["done"])
-        log(f"MetaSchedule: {state['done']} trials in {time.perf_counter() - t0:.0f} s")
+        log.info(f"MetaSchedule: {state['done']} trials in {time.perf_counter() - t0:.0f} s")
     stats["tuned_now"] = sum(_is_tuned(db, t) for t in tasks)
     return db, stats
 
@@ -294,7 +296,7 @@ def compile_with_database(mod, target, database):
 
 
 def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path,
-                  options: TuningOptions | None = None, log=print) -> dict:
+                  options: TuningOptions | None = None) -> dict:
     """ONNX -> tuned (or database-applied, trials 0) TVM module for `board`, exported to out_so.
     Returns the compile record of tvm_build.compile_onnx plus "tvm_tuning"."""
     from qmtgan.convert.tvm_build import export_module, relax_module, require_tvm
@@ -307,17 +309,17 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
     if trials > 0 and not can_measure(board, options):
         note = (f"not tuned: {board.name} ({board.arch}) candidates cannot be measured on this "
                 f"{platform.machine()} host without an RPC runner on the board (--rpc-tracker HOST:PORT --rpc-key KEY)")
-        log(f"WARNING: {note}; applying the records already in {work_dir}")
+        log.warning(f"{note}; applying the records already in {work_dir}")
         trials = 0
     t0 = time.perf_counter()
     mod, name = relax_module(onnx_bytes, input_shape)
     target = tuning_target(board)
     prepared = prepare(mod, target)
-    db, stats = tune_with_stats(prepared, target, work_dir, trials, log, board=board,
+    db, stats = tune_with_stats(prepared, target, work_dir, trials, board=board,
                                 rpc_tracker=options.rpc_tracker, rpc_key=options.rpc_key, prepared=True)
     tune_s = time.perf_counter() - t0
-    log(f"TVM: building {board.name} with {stats['tuned_now']}/{stats['tasks']} tasks from the database"
-        + ("" if stats["tuned_now"] else " (none: the module is untuned)"))
+    log.info(f"TVM: building {board.name} with {stats['tuned_now']}/{stats['tasks']} tasks from the database"
+             + ("" if stats["tuned_now"] else " (none: the module is untuned)"))
     t1 = time.perf_counter()
     executable = compile_with_database(mod, target, db)
     export_module(executable, board, out_so)

@@ -22,10 +22,15 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qmtgan")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More detail (-vv also lets TensorFlow speak).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(verbose: int = 0, quiet: bool = False) -> None:
     """qmtgan: train, quantize, convert, run and benchmark MultiTempGAN compression of
     multitemporal Sentinel-2 images."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from qmtgan import logs
+
+    logs.configure(-1 if quiet else verbose)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose >= 2 else "2")
     os.environ.setdefault("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".cache", "qmtgan", "keras"))
 
 

@@ -15,6 +15,7 @@ One small class per kind; each yields (label, reconstruction, bytes, requested b
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import numpy as np
@@ -23,6 +24,8 @@ from qmtgan.quantize.rd import PairData, RDPoint, score
 from qmtgan.runtime import jpeg2000
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.residual import add_residual, residual_image
+
+log = logging.getLogger(__name__)
 
 FLOAT_BYTES = 4
 # Robust least squares: refit without the pixels with the largest residual energy.
@@ -202,7 +205,7 @@ BASELINES: tuple[type[Baseline], ...] = (ReferenceAsPrediction, GainOffset, Line
                                          Jpeg2000OfTarget, LinearPlusJpeg2000, SpatialLinearPlusJpeg2000)
 
 
-def run_baselines(pair: PairData, rates: list[float], log=print) -> tuple[list[RDPoint], list[str]]:
+def run_baselines(pair: PairData, rates: list[float]) -> tuple[list[RDPoint], list[str]]:
     """Every baseline on ``pair``; a baseline that cannot run (no JPEG2000 driver, a rate out of
     reach) becomes an error line, and the other rows are still computed."""
     points, errors = [], []
@@ -213,9 +216,9 @@ def run_baselines(pair: PairData, rates: list[float], log=print) -> tuple[list[R
             except QmtganError as exc:
                 what = f"{cls.family}" + (f" @ {chunk[0]:g} bpp" if chunk else "")
                 errors.append(f"{pair.name}: {what}: {exc}")
-                log(f"  {what}: not computed: {exc}")
+                log.info(f"  {what}: not computed: {exc}")
                 continue
             for p in got:
-                log(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
+                log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
             points.extend(got)
     return points, errors

@@ -51,7 +51,7 @@ def sweep(model_dirs: tuple[Path, ...], pair_dirs: tuple[Path, ...], out: Path, 
     for m in names:
         get_method(m)
     widths = [check_bits(b) for b in bits_list]
-    rows = run_sweep(list(model_dirs), list(pair_dirs), out, names, widths, seed, list(peers), log=click.echo)
+    rows = run_sweep(list(model_dirs), list(pair_dirs), out, names, widths, seed, list(peers))
     best = best_row(rows)
     click.echo(f"{len(rows)} configurations; smallest distance to float: {best.policy.label} "
                f"(SNR {best.snr_db:.2f} dB, {best.paper['bpp']:.4f} bpp tile); report in {out}")
@@ -105,7 +105,7 @@ def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: 
         if not model_dirs:
             raise QmtganError("--bpp, --residual-bpp and --snr-floor choose among trained runs: give --model")
         r = encode_rate_controlled(reference, target, out, list(model_dirs), budget, bits if budget is None else None,
-                                   residual_bpp, snr_floor, seed, log=click.echo)
+                                   residual_bpp, snr_floor, seed)
         click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
                    f"SNR {r['snr_db']:.2f} dB")
         return
@@ -134,7 +134,7 @@ def baselines(pair_dirs: tuple[Path, ...], model_dirs: tuple[Path, ...], rates: 
     from qmtgan.quantize.rd_workflow import rd_report
 
     widths = tuple(check_bits(b) for b in bits_list)
-    doc = rd_report(list(pair_dirs), list(model_dirs), rates, widths, out, log=click.echo)
+    doc = rd_report(list(pair_dirs), list(model_dirs), rates, widths, out)
     click.echo(f"{len(doc['points'])} points on {len(doc['pairs'])} pair(s); report in {out / 'rd.md'}")
     for line in doc["context"].get("verdict", []):
         click.echo(line)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import logging
 from pathlib import Path
 
 from qmtgan.quantize.accounting import account
@@ -11,6 +11,9 @@ from qmtgan.quantize.model import quantize_tensors
 from qmtgan.quantize.policy import Policy, generator_tensors
 from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scratch import scratch_dir
+
+log = logging.getLogger(__name__)
 
 
 def encode_pair(reference_path: Path, target_path: Path, out: Path, policy: Policy,
@@ -23,7 +26,7 @@ def encode_pair(reference_path: Path, target_path: Path, out: Path, policy: Poli
     reference = read_scene(reference_path)
     target = align_to_reference(reference, read_scene(target_path))
     if model_dir is None:  # train a generator for this pair; only the payload is kept
-        with tempfile.TemporaryDirectory(prefix="qmtgan-encode-") as tmp:
+        with scratch_dir(prefix="qmtgan-encode-") as tmp:
             identity = {"reference": str(reference_path), "target": str(target_path),
                         "height": reference.shape[0], "width": reference.shape[1]}
             train(reference, target, Path(tmp), default_config("multitempgan"),
@@ -54,7 +57,7 @@ def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy:
 
 def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, runs: list[Path],
                            budget_bpp: float | None, bits: int | None, residual_bpp: float | None,
-                           snr_floor: float | None, seed: int, log=print) -> dict:
+                           snr_floor: float | None, seed: int) -> dict:
     """Choose (with ``budget_bpp``) or force (``bits``) a run and bit width, optionally add the
     coded residual of its prediction, and write the payload; returns what was chosen and measured."""
     from qmtgan.quantize.rate import RATE_BITS, candidates, choose, with_residual
@@ -67,8 +70,8 @@ def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, r
     pair = PairData(Path(target_path).stem, reference, target, reference.valid & target.valid, None)
     cands = candidates(runs, RATE_BITS if budget_bpp is not None else (bits,), pair, seed)
     if budget_bpp is not None:
-        chosen, point, prediction = choose(pair, cands, budget_bpp, log=log)
-        log(f"chosen: {chosen.label} ({point.bpp:.5f} bpp <= {budget_bpp:g}), SNR {point.snr_db:.2f} dB")
+        chosen, point, prediction = choose(pair, cands, budget_bpp)
+        log.info(f"chosen: {chosen.label} ({point.bpp:.5f} bpp <= {budget_bpp:g}), SNR {point.snr_db:.2f} dB")
     else:
         if len(cands) != 1:
             raise QmtganError("several --model runs need --bpp to choose among them")
@@ -112,7 +115,7 @@ def _residual_for_snr(pair, payload, prediction, snr_floor: float, log, steps: i
             lo = mid
             continue
         snr = snr_db(pair.target.data, got[1], pair.valid)
-        log(f"  residual {got[2].bpp:.4f} bpp: SNR {snr:.2f} dB")
+        log.info(f"  residual {got[2].bpp:.4f} bpp: SNR {snr:.2f} dB")
         if snr >= snr_floor:
             hi, best = mid, got
         else:

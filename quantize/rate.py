@@ -6,6 +6,7 @@ Every rate is the length of the real .qmtg bytes, and every reconstruction is wh
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.decode import predict
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.residual import DTYPE, add_residual, decode_residual, residual_image
+
+log = logging.getLogger(__name__)
 
 # Bit widths rate control chooses from (32 = float32), uniform symmetric per tensor.
 RATE_BITS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 32)
@@ -82,15 +85,15 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
     return hybrid, recon, coded
 
 
-def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[float],
-                     log=print) -> tuple[list[RDPoint], list[str]]:
+def generator_points(pair: PairData, cands: list[Candidate],
+                     hybrid_rates: list[float]) -> tuple[list[RDPoint], list[str]]:
     """A point per candidate, and a hybrid point per total rate its own bytes leave room for;
     and the hybrids the residual codec could not make."""
     points, errors = [], []
     for c in cands:
         prediction = c.prediction(pair)
         p = score(pair, "generator", c.label, prediction, c.nbytes, bits=c.bits, run=str(c.run))
-        log(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
+        log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
         points.append(p)
         for total in hybrid_rates:
             room = total - p.bpp
@@ -100,17 +103,16 @@ def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[
                 hybrid, recon, _ = with_residual(c.payload, pair, prediction, room)
             except QmtganError as exc:
                 errors.append(f"{pair.name}: {c.label} + residual @ {total:g}: {exc}")
-                log(f"  {c.label} + residual @ {total:g}: not computed: {exc}")
+                log.info(f"  {c.label} + residual @ {total:g}: not computed: {exc}")
                 continue
             h = score(pair, "hybrid", f"{c.label} + JPEG2000 residual @ {total:g}", recon,
                       len(fmt.encode(hybrid)), total, bits=c.bits, run=str(c.run))
-            log(f"  {h.label}: {h.bpp:.4f} bpp, SNR {h.snr_db:.2f} dB")
+            log.info(f"  {h.label}: {h.bpp:.4f} bpp, SNR {h.snr_db:.2f} dB")
             points.append(h)
     return points, errors
 
 
-def choose(pair: PairData, cands: list[Candidate], budget_bpp: float,
-           log=print) -> tuple[Candidate, RDPoint, np.ndarray]:
+def choose(pair: PairData, cands: list[Candidate], budget_bpp: float) -> tuple[Candidate, RDPoint, np.ndarray]:
     """The candidate with the best measured SNR whose bytes fit ``budget_bpp``, its point and
     its prediction."""
     fitting = [c for c in cands if 8.0 * c.nbytes / pair.samples <= budget_bpp]
@@ -123,7 +125,7 @@ def choose(pair: PairData, cands: list[Candidate], budget_bpp: float,
     for c in fitting:
         prediction = c.prediction(pair)
         p = score(pair, "generator", c.label, prediction, c.nbytes, bits=c.bits)
-        log(f"  {c.label}: {p.bpp:.5f} bpp, SNR {p.snr_db:.2f} dB")
+        log.info(f"  {c.label}: {p.bpp:.5f} bpp, SNR {p.snr_db:.2f} dB")
         if best is None or p.snr_db > best[1].snr_db:
             best = (c, p, prediction)
     return best

@@ -108,7 +108,7 @@ def write_report(out: Path, points: list[RDPoint], errors: list[str], context: d
     sections = [f"# Rate-distortion ({len(pairs)} pair(s): {', '.join(pairs)})", "",
                 "bpp = 8 x bytes / (H x W x bands), from the coded bytes; SNR and LMSE on valid pixels, "
                 "in DN; SNR in/out of the simulated land-cover change areas.", "",
-                f"## Mean over pairs", "", table(mean_rows), "", "![rate-distortion](rd.png)", ""]
+                "## Mean over pairs", "", table(mean_rows), "", "![rate-distortion](rd.png)", ""]
     for name in pairs:
         rows = average([p for p in points if p.pair == name])
         plot(rows, out / f"rd-{name}.png", f"Rate-distortion, pair {name}")

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from qmtgan import logs
 from qmtgan.quantize.baselines import run_baselines
 from qmtgan.quantize.rate import candidates, generator_points
 from qmtgan.quantize.rd import PairData, RDPoint
 from qmtgan.quantize.rd_report import average, write_report
 from qmtgan.runtime.errors import QmtganError
+
+log = logging.getLogger(__name__)
 
 RATE_SLACK = 1.05  # a point counts "at" a rate when within 5 % above it, the rate-control tolerance
 
@@ -34,19 +38,19 @@ def runs_by_pair(pair_dirs: list[Path], model_dirs: list[Path]) -> dict[Path, li
     return out
 
 
-def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...], part: str,
-                log=print) -> tuple[list[RDPoint], list[str]]:
+def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...],
+                part: str) -> tuple[list[RDPoint], list[str]]:
     """One pair's baseline points (part "baselines") or generator and hybrid points ("generators"),
     and what could not be computed."""
     pair = PairData.load(pair_dir)
     if part == "baselines":
-        log(f"pair {pair.name} ({pair.preset or 'given'}): baselines")
-        return run_baselines(pair, rates, log=log)
-    log(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
+        log.info(f"pair {pair.name} ({pair.preset or 'given'}): baselines")
+        return run_baselines(pair, rates)
+    log.info(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
     try:
-        return generator_points(pair, candidates(runs, bits, pair), rates, log=log)
+        return generator_points(pair, candidates(runs, bits, pair), rates)
     except QmtganError as exc:
-        log(f"  generators: not computed: {exc}")
+        log.info(f"  generators: not computed: {exc}")
         return [], [f"{pair.name}: generators: {exc}"]
 
 
@@ -67,7 +71,7 @@ def _single_threaded_children():
 
 
 def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float], bits: tuple[int, ...],
-              out: Path, log=print) -> dict:
+              out: Path) -> dict:
     """Each pair's baselines and generators run as separate jobs in worker processes (JPEG2000
     coding is single-threaded), at most one per core."""
     jobs = [(pair, runs, part) for pair, runs in runs_by_pair(pair_dirs, model_dirs).items()
@@ -76,13 +80,14 @@ def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float],
     points: list[RDPoint] = []
     errors: list[str] = []
     if workers <= 1:
-        results = [pair_points(p, r, rates, bits, part, log) for p, r, part in jobs]
+        results = [pair_points(p, r, rates, bits, part) for p, r, part in jobs]
     else:
         # spawn: the caller may hold TensorFlow's threads, which a fork would copy half-alive;
         # one BLAS thread per worker, since the workers already fill the cores
         with _single_threaded_children(), ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(pair_points, p, r, rates, bits, part, log) for p, r, part in jobs]
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=logs.configure,
+                initargs=(logs.verbosity(),)) as pool:
+            futures = [pool.submit(pair_points, p, r, rates, bits, part) for p, r, part in jobs]
             results = [f.result() for f in futures]
     for got, errs in results:
         points += got

@@ -10,6 +10,7 @@ Eq. 2-3 distances use the Table 2 set (float, 6 and 8 bits, mixed rows, peers) f
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from qmtgan.quantize.accounting import PAPER_IMAGES, PAPER_PIXELS, account, pape
 from qmtgan.quantize.model import assign_weights, quantize_tensors
 from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
 from qmtgan.runtime import metrics
+from qmtgan.runtime.scratch import scratch_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Evaluator:
         return metrics.image_metrics(self.target, recon, self.valid), recon
 
 
-def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2, log=print) -> tuple[str, ...]:
+def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2) -> tuple[str, ...]:
     """The conv layers whose kernel, quantized alone (symmetric, ``bits``), costs the most SNR.
     The probe uses 4 bits: at 8 bits every single layer's drop is within measurement noise."""
     base, _ = evaluator.measure([w for _, w in tensors])
@@ -77,9 +81,9 @@ def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2
         weights[i] = only.dequantized()[0]
         drops[info.layer] = base["snr_db"] - evaluator.measure(weights)[0]["snr_db"]
     ranked = sorted(drops, key=drops.get, reverse=True)
-    log("SNR drop when one conv layer alone is quantized to %d bits: %s" % (
-        bits, ", ".join(f"{k} {drops[k]:.3f} dB" for k in ranked)))
-    log(f"critical layers (largest drops): {', '.join(ranked[:count])}")
+    log.info("SNR drop when one conv layer alone is quantized to %d bits: %s" % (
+             bits, ", ".join(f"{k} {drops[k]:.3f} dB" for k in ranked)))
+    log.info(f"critical layers (largest drops): {', '.join(ranked[:count])}")
     return tuple(ranked[:count])
 
 
@@ -147,7 +151,7 @@ def _average(rows: list[Row]) -> Row:
 
 
 def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: list[str], bits: list[int],
-              seed: int = 0, peers: list[str] = (), log=print) -> list[Row]:
+              seed: int = 0, peers: list[str] = ()) -> list[Row]:
     """Every configuration on every (model, pair); metrics averaged over the pairs. The LWPQ
     critical layers are measured on the first model and used for all."""
     from tqdm import tqdm
@@ -162,7 +166,7 @@ def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: l
     if len({json_key(s.config) for s in subjects}) != 1:
         raise QmtganError("every --model of one sweep must have the same architecture")
     first = subjects[0]
-    critical = critical_layers(first.evaluator, first.tensors, log=log)
+    critical = critical_layers(first.evaluator, first.tensors)
     table2 = {p.label for _, p in table2_policies(critical)}
     names = {p.label: n for n, p in table2_policies(critical)}
     rows, recons = [], {}
@@ -209,14 +213,13 @@ def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
     from qmtgan.quantize.accounting import Accounting
     from qmtgan.train.evaluate import evaluate
 
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
+    
+    with scratch_dir() as tmp:
         m = evaluate(run_dir, pair_dir, Path(tmp) / "peer.tif", progress=False)
     params = sum(int(np.prod(t)) for t in _shapes(run_dir))
     acc = Accounting(params, 0, 0, 0, PAPER_PIXELS, PAPER_IMAGES)
     name = m["generator"]["name"]
-    log(f"peer {name}: SNR {m['snr_db']:.2f} dB")
+    log.info(f"peer {name}: SNR {m['snr_db']:.2f} dB")
     return Row(name, None, "32", {**acc.with_data(pixels, 1).to_dict(), "bpp_tile": acc.bpp},
                paper_row(acc), acc.with_data(pixels, 1).bpp, m["snr_db"], m["lmse"], m["psnr_db"], True)
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from qmtgan.runtime.atomic import atomic_dir, atomic_file
 from qmtgan.runtime.backends import Backend, load_backend
 from qmtgan.runtime.digest import load_record, sha256_file, verify_files
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scratch import discard, scratch_path
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
 
@@ -84,8 +83,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     """Open a bundle folder or .tar.gz and verify every file's sha256."""
     path = Path(path)
     if path.is_file():
-        scratch = Path(tempfile.mkdtemp(prefix="qmtgan-bundle-"))
-        atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # the extracted copy lives as long as the process
+        scratch = scratch_path("qmtgan-bundle-")
+        atexit.register(discard, scratch)  # the extracted copy lives as long as the process
         path = _safe_extract(path, scratch)
     manifest = load_record(path / MANIFEST, SCHEMA, "a bundle manifest")
     verify_files(path, manifest.get("files", {}))

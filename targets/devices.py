@@ -31,9 +31,11 @@ def last_json_line(proc: subprocess.CompletedProcess, what: str, ok_codes: tuple
     lines = [line for line in (proc.stdout or "").splitlines() if line.startswith("{")]
     if proc.returncode in ok_codes and lines:
         return json.loads(lines[-1])
+    stderr = (proc.stderr or "").strip()
+    # the message ends with stderr's last lines; the error record keeps all of it
     if proc.returncode < 0:
-        raise QmtganError(f"{what} crashed (signal {-proc.returncode}): {(proc.stderr or '').strip()[-800:]}")
-    raise QmtganError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or '').strip()[-800:]}")
+        raise QmtganError(f"{what} crashed (signal {-proc.returncode}): {stderr[-800:]}", detail=stderr)
+    raise QmtganError(f"{what} failed (exit {proc.returncode}): {stderr[-800:]}", detail=stderr)
 
 
 class Device:

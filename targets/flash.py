@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
@@ -25,6 +24,7 @@ from qmtgan.runtime.bundle import MANIFEST, Bundle, load_bundle
 from qmtgan.runtime.digest import sha256_file
 from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.targets.device_files import pinned_requirements, stage_runtime
 from qmtgan.runtime.probe import SMOKE_MISMATCH
 from qmtgan.targets.devices import RUNTIME_DIR, Device, connect
@@ -91,7 +91,7 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
     if arch != target.arch:
         raise QmtganError(f"{device.describe()} reports architecture {arch}, board {target.name} is {target.arch}")
     folder = f"bundles/{bundle.manifest['name']}"
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         runtime = stage_runtime(Path(tmp) / "runtime")
         runtime_digests = {str(f.relative_to(runtime)): sha256_file(f) for f in sorted(runtime.rglob("*.py"))}
         device.put(bundle.path, folder)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from rasterio.transform import from_origin
@@ -163,3 +166,17 @@ def test_one_cli_vocabulary_and_renamed_options_still_work_with_a_notice(tmp_pat
     assert proc.returncode == 2 and "two" in proc.stderr
     proc = run_cli(*bench, "--host", "rpi4")
     assert proc.returncode == 2 and "KEY=VALUE" in proc.stderr
+
+
+def test_scratch_folders_go_unless_asked_to_stay(monkeypatch, capsys):
+    from qmtgan.runtime.scratch import scratch_dir
+
+    monkeypatch.delenv("QMTGAN_KEEP_TMP", raising=False)
+    with scratch_dir() as gone:
+        (Path(gone) / "f").write_text("x")
+    assert not Path(gone).exists()
+    monkeypatch.setenv("QMTGAN_KEEP_TMP", "1")
+    with scratch_dir() as kept:
+        (Path(kept) / "f").write_text("x")
+    assert (Path(kept) / "f").exists() and kept in capsys.readouterr().err
+    shutil.rmtree(kept)

@@ -180,6 +180,21 @@ def test_unreachable_board_and_timeouts_become_error_records(tiny_bundles, tiny_
     assert "cannot reach nobody@127.0.0.1 over ssh" in errors["onnx"]
     assert proc.returncode == 1 and "3 of 3 configurations failed" in proc.stderr
     assert "## Failed configurations" in (tmp_path / "r" / "bench.md").read_text()
+    assert all("stderr" in r for r in doc["records"])
+
+
+def test_a_failed_worker_keeps_its_whole_stderr():
+    """The message carries the end of a failed command's stderr; the error keeps all of it."""
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.targets.devices import last_json_line
+
+    script = "import sys; sys.stderr.write('start ' + 'x' * 5000 + ' end'); sys.exit(3)"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    with pytest.raises(QmtganError) as caught:
+        last_json_line(proc, "the worker")
+    assert "failed (exit 3)" in str(caught.value) and str(caught.value).endswith(" end")
+    assert "start" not in str(caught.value) and caught.value.detail.startswith("start ")
+    assert len(caught.value.detail) == 5010
 
 
 @pytest.mark.ssh

@@ -240,7 +240,7 @@ def test_int8_that_loses_too_much_keeps_its_worst_layers_float_before_16x8(tiny_
     measurer = Measurer(reference, target, norm, 32, KerasBackend(model), 0)
     unreachable = measurer.baseline.snr_vs_target_db + 30
     ctx = Int8Context(tiles, lambda kind, blob: measure_bytes(kind, blob, "model.tflite", measurer.measure),
-                      unreachable, 1.0, explain=False, log=lambda _: None)
+                      unreachable, 1.0, explain=False)
     art = tflite_int8(deploy_graphs(model, tiles).int8, ctx)
     int8 = art.manifest["int8"]
     assert len(int8["worst_ops"]) == 3 and "int8_layers.csv" in art.files

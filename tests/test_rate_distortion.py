@@ -45,7 +45,7 @@ def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
     from qmtgan.quantize.baselines import run_baselines
     from qmtgan.runtime.metrics import snr_db
 
-    points, errors = run_baselines(small_pair, RATES, log=lambda *_: None)
+    points, errors = run_baselines(small_pair, RATES)
     assert errors == []
     by_family = {}
     for p in points:
