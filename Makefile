@@ -15,7 +15,7 @@ RESULTS := results
 BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-16x8,onnx,onnx-int8
 TRIALS ?= 2000
 
-.PHONY: venv demo test test-fast bench tune clean
+.PHONY: venv demo test test-fast lint bench tune clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
 
 # Under a minute, no root: leaves out what trains a generator, the emulated board, sshd and
 # downloads (pyproject.toml lists the markers).

@@ -107,7 +107,8 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     for (name, preset, pair_seed), d in zip(DEMO_PAIRS, pair_dirs):
         target, simulation = simulate_target(scene, preset_config(preset, seed + pair_seed))
         write_pair(d, scene, target, 512, simulation, "bilinear")
-    reference, target, meta, manifest = load_pair(pair_dir)
+    pair = load_pair(pair_dir)
+    reference, target, meta, valid = pair.reference, pair.target, pair.meta, pair.valid
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -116,7 +117,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     from qmtgan.quantize.rate import generator_label
 
     click.echo(f"[2/8] train: {generator_label(gcfg)}, {epochs} epochs on "
-               f"{len(manifest['patches'])} patches, one generator per pair")
+               f"{len(pair.patches['patches'])} patches, one generator per pair")
     trained = [_train_or_reuse(p, r, gcfg, tcfg) for p, r in zip(pair_dirs, run_dirs)]
     history, train_wall = trained[0][0], sum(w for _, w in trained)
     timings["train_s"] = time.perf_counter() - t
@@ -140,7 +141,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
 
     t = time.perf_counter()
     click.echo("[5/8] payload: encode symmetric 8-bit to .qmtg, decode it back to a GeoTIFF")
-    payload = _payload_round_trip(out, run_dir, pair_dir, reference, target, valid=reference.valid & target.valid)
+    payload = _payload_round_trip(out, run_dir, pair_dir, reference, target, valid=valid)
     timings["payload_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -164,7 +165,6 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
 
     t = time.perf_counter()
     click.echo("[8/8] report: previews, training curve, report.md/json")
-    valid = reference.valid & target.valid
     recon = read_scene(recon_tif)
     write_previews(out / "preview", {"reference": reference, "target": target,
                                      "reconstruction": Scene(recon.data, recon.crs, recon.transform)},

@@ -34,11 +34,11 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
     if what == "forward":
         generator = build_generator(cfg)
         fn = tf.function(lambda x: generator(x, training=False))
-        call = lambda: fn(ref).numpy()  # noqa: E731
+        call = lambda: fn(ref).numpy()
     else:
         tcfg = TrainConfig(adversarial=what == "gan_step")
         step = make_train_step(*_build(cfg, tcfg), tcfg)
-        call = lambda: float(step(ref, tgt)["g_loss"])  # noqa: E731
+        call = lambda: float(step(ref, tgt)["g_loss"])
     for _ in range(warmup):
         call()
     times = []

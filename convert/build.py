@@ -136,7 +136,8 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     from qmtgan.runtime.tiling import PatchGrid
     from qmtgan.train.pair import load_pair
 
-    reference, target, pair_meta, _ = load_pair(pair_dir)
+    pair = load_pair(pair_dir)
+    reference, target, pair_meta = pair.reference, pair.target, pair.meta
     model, cfg, norm, source = deployable_generator(run_dir, tile, payload)
     grid = PatchGrid(*reference.shape, tile)
     representative = calibration_set(grid.cut(norm.forward(reference.data)), calibration_tiles)

@@ -34,10 +34,10 @@ class PairData:
         from qmtgan.train.pair import load_pair
         from qmtgan.train.simulate import change_mask
 
-        reference, target, meta, _ = load_pair(pair_dir)
-        simulation = meta.get("simulation") or {}
-        return cls(name or Path(pair_dir).name, reference, target, reference.valid & target.valid,
-                   change_mask(simulation, reference.shape), simulation.get("config", {}).get("preset", ""))
+        pair = load_pair(pair_dir)
+        simulation = pair.meta.get("simulation") or {}
+        return cls(name or Path(pair_dir).name, pair.reference, pair.target, pair.valid,
+                   change_mask(simulation, pair.reference.shape), simulation.get("config", {}).get("preset", ""))
 
 
 @dataclass

@@ -97,7 +97,7 @@ def _figure3(path, recons, reference, target, valid, by_label, best) -> None:
     h, w = reference.shape
     s = min(512, h, w)
     r0, c0 = (h - s) // 2, (w - s) // 2
-    crop = lambda a: a[:, r0 : r0 + s, c0 : c0 + s]  # noqa: E731
+    crop = lambda a: a[:, r0 : r0 + s, c0 : c0 + s]
     panels = [("(a) reference", reference.data), ("(b) target", target.data)]
     order = ["float32", "stochastic 8", "symmetric 8", best.policy.label]
     seen = set()

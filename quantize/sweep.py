@@ -104,8 +104,8 @@ def normalized_distances(rows: list[Row], reference: Row) -> None:
     bpps = [r.accounting["bpp_tile"] for r in ref_rows]
     snrs = [r.snr_db for r in ref_rows]
     b_lo, b_hi, s_lo, s_hi = min(bpps), max(bpps), min(snrs), max(snrs)
-    nb = lambda b: (b - b_lo) / (b_hi - b_lo) if b_hi > b_lo else 0.0  # noqa: E731
-    ns = lambda s: (s - s_lo) / (s_hi - s_lo) if s_hi > s_lo else 0.0  # noqa: E731
+    nb = lambda b: (b - b_lo) / (b_hi - b_lo) if b_hi > b_lo else 0.0
+    ns = lambda s: (s - s_lo) / (s_hi - s_lo) if s_hi > s_lo else 0.0
     for r in rows:
         r.extra.update(bpp_norm=nb(r.accounting["bpp_tile"]), snr_norm=ns(r.snr_db))
         r.distance = float(np.hypot(nb(r.accounting["bpp_tile"]) - nb(reference.accounting["bpp_tile"]),
@@ -132,8 +132,8 @@ def load_subject(model_dir, pair_dir) -> Subject:
     from qmtgan.train.pair import load_pair
 
     generator, cfg, norm, _ = load_model(model_dir)
-    reference, target, _, _ = load_pair(pair_dir)
-    valid = reference.valid & target.valid
+    pair = load_pair(pair_dir)
+    reference, target, valid = pair.reference, pair.target, pair.valid
     patches = make_patch_set(reference, target, cfg.patch_size, normalization=norm)
     return Subject(Path(model_dir), Path(pair_dir), Evaluator(generator, patches, target.data, valid),
                    generator_tensors(generator), reference, target, valid, cfg.to_dict())
@@ -144,7 +144,7 @@ def _average(rows: list[Row]) -> Row:
     first = rows[0]
     if len(rows) == 1:
         return first
-    mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))  # noqa: E731
+    mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))
     return Row(first.model, first.policy, first.bits, first.accounting, first.paper, mean("bpp_scene"),
                mean("snr_db"), mean("lmse"), mean("psnr_db"), first.in_table2,
                extra={"per_pair_snr_db": [r.snr_db for r in rows]})
@@ -213,7 +213,7 @@ def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
     from qmtgan.quantize.accounting import Accounting
     from qmtgan.train.evaluate import evaluate
 
-    
+
     with scratch_dir() as tmp:
         m = evaluate(run_dir, pair_dir, Path(tmp) / "peer.tif", progress=False)
     params = sum(int(np.prod(t)) for t in _shapes(run_dir))

@@ -56,7 +56,7 @@ class TileSet:
         truth = self.target if against is None else against
         if truth is None:
             return {}
-        stack = lambda a: np.concatenate(list(a), axis=-1)  # noqa: E731 - (bands, t, n*t)
+        stack = lambda a: np.concatenate(list(a), axis=-1)  # (bands, t, n*t)
         p, t, v = stack(predicted), stack(truth), np.concatenate(list(self.valid), axis=-1)
         return {"snr_db": metrics.snr_db(t, p, v), "lmse": metrics.lmse(t, p, v)}
 
@@ -69,7 +69,7 @@ def sample_tiles(reference: np.ndarray, target: np.ndarray | None, tile: int, co
     if not interior:
         raise QmtganError(f"the scene ({h}x{w}) holds no whole {tile}x{tile} tile")
     picks = sorted(np.random.default_rng(seed).permutation(len(interior))[: max(1, count)])
-    cut = lambda a: np.stack([a[..., interior[i].row : interior[i].row + tile,  # noqa: E731
+    cut = lambda a: np.stack([a[..., interior[i].row : interior[i].row + tile,
                                  interior[i].col : interior[i].col + tile] for i in picks])
     ref = cut(reference).astype(np.float32)
     tgt = None if target is None else cut(target).astype(np.float32)

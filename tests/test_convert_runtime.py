@@ -114,7 +114,7 @@ def test_tiled_decode_has_no_seams(tiny_run, small_pair_dir, tmp_path):
     assert metrics.snr_db(whole, tiled) > 15
     # seam check: the jump between neighbouring columns at the tile borders (16, 32, 48)
     # is no larger in the tiled result than in the single-tile one
-    jump = lambda img, c: float(np.mean(np.abs(img[:, :, c] - img[:, :, c - 1])))  # noqa: E731
+    jump = lambda img, c: float(np.mean(np.abs(img[:, :, c] - img[:, :, c - 1])))
     for c in (16, 32, 48):
         assert jump(tiled, c) < 1.5 * jump(whole, c) + 1.0, c
 

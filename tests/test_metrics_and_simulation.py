@@ -17,7 +17,7 @@ def test_snr_psnr_lmse_match_their_definitions():
     noise = rng.normal(0, 10, x.shape)
     assert np.isclose(metrics.snr_db(x, x + noise), 10 * np.log10((x**2).sum() / (noise**2).sum()))
     assert np.isclose(metrics.psnr_db(x, x + noise), 10 * np.log10(x.max() ** 2 / (noise**2).mean()))
-    lap = lambda a: a[:, :-2, 1:-1] + a[:, 2:, 1:-1] + a[:, 1:-1, :-2] + a[:, 1:-1, 2:] - 4 * a[:, 1:-1, 1:-1]  # noqa: E731
+    lap = lambda a: a[:, :-2, 1:-1] + a[:, 2:, 1:-1] + a[:, 1:-1, :-2] + a[:, 1:-1, 2:] - 4 * a[:, 1:-1, 1:-1]
     expected = ((lap(x) - lap(x + noise)) ** 2).sum() / (lap(x) ** 2).sum()
     assert np.isclose(metrics.lmse(x, x + noise), expected)
     assert metrics.lmse(x, x) == 0.0 and metrics.snr_db(x, x) == float("inf")

@@ -61,6 +61,10 @@ def test_pair_folder_has_geotiffs_metadata_and_manifest(small_pair_dir, small_sc
     assert manifest["patch_size"] == 32 and len(manifest["patches"]) == 3 * 4
     assert all(p["valid_fraction"] == 1.0 for p in manifest["patches"])
     assert json.loads((small_pair_dir / "patches.json").read_text())["crs"] == small_scene.crs.to_wkt()
+    pair = load_pair(small_pair_dir)  # the same, as a record
+    np.testing.assert_array_equal(pair.valid, reference.valid & target.valid)
+    assert pair.patches == manifest and pair.meta == meta and pair.folder == small_pair_dir
+    assert pair.identity["sha256"] == meta["sha256"] and pair.identity["simulation_seed"] == 3
 
 
 def test_pair_folder_detects_a_changed_file(tmp_path, small_pair_dir):

@@ -153,18 +153,18 @@ def train_cmd(pair_dir: Path, out: Path, generator: str, ngf: int | None, depth:
               stop_after: int | None) -> None:
     """Train a generator on a pair folder (pix2pix: adversarial + lambda*L1, Adam(2e-4, 0.5))."""
     from qmtgan.train.models.registry import default_config
-    from qmtgan.train.pair import data_identity, load_pair
+    from qmtgan.train.pair import load_pair
     from qmtgan.train.training import TrainConfig, train
 
-    reference, target, meta, manifest = load_pair(pair_dir)
-    gcfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, patch_size=manifest["patch_size"],
+    pair = load_pair(pair_dir)
+    gcfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, patch_size=pair.patches["patch_size"],
                           residual=residual, spectral_kernel=spectral_kernel)
     tcfg = TrainConfig(epochs=epochs, lambda_l1=lambda_l1, learning_rate=lr, seed=seed, ndf=ndf,
                        adversarial=not no_adversarial, flips=flips, val_every=val_every, loss=loss,
                        decay_from=decay_from, init=str(init_dir or ""), norm_clip=norm_clip)
-    identity = data_identity(pair_dir, meta)
+    identity = pair.identity
     t0 = time.perf_counter()
-    result = train(reference, target, out, gcfg, tcfg, identity, resume=resume, stop_after=stop_after)
+    result = train(pair.reference, pair.target, out, gcfg, tcfg, identity, resume=resume, stop_after=stop_after)
     last = result["history"][-1] if result["history"] else {}
     state = "finished" if result["finished"] else f"stopped after epoch {result['epochs_done']} (resumable)"
     click.echo(f"training {state}: L1 {last.get('g_l1', float('nan')):.4f}, "

@@ -19,12 +19,13 @@ from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
 def evaluate(model_dir: str | Path, pair_dir: str | Path, out_tif: str | Path,
              progress: bool = True) -> dict:
     generator, cfg, norm, meta = load_model(model_dir)
-    reference, target, _, manifest = load_pair(pair_dir)
+    pair = load_pair(pair_dir)
+    reference, target, manifest = pair.reference, pair.target, pair.patches
     if manifest["patch_size"] != cfg.patch_size:
         raise QmtganError(f"model was trained on {cfg.patch_size} px patches, the pair is cut "
                           f"into {manifest['patch_size']} px patches")
     patches = make_patch_set(reference, target, cfg.patch_size, normalization=norm)
-    valid = reference.valid & target.valid
+    valid = pair.valid
     recon = reconstruct_scene(generator, patches.reference, patches.grid, norm, valid, progress)
     result = scene_metrics(target.data, recon, valid, patches.grid)
     result.update(model=str(model_dir), pair=str(pair_dir), output=str(out_tif),

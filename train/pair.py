@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from rasterio.warp import reproject, transform_bounds
@@ -100,15 +102,36 @@ def write_pair(out_dir: str | Path, reference: Scene, target: Scene, patch_size:
     return out_dir
 
 
-def load_pair(pair_dir: str | Path) -> tuple[Scene, Scene, dict, dict]:
-    """(reference, target, pair.json, patches.json) of a pair folder, sha256-checked."""
+@dataclass(frozen=True)
+class Pair:
+    """A pair folder, read and sha256-checked: the two scenes and the records written with them.
+    Unpacks as (reference, target, meta, patches)."""
+    folder: Path
+    reference: Scene
+    target: Scene
+    meta: dict      # pair.json: identity, sha256 of both GeoTIFFs, the simulation record
+    patches: dict   # patches.json: the patch grid
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Pixels that count: valid (no nodata) in both scenes."""
+        return self.reference.valid & self.target.valid
+
+    @property
+    def identity(self) -> dict:
+        return data_identity(self.folder, self.meta)
+
+    def __iter__(self) -> Iterator:
+        return iter((self.reference, self.target, self.meta, self.patches))
+
+
+def load_pair(pair_dir: str | Path) -> Pair:
+    """A pair folder, sha256-checked."""
     pair_dir = Path(pair_dir)
     meta = load_record(pair_dir / "pair.json", PAIR_SCHEMA, "a pair folder")
     manifest = load_record(pair_dir / "patches.json", "qmtgan.patches/1", "a patch manifest")
     verify_files(pair_dir, meta.get("sha256", {}))
-    reference = read_scene(pair_dir / "reference.tif")
-    target = read_scene(pair_dir / "target.tif")
-    return reference, target, meta, manifest
+    return Pair(pair_dir, read_scene(pair_dir / "reference.tif"), read_scene(pair_dir / "target.tif"), meta, manifest)
 
 
 def data_identity(pair_dir: str | Path, meta: dict) -> dict:

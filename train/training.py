@@ -87,7 +87,7 @@ def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
     # The linear residual's spectral map is fitted by least squares before training and kept:
     # gradient steps only move it away from that optimum while the U-Net learns the rest.
     g_vars = [v for v in generator.trainable_variables if not v.path.startswith(FIXED_LAYERS)]
-    bce = lambda labels, logits: tf.reduce_mean(  # noqa: E731
+    bce = lambda labels, logits: tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
     @tf.function
