@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.convert.cli import artifact_table
+from qmtgan.convert.report import artifact_table
 from qmtgan.options import out_option
 from qmtgan.quantize.rd_report import table as rd_table
 from qmtgan.runtime.atomic import write_text_atomic

@@ -16,6 +16,7 @@ from qmtgan.bench.records import Config, Timing
 from qmtgan.bench.runners import Runner
 from qmtgan.runtime.bundle import load_bundle
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.probe import ProbeRecord
 from qmtgan.runtime.tileset import TileSet
 
 
@@ -78,8 +79,7 @@ class RpcRunner(Runner):
         repeat = max(timing.runs, math.ceil(timing.min_time_s / max(min(per_tile), 1e-6)))
         result = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)("main")
         session_info = {"arch": None, "system": None, "cpus": None, "rpc": self.describe()}
-        record = {"tile": bundle.tile, "tiles": len(x), "threads": None, "init_s": init_s,
-                  "first_s": per_tile[0], "tile_pass_s": per_tile, "latencies_s": [float(r) for r in result.results],
-                  "peak_rss_kb": None, "machine": session_info,
-                  "versions": {"apache-tvm (client)": tvm.__version__}}
+        record = ProbeRecord(bundle.tile, len(x), None, init_s, per_tile[0], [float(r) for r in result.results], None,
+                             session_info, {"apache-tvm (client)": tvm.__version__},
+                             {"tile_pass_s": per_tile}).to_dict()
         return record, TileSet.denormalized(out, bundle.normalization)

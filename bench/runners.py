@@ -14,6 +14,7 @@ import numpy as np
 
 from qmtgan.bench.records import Config, Timing
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.probe import ProbeRecord
 from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.targets.devices import RUNTIME_DIR, Device, bounded, last_json_line
 
@@ -115,8 +116,8 @@ class NativeRunner(DeviceRunner):
         normalized_shape = (expected_shape[0], expected_shape[2], expected_shape[3], expected_shape[1])
         outputs = load_npy(self.device.fetch(out), normalized_shape, config.label)
         latencies = [ms / 1000 for ms in rec["latencies_ms"]]
-        record = {"tile": tiles.tile, "tiles": len(tiles), "threads": rec["threads"], "init_s": rec["init_ms"] / 1000,
-                  "first_s": rec["first_ms"] / 1000, "latencies_s": latencies, "peak_rss_kb": rec["peak_rss_kb"],
-                  "machine": {"arch": self.device.board.arch, "system": "Linux", "cpus": None},
-                  "versions": {"qmtg-run": "native/qmtg_run.cc"}}
+        record = ProbeRecord(tiles.tile, len(tiles), rec["threads"], rec["init_ms"] / 1000, rec["first_ms"] / 1000,
+                             latencies, rec["peak_rss_kb"], {"arch": self.device.board.arch, "system": "Linux",
+                                                             "cpus": None},
+                             {"qmtg-run": "native/qmtg_run.cc"}).to_dict()
         return record, TileSet.denormalized(outputs, bundle.normalization)

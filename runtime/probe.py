@@ -20,6 +20,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -68,6 +69,31 @@ def peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+@dataclass
+class ProbeRecord:
+    """What one measurement of a model on a device gives, whoever measured it (this probe, the
+    C++ runner, a TVM RPC session): the fields the bench record is built from. It travels as
+    the JSON of `to_dict`; `extra` holds what only some measurers know (bundle, versions...)."""
+    tile: int
+    tiles: int
+    threads: int | None
+    init_s: float
+    first_s: float
+    latencies_s: list[float]
+    peak_rss_kb: int | None
+    machine: dict
+    versions: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return {"schema": SCHEMA, **d, **self.extra}
+
+
+def this_machine() -> dict:
+    return {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()}
+
+
 def time_backend(backend, x: np.ndarray, warmup: int = 2, runs: int = 10, min_time: float = 0.0) -> dict:
     """Run every tile once (those outputs are returned; the first call is the first inference),
     then `warmup` untimed runs, then at least `runs` timed runs lasting at least `min_time` s."""
@@ -96,9 +122,9 @@ def measure(backend, tiles: TileSet, norm, warmup: int, runs: int, min_time: flo
     predicted = TileSet.denormalized(timed.pop("outputs"), norm)
     if outputs_path:
         save_outputs(outputs_path, predicted)
-    return {"schema": SCHEMA, "tile": tiles.tile, "tiles": len(tiles), "threads": backend.threads,
-            "init_s": init_s, **timed, "peak_rss_kb": peak_rss_kb(), "vs_target": tiles.scores(predicted),
-            "machine": {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()}}
+    return ProbeRecord(tiles.tile, len(tiles), backend.threads, init_s, timed["first_s"], timed["latencies_s"],
+                       peak_rss_kb(), this_machine(),
+                       extra={"tile_pass_s": timed["tile_pass_s"], "vs_target": tiles.scores(predicted)}).to_dict()
 
 
 def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, min_time: float = 0.0,

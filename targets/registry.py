@@ -58,8 +58,38 @@ def require_tool(name: str, apt_package: str, needed_for: str) -> str:
     return path
 
 
+# Every key a board file may hold, with its type: anything else is a typo that would otherwise
+# be ignored silently. tvm_target is TVM's own JSON-dict target and is checked by TVM.
+SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "": {"name": (str,), "description": (str,), "arch": (str,), "cross_compiler": (str,), "apt_package": (str,),
+         "cmake_toolchain": (str,), "memory_budget_mb": (int,), "cuda_arch": (str,), "tflite": (dict,),
+         "reach": (dict,), "peak": (dict,), "tvm_target": (dict,)},
+    "tflite": {"threads": (int,), "xnnpack": (bool,)},
+    "reach": {"method": (str,), "host": (str,), "python": (str,), "workdir": (str,), "qemu": (str,),
+              "qemu_apt_package": (str,), "cpu": (str,), "suite": (str,)},
+    "peak": {"cores": (int,), "fp32_lanes": (int,), "fma_pipes": (int,), "ghz": (int, float)},
+}
+
+
+def _check_keys(path: Path, section: str, table: dict) -> None:
+    known = SCHEMA[section]
+    where = f"{section}." if section else ""
+    for key, value in table.items():
+        if key not in known:
+            raise QmtganError(f"{path}: unknown key '{where}{key}' (known: {', '.join(known)})")
+        if not isinstance(value, known[key]) or (isinstance(value, bool) and bool not in known[key]):
+            raise QmtganError(f"{path}: '{where}{key}' must be {' or '.join(t.__name__ for t in known[key])}, "
+                              f"got {value!r}")
+
+
 def _load(path: Path) -> Board:
-    d = tomllib.loads(path.read_text())
+    try:
+        d = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise QmtganError(f"{path}: not a valid board TOML ({exc})") from exc
+    _check_keys(path, "", d)
+    for section in ("tflite", "reach", "peak"):
+        _check_keys(path, section, d.get(section, {}))
     try:
         b = Board(d["name"], d["description"], d["arch"], d["cross_compiler"], d["apt_package"],
                   dict(d["tvm_target"]), d.get("cmake_toolchain", ""), int(d.get("memory_budget_mb", 0)),

@@ -180,3 +180,23 @@ def test_scratch_folders_go_unless_asked_to_stay(monkeypatch, capsys):
         (Path(kept) / "f").write_text("x")
     assert (Path(kept) / "f").exists() and kept in capsys.readouterr().err
     shutil.rmtree(kept)
+
+
+@pytest.mark.parametrize("change,needle", [
+    (("[tflite]\n", "[tflite]\nthread = 2\n"), "unknown key 'tflite.thread'"),
+    (("memory_budget_mb = 4096", "memory_budget_mb = \"4 GB\""), "'memory_budget_mb' must be int"),
+    (("[reach]\n", "[reach]\nport = 22\n"), "unknown key 'reach.port'"),
+    (("arch = ", "archh = "), "unknown key 'archh'"),
+    (("name = ", "name = = "), "not a valid board TOML"),
+])
+def test_a_board_file_with_a_typo_is_refused_by_name(tmp_path, change, needle):
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.targets.registry import BOARDS_DIR, _load
+
+    text = (BOARDS_DIR / "rpi4.toml").read_text()
+    assert change[0] in text
+    bad = tmp_path / "rpi4.toml"
+    bad.write_text(text.replace(change[0], change[1], 1))
+    with pytest.raises(QmtganError, match=needle.replace("(", r"\(")):
+        _load(bad)
+    assert _load(BOARDS_DIR / "rpi4.toml").name == "rpi4"
