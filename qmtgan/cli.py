@@ -27,10 +27,12 @@ class _Group(click.Group):
 def main(verbose: int = 0, quiet: bool = False) -> None:
     """qmtgan: train, quantize, convert, run and benchmark MultiTempGAN compression of
     multitemporal Sentinel-2 images."""
-    from qmtgan import logs
+    from qmtgan import logs, quiet_import
 
     logs.configure(-1 if quiet else verbose)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose >= 2 else "2")
+    if verbose < 2:
+        quiet_import.install()  # TensorFlow's start-up banners, printed from C++ at import
     os.environ.setdefault("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".cache", "qmtgan", "keras"))
 
 

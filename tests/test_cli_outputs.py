@@ -30,3 +30,11 @@ def test_model_summary_prints_the_paper_totals():
         assert needle in proc.stdout, needle
     peers = run_cli("model", "summary", "--generator", "resnet")
     assert "2,884,044" in peers.stdout
+
+
+def test_tensorflow_start_up_noise_stays_out_unless_asked_for():
+    quiet = run_cli("quantize", "report", "--paper-config")
+    assert quiet.returncode == 0 and "| MultiTempGAN |" in quiet.stdout
+    assert "oneDNN" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr, quiet.stderr
+    loud = run_cli("-vv", "quantize", "report", "--paper-config")
+    assert loud.returncode == 0 and "oneDNN" in loud.stderr
