@@ -147,7 +147,8 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
     t = time.perf_counter()
     click.echo("[6/8] convert: TFLite fp32/fp16/dynamic/int8/16x8 + ONNX fp32/int8 bundles, each measured in its "
                "runtime; the int8 bundle explains its error per op")
-    from qmtgan.convert.build import FORMATS, build_bundles
+    from qmtgan.convert.build import build_bundles
+    from qmtgan.convert.formats import FORMATS
 
     # TVM modules are built by `qmtgan convert tvm` (untuned, timing one on the scene takes minutes)
     formats = [f for f in FORMATS if not f.startswith("tvm-")]

@@ -1,5 +1,5 @@
-"""One model file per deployment format, made from the deploy graph. The two int8 formats
-measure their candidates on the scene and keep the one that holds accuracy best:
+"""The Artifact record every format makes, and the two int8 formats' choice, which measures
+candidates on the scene and keeps the one that holds accuracy best:
 
   tflite-int8  full int8, then again with the output's per-band bias corrected (kept if it
                measures better); if it loses more than the threshold against float, the layers of
@@ -22,11 +22,6 @@ from qmtgan.runtime.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
-BACKEND_OF_FAMILY = {"tflite": "tflite", "onnx": "onnxruntime", "tvm": "tvm"}
-# formats whose weights are int8: they are built from the graph with int8-grid-rounded kernels
-INT8_WEIGHT_FORMATS = ("tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx-int8")
-
-
 @dataclass
 class Artifact:
     filename: str
@@ -45,10 +40,6 @@ class Int8Context:
     float_snr_db: float
     threshold_db: float
     explain: bool
-
-
-def backend_name(fmt: str) -> str:
-    return BACKEND_OF_FAMILY[fmt.split("-", 1)[0]]
 
 
 def measure_bytes(backend: str, blob: bytes, filename: str, measure_backend):
@@ -151,31 +142,3 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
               "format": "QDQ", "float_convolutions": left_float,
               "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
     return Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)
-
-
-def float_artifact(fmt: str, graph, representative, tuning=None) -> Artifact:
-    """Every format but the two int8 ones (whose choice needs measuring)."""
-    if fmt == "onnx":
-        from qmtgan.convert.onnx_export import to_onnx
-
-        return Artifact("model.onnx", to_onnx(graph), "fp32")
-    if fmt.startswith("tvm-"):
-        from qmtgan.convert.onnx_export import to_onnx
-        from qmtgan.convert.tvm_build import compile_onnx
-        from qmtgan.targets.registry import board
-
-        manifest: dict = {}
-        with scratch_dir() as tmp:
-            so = Path(tmp) / "model.so"
-            if tuning is None:
-                compile_onnx(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so)
-            else:
-                from qmtgan.convert.tvm_tune import compile_tuned
-
-                rec = compile_tuned(to_onnx(graph), tuple(graph.inputs[0].shape), board(fmt[4:]), so, tuning)
-                manifest["tvm_tuning"] = rec["tvm_tuning"]
-            return Artifact("model.so", so.read_bytes(), "fp32", manifest)
-    from qmtgan.convert.tflite import to_tflite
-
-    precision = fmt.split("-", 1)[1]
-    return Artifact("model.tflite", to_tflite(graph, precision, representative), precision)

@@ -13,24 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from qmtgan import __version__
-from qmtgan.convert.artifacts import (INT8_WEIGHT_FORMATS, Artifact, Int8Context, backend_name, float_artifact,
-                                      measure_bytes, onnx_int8, tflite_int8)
+from qmtgan.convert.artifacts import Artifact, Int8Context, measure_bytes
+from qmtgan.convert.formats import REGISTRY, Format
 from qmtgan.runtime import metrics
 from qmtgan.runtime.backends import load_backend
 from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
 from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
-from qmtgan.targets.registry import boards
 
 log = logging.getLogger(__name__)
 
 SMOKE_FILE = "smoke.npz"
 
-# a TVM module for every board of targets/boards/ but the emulated one (it runs an rpi4's)
-TVM_BOARDS = tuple(name for name, b in boards().items() if b.reach.get("method") != "qemu")
-FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-16x8", "onnx", "onnx-int8",
-           *(f"tvm-{b}" for b in TVM_BOARDS))
 
 
 @dataclass
@@ -105,8 +100,8 @@ class Graphs:
     int8: object
     rounded: list[str]
 
-    def for_format(self, fmt: str):
-        return self.int8 if fmt in INT8_WEIGHT_FORMATS else self.float
+    def for_format(self, fmt: Format):
+        return self.int8 if fmt.int8_weights else self.float
 
 
 def deploy_graphs(model, representative: np.ndarray) -> Graphs:
@@ -159,13 +154,9 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
               "calibration": {"tiles": len(representative), "of": len(grid.patches), "int8_rounded_layers": graphs.rounded}}
     records = [{"name": "keras-fp32", "backend": "keras", "size_bytes": None, **keras_m.to_dict()}]
     out_dir.mkdir(parents=True, exist_ok=True)
-    for fmt in tqdm(formats, desc="convert", unit="artifact"):
-        if fmt == "tflite-int8":
-            art = tflite_int8(graphs.int8, ctx)
-        elif fmt == "onnx-int8":
-            art = onnx_int8(graphs.int8, ctx)
-        else:
-            art = float_artifact(fmt, graphs.for_format(fmt), representative, tuning)
+    for name in tqdm(formats, desc="convert", unit="artifact"):
+        fmt = REGISTRY[name]
+        art = fmt.make(graphs.for_format(fmt), ctx, tuning)
         records.append(_one_bundle(fmt, art, measurer, keras_m, out_dir, common, norm, tile, cfg.bands,
                                    (smoke, smoke_bytes, smoke_float)))
     return records
@@ -176,17 +167,16 @@ GRAPH_RECORD = {"transposed_convolution": "sub-pixel (phase convolutions + depth
                 "normalization": "centred before scaled"}
 
 
-def _one_bundle(fmt: str, art: Artifact, measurer: Measurer, keras_m: Measured, out_dir: Path, common: dict,
+def _one_bundle(fmt: Format, art: Artifact, measurer: Measurer, keras_m: Measured, out_dir: Path, common: dict,
                 norm, tile: int, bands: int, smoke_parts) -> dict:
     smoke, smoke_bytes, smoke_float = smoke_parts
-    kind = backend_name(fmt)
-    target = fmt[4:] if kind == "tvm" else "host-x86_64"
-    manifest = {"name": fmt, "backend": kind, "precision": art.precision, "target": target,
+    kind, target = fmt.backend, fmt.target
+    manifest = {"name": fmt.name, "backend": kind, "precision": art.precision, "target": target,
                 "model_file": art.filename, **common,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "tool_versions": tool_versions(), **art.manifest}
     files = {art.filename: art.blob, SMOKE_FILE: smoke_bytes, **art.files}
-    record = {"name": fmt, "backend": kind, "precision": art.precision, "size_bytes": len(art.blob),
+    record = {"name": fmt.name, "backend": kind, "precision": art.precision, "size_bytes": len(art.blob),
               "target": target}
     foreign = False
     if kind == "tvm":
@@ -202,16 +192,16 @@ def _one_bundle(fmt: str, art: Artifact, measurer: Measurer, keras_m: Measured, 
 
             manifest["elf_machine"] = elf_machine(path)
         if foreign:
-            log.info(f"{fmt}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
+            log.info(f"{fmt.name}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
             manifest.update(_io_record(None, kind, tile, bands), measured=None, smoke=smoke_float)
             measured = None
         else:
             backend = load_backend(kind, path)
             measured = art.measured or measurer.measure(backend)
-            manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt: measured.to_dict()}
+            manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt.name: measured.to_dict()}
             manifest.update(_io_record(backend, kind, tile, bands))
-            manifest["smoke"] = smoke_record(backend, smoke, norm, f"{fmt} on {platform.machine()}")
-    dest = write_bundle(out_dir / fmt, manifest, files)
+            manifest["smoke"] = smoke_record(backend, smoke, norm, f"{fmt.name} on {platform.machine()}")
+    dest = write_bundle(out_dir / fmt.name, manifest, files)
     nan = float("nan")
     return {**record, "bundle": str(dest),
             **(measured.to_dict() if measured else

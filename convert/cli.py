@@ -9,7 +9,7 @@ import click
 
 from qmtgan.options import list_option, model_option, out_option, pair_option
 
-from qmtgan.convert.build import FORMATS
+from qmtgan.convert.formats import FORMATS, REGISTRY
 from qmtgan.convert.report import artifact_table
 
 
@@ -19,7 +19,7 @@ def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str
 
     names = list(formats)
     for item in selection:
-        group = [f for f in FORMATS if f == item or f.split("-", 1)[0] == item]
+        group = [f for f in FORMATS if f == item or REGISTRY[f].family == item]
         if not group:
             raise QmtganError(f"unknown format or group '{item}' (groups: tflite, onnx, tvm; formats: {', '.join(FORMATS)})")
         names += [f for f in group if f not in names]
