@@ -30,7 +30,7 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @pair_option(required=False, help="The scene whose tiles are benchmarked.")
 @list_option("--boards", "board_names", default=("host-x86_64",),
              help="Boards of `qmtgan targets list` to run on (host, emulated, or over ssh with --host).")
-@deprecated_alias("--targets", "board_names")
+@deprecated_alias("--targets", "board_names", "--boards")
 @key_value_option("--host", "hosts", help="BOARD=user@addr: reach that board over ssh (repeatable).")
 @click.option("--port", type=int, help="ssh port.")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="ssh private key.")
@@ -42,7 +42,7 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @click.option("--rpc-tracker", help="host:port of a TVM RPC tracker.")
 @click.option("--rpc-key", help="Device key to request from the tracker.")
 @click.option("--rpc-board", default="host-x86_64", show_default=True, help="The board behind the RPC server.")
-@deprecated_alias("--rpc-target", "rpc_board")
+@deprecated_alias("--rpc-target", "rpc_board", "--rpc-board")
 @click.option("--tiles", "tile_count", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True)

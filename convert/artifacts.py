@@ -22,6 +22,7 @@ from qmtgan.runtime.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Artifact:
     filename: str
@@ -43,35 +44,33 @@ class Int8Context:
 
 
 def measure_bytes(backend: str, blob: bytes, filename: str, measure_backend):
-    """Run a model given as bytes through its runtime (from a temporary file)."""
+    """measure_backend(the runtime's backend for a model given as bytes), from a scratch file."""
     with scratch_dir() as tmp:
         path = Path(tmp) / filename
         path.write_bytes(blob)
         return measure_backend(load_backend(backend, path))
 
 
-def _outputs(kind: str, blob: bytes, filename: str, tiles: np.ndarray) -> np.ndarray:
-    from qmtgan.runtime.infer import run_tiles
+def float_kept_layers(graph) -> tuple[str, ...]:
+    """The graph's layers the payload keeps in float (the linear residual's spectral map)."""
+    from qmtgan.quantize.policy import FLOAT_LAYERS
 
-    with scratch_dir() as tmp:
-        path = Path(tmp) / filename
-        path.write_bytes(blob)
-        return run_tiles(load_backend(kind, path), tiles)[0]
+    return tuple(layer.name for layer in graph.layers if layer.name in FLOAT_LAYERS)
 
 
 def _bias_corrected(graph, blob: bytes, ctx: Int8Context):
     """The graph with the int8 model's per-band output bias taken out of the layer the payload
     keeps in float (None if the generator has no such layer)."""
     from qmtgan.convert.bias_correction import band_bias, corrected_copy
-    from qmtgan.quantize.policy import FLOAT_LAYERS
     from qmtgan.runtime.infer import run_tiles
     from qmtgan.train.reconstruct import KerasBackend
 
-    layers = [layer.name for layer in graph.layers if layer.name in FLOAT_LAYERS]
+    layers = float_kept_layers(graph)
     if not layers:
         return None, None
     reference = run_tiles(KerasBackend(graph), ctx.representative)[0]
-    bias = band_bias(_outputs("tflite", blob, "model.tflite", ctx.representative), reference)
+    quantized = measure_bytes("tflite", blob, "model.tflite", lambda b: run_tiles(b, ctx.representative)[0])
+    bias = band_bias(quantized, reference)
     return corrected_copy(graph, layers[0], bias), bias
 
 
@@ -98,10 +97,8 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
         record["worst_ops"] = explain_int8.worst(errors)
         trials = []
         if ctx.explain:
-            from qmtgan.quantize.policy import FLOAT_LAYERS
-
-            present = tuple(layer.name for layer in graph.layers if layer.name in FLOAT_LAYERS)
-            trials = explain_int8.float_trials(graph, ctx.representative, ctx.measure, ctx.float_snr_db, present)
+            trials = explain_int8.float_trials(graph, ctx.representative, ctx.measure, ctx.float_snr_db,
+                                               float_kept_layers(graph))
             record["float_trials"] = [asdict(t) for t in trials]
         art.files.update(explain_int8.report_files(errors, trials))
     if loss <= ctx.threshold_db:

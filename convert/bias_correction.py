@@ -17,7 +17,7 @@ def corrected_copy(graph, layer_name: str, bias: np.ndarray):
     """A copy of the graph whose `layer_name` bias is lowered by `bias`."""
     from qmtgan.convert.deploy_graph import deploy_graph
 
-    copy = deploy_graph(graph)
+    copy = deploy_graph(graph)  # a deploy graph has nothing left to rewrite: this is a plain copy
     layer = copy.get_layer(layer_name)
     kernel, b = layer.get_weights()
     layer.set_weights([kernel, (b - bias).astype(b.dtype)])

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 SMOKE_FILE = "smoke.npz"
 
 
-
 @dataclass
 class Measured:
     snr_vs_float_db: float
@@ -40,9 +39,8 @@ class Measured:
 
 
 def tool_versions() -> dict:
-    from qmtgan.runtime.probe import package_versions
-
     from qmtgan.runtime.backends import BACKENDS
+    from qmtgan.runtime.probe import package_versions
 
     runtimes = [p for b in BACKENDS.values() for p in b.reported]
     return {"qmtgan": __version__, "python": platform.python_version(),

@@ -42,14 +42,11 @@ def layer_errors(converter, tiles: np.ndarray) -> list[LayerError]:
     (n, t, t, bands) normalized inputs the errors are measured on. Worst first."""
     import tensorflow as tf
 
-    def dataset():
-        for tile in tiles:
-            yield [tile[None].astype(np.float32)]
+    from qmtgan.convert.quiet import native_output_captured
+    from qmtgan.convert.tflite import tile_samples
 
-    from qmtgan.convert.quiet import converter_output_captured
-
-    with converter_output_captured():
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    with native_output_captured():
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=tile_samples(tiles))
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)

@@ -1,5 +1,6 @@
-"""Silence what TensorFlow's converters print from C++ (straight to file descriptors 1 and 2,
-past Python's sys.stdout) and their Python warnings, while keeping it for a failure."""
+"""Silence what TensorFlow prints from C++ (its converters, its import) straight to file
+descriptors 1 and 2, past Python's sys.stdout, and its Python warnings, while keeping it all
+for a failure."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def converter_output_captured() -> Iterator[None]:
+def native_output_captured() -> Iterator[None]:
     """Route fds 1 and 2 to a temporary file for the block; if the block raises, what it printed
     goes to stderr before the exception, so a failed conversion still explains itself."""
     sys.stdout.flush()

@@ -16,6 +16,16 @@ import numpy as np
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "16x8")
 
 
+def tile_samples(tiles: np.ndarray):
+    """The converters' and the debugger's dataset form: a factory of one-tile input lists."""
+
+    def samples():
+        for tile in tiles:
+            yield [tile[None].astype(np.float32)]
+
+    return samples
+
+
 def converter_for(model, precision: str, representative: np.ndarray | None = None):
     """A TFLiteConverter set up for `precision` (the quantization debugger takes one too)."""
     import tensorflow as tf
@@ -33,11 +43,7 @@ def converter_for(model, precision: str, representative: np.ndarray | None = Non
         if representative is None or not len(representative):
             raise QmtganError(f"TFLite {precision} needs representative tiles")
 
-        def samples():
-            for tile in representative:
-                yield [tile[None].astype(np.float32)]
-
-        converter.representative_dataset = samples
+        converter.representative_dataset = tile_samples(representative)
     if precision == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
@@ -52,9 +58,9 @@ def converter_for(model, precision: str, representative: np.ndarray | None = Non
 
 def _quiet_convert(converter) -> bytes:
     # Keras' SavedModel export prints every captured variable, the quantizer its settings
-    from qmtgan.convert.quiet import converter_output_captured
+    from qmtgan.convert.quiet import native_output_captured
 
-    with converter_output_captured():
+    with native_output_captured():
         return converter.convert()
 
 
@@ -88,9 +94,9 @@ def quantize_calibrated(calibrated: bytes, float_nodes: list[str]) -> bytes:
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
 
-    from qmtgan.convert.quiet import converter_output_captured
+    from qmtgan.convert.quiet import native_output_captured
 
-    with converter_output_captured():
+    with native_output_captured():
         return lite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
                                           output_data_type=tf.int8, denylisted_nodes=float_nodes)
 

@@ -76,15 +76,15 @@ def key_value_option(*decls: str, **kwargs) -> Callable:
     return click.option(*decls, multiple=True, callback=callback, **kwargs)
 
 
-def deprecated_alias(old: str, new: str, **kwargs) -> Callable:
-    """`old` as a hidden option that still works: its value goes to the option `new` (by
-    destination name) unless that was given too, with a notice on stderr."""
+def deprecated_alias(old: str, new: str, new_flag: str, **kwargs) -> Callable:
+    """`old` as a hidden option that still works: its value goes to the option whose destination
+    name is `new` (spelled `new_flag` on the command line) unless that was given too, with a
+    notice on stderr."""
 
     def callback(ctx, param, value):
         if value in (None, ()):
             return
-        click.echo(f"qmtgan: {old} is deprecated and goes away in the next release; use "
-                   f"{'--' + new.replace('_', '-')}", err=True)
+        click.echo(f"qmtgan: {old} is deprecated and goes away in the next release; use {new_flag}", err=True)
         ctx.meta.setdefault("qmtgan.aliases", {})[new] = value
 
     return click.option(old, expose_value=False, hidden=True, callback=callback, is_eager=True, **kwargs)
@@ -111,6 +111,6 @@ def board_option(required: bool = True, help: str = "A board of `qmtgan targets 
             return value
 
         f = click.option("--board", callback=callback, help=help)(f)
-        return deprecated_alias("--target", "board")(f)
+        return deprecated_alias("--target", "board", "--board")(f)
 
     return decorator

@@ -20,9 +20,9 @@ class _Captured(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        from qmtgan.convert.quiet import converter_output_captured
+        from qmtgan.convert.quiet import native_output_captured
 
-        with converter_output_captured():
+        with native_output_captured():
             self._loader.exec_module(module)
 
     def __getattr__(self, name):  # resources, get_data, ...: the real loader's

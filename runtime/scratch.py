@@ -16,18 +16,6 @@ def keep_scratch() -> bool:
     return os.environ.get("QMTGAN_KEEP_TMP", "") not in ("", "0")
 
 
-@contextlib.contextmanager
-def scratch_dir(prefix: str = "qmtgan-") -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix=prefix)
-    try:
-        yield path
-    finally:
-        if keep_scratch():
-            print(f"qmtgan: kept scratch folder {path} (QMTGAN_KEEP_TMP)", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def scratch_path(prefix: str = "qmtgan-") -> Path:
     """A scratch folder the caller removes (with `discard`)."""
     return Path(tempfile.mkdtemp(prefix=prefix))
@@ -38,3 +26,12 @@ def discard(path: str | os.PathLike) -> None:
         print(f"qmtgan: kept scratch folder {path} (QMTGAN_KEEP_TMP)", file=sys.stderr)
     else:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "qmtgan-") -> Iterator[str]:
+    path = scratch_path(prefix)
+    try:
+        yield str(path)
+    finally:
+        discard(path)

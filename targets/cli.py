@@ -57,7 +57,7 @@ def emulate(name: str, command: tuple[str, ...]) -> None:
 @targets.command("build-runner")
 @board_option()
 @out_option("CMake build folder; self-contained (qmtg-run + lib/), copy it to the board.", required=False)
-@deprecated_alias("--output", "out")
+@deprecated_alias("--output", "out", "-o/--out")
 @click.pass_context
 def build_runner_cmd(ctx: click.Context, board: str, out: Path | None) -> None:
     """Build the C++ runner qmtg-run for a board with CMake (cross-compiled for aarch64 boards)."""

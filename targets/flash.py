@@ -114,7 +114,7 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
 @click.option("--port", type=int, help="ssh port.")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="ssh private key.")
 @click.option("--ssh-option", "ssh_options", multiple=True, help="Extra `ssh -o` options (repeatable).")
-@deprecated_alias("-o", "ssh_options", multiple=True)
+@deprecated_alias("-o", "ssh_options", "--ssh-option", multiple=True)
 @click.option("--workdir", help="Folder on the board (default: the board's reach.workdir, or a temp folder).")
 @click.option("--python", "python", help="The board's python (default: the board's reach.python).")
 @click.option("--install/--no-install", default=True, show_default=True,

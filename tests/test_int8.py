@@ -71,13 +71,13 @@ def test_float_layers_stay_float_and_the_rest_int8():
 def test_converter_output_is_silenced_but_kept_for_a_failure(capfd):
     import os
 
-    from qmtgan.convert.quiet import converter_output_captured
+    from qmtgan.convert.quiet import native_output_captured
 
-    with converter_output_captured():
+    with native_output_captured():
         os.write(1, b"fully_quantize: 1\n")
         print("captured variable")
     assert capfd.readouterr().out == ""
-    with pytest.raises(RuntimeError), converter_output_captured():
+    with pytest.raises(RuntimeError), native_output_captured():
         os.write(2, b"why the conversion failed\n")
         raise RuntimeError("conversion failed")
     assert "why the conversion failed" in capfd.readouterr().err
