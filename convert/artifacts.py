@@ -138,4 +138,15 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
     record = {"calibration": best, "activations": ACTIVATIONS, "weights": "QInt8 per channel, symmetric",
               "format": "QDQ", "float_convolutions": left_float,
               "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
-    return Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)
+    art = Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)
+    return with_op_profile(art, ctx.representative[:1], "onnx-int8")
+
+
+def with_op_profile(art: Artifact, tile: np.ndarray, label: str) -> Artifact:
+    """The ONNX artifact with its per-op-type time in the report (op_profile.md) and manifest."""
+    from qmtgan.convert.op_profile import REPORT, markdown, onnx_op_profile
+
+    rows = onnx_op_profile(art.blob, tile)
+    art.files[REPORT] = markdown(rows, label).encode()
+    art.manifest["op_profile"] = rows[:5]
+    return art

@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from qmtgan.convert.artifacts import Artifact, Int8Context, onnx_int8, tflite_int8
+from qmtgan.convert.artifacts import Artifact, Int8Context, onnx_int8, tflite_int8, with_op_profile
 from qmtgan.targets.registry import boards
 
 
@@ -45,7 +45,8 @@ class Onnx(Format):
     def make(self, graph, ctx, tuning=None):
         from qmtgan.convert.onnx_export import to_onnx
 
-        return Artifact("model.onnx", to_onnx(graph), self.precision)
+        return with_op_profile(Artifact("model.onnx", to_onnx(graph), self.precision), ctx.representative[:1],
+                               self.name)
 
 
 class OnnxInt8(Format):

@@ -68,6 +68,13 @@ def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     assert onnx_manifest["int8"]["float_convolutions"] == []
     assert set(onnx_manifest["int8"]["calibrations"]) == {"MinMax", "Entropy", "Percentile"}
     assert onnx_manifest["precision"] == "int8" and onnx_manifest["backend"] == "onnxruntime"
+    # within the threshold, the int8 bundle ships as int8, not a fallback
+    assert manifest["precision"] == "int8" and manifest["input"]["dtype"] == "int8"
+    # where the ONNX time goes: per op type, from ONNX Runtime's profiler, in the bundle
+    profile = onnx_manifest["op_profile"]
+    assert "QLinearConv" in {r["op"] for r in profile} and all(r["ms"] >= 0 for r in profile)
+    assert "op_profile.md" in onnx_manifest["files"]
+    assert "QLinearConv" in (out / "onnx-int8" / "op_profile.md").read_text()
 
 
 def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_path):
