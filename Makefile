@@ -50,6 +50,8 @@ bench: venv $(DEMO)/report.md
 	$(BIN)/qmtgan bench --bundles $(DEMO)/bundles --only $(BENCH_BUNDLES) \
 	  $(if $(wildcard $(RESULTS)/bundles-tuned/tvm-host-x86_64),--bundles $(RESULTS)/bundles-tuned/tvm-host-x86_64) \
 	  --model $(DEMO)/model --pair $(DEMO)/pair --threads 1,2 --tiles 4 --runs 10 --min-time 2 --out $(RESULTS)/bench
+	$(BIN)/python -m qmtgan.bench.full_tile --bundle $(DEMO)/bundles/tflite-int8 --pair $(DEMO)/pair \
+	  --cache $(RESULTS)/cache --out $(RESULTS)/bench
 
 # MetaSchedule tuning of the host TVM module (minutes to hours; reuses its database next time).
 tune: venv $(DEMO)/report.md

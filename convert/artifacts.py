@@ -102,7 +102,7 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
             record["float_trials"] = [asdict(t) for t in trials]
         art.files.update(explain_int8.report_files(errors, trials))
     if loss <= ctx.threshold_db:
-        return art
+        return with_op_profile(art, ctx.representative[:1], "tflite-int8")
     float_layers = tuple(dict.fromkeys(e.layer for e in errors[:3]))
     log.info(f"tflite-int8: full int8 loses {loss:.2f} dB against float (threshold {ctx.threshold_db} dB); "
              f"keeping layer(s) {', '.join(float_layers)} in float")
@@ -111,8 +111,9 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
     record["float_layers"] = list(float_layers)
     record["selective"] = measured.to_dict()
     if ctx.float_snr_db - measured.snr_vs_target_db <= ctx.threshold_db:
-        return Artifact("model.tflite", selective, f"int8 (float: {', '.join(float_layers)})", art.manifest,
-                        art.files, measured)
+        chosen = Artifact("model.tflite", selective, f"int8 (float: {', '.join(float_layers)})", art.manifest,
+                          art.files, measured)
+        return with_op_profile(chosen, ctx.representative[:1], "tflite-int8")
     loss = ctx.float_snr_db - measured.snr_vs_target_db
     log.warning(f"int8 with float {', '.join(float_layers)} still loses {loss:.2f} dB; "
                 "falling back to 16x8 (int16 activations) for this bundle")
@@ -143,10 +144,11 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
 
 
 def with_op_profile(art: Artifact, tile: np.ndarray, label: str) -> Artifact:
-    """The ONNX artifact with its per-op-type time in the report (op_profile.md) and manifest."""
-    from qmtgan.convert.op_profile import REPORT, markdown, onnx_op_profile
+    """The artifact with its per-op time in the report (op_profile.md) and manifest."""
+    from qmtgan.convert import op_profile
 
-    rows = onnx_op_profile(art.blob, tile)
-    art.files[REPORT] = markdown(rows, label).encode()
-    art.manifest["op_profile"] = rows[:5]
+    profiler = op_profile.tflite_op_profile if art.filename.endswith(".tflite") else op_profile.onnx_op_profile
+    profile = profiler(art.blob, tile)
+    art.files[op_profile.REPORT] = op_profile.markdown(profile, label).encode()
+    art.manifest["op_profile"] = op_profile.summary(profile)
     return art

@@ -20,11 +20,12 @@ from qmtgan.runtime.backends import load_backend
 from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
 from qmtgan.runtime.scratch import scratch_dir
-from qmtgan.runtime.tileset import TileSet, sample_tiles, save_tiles
+from qmtgan.runtime.tileset import TileSet, load_tiles, save_tiles, smoke_tiles
 
 log = logging.getLogger(__name__)
 
 SMOKE_FILE = "smoke.npz"
+SMOKE_SHARE = 0.05
 
 
 @dataclass
@@ -120,7 +121,7 @@ def calibration_set(tiles: np.ndarray, limit: int) -> np.ndarray:
 
 def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[str], tile: int,
                   payload: Path | None = None, int8_threshold_db: float = 1.0, overlap: int = 0,
-                  calibration_tiles: int = 32, smoke_tiles: int = 1, tuning=None,
+                  calibration_tiles: int = 32, tuning=None,
                   explain_int8: bool = False) -> list[dict]:
     from tqdm import tqdm
 
@@ -137,9 +138,11 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     keras = KerasBackend(model)
     measurer = Measurer(reference, target, norm, tile, keras, overlap)
     graphs = deploy_graphs(model, representative)
-    smoke = sample_tiles(reference.data, target.data, tile, smoke_tiles)
+    # the smoke crop's DN fit in SMOKE_SHARE of an int8 model (about one byte per parameter)
+    smoke = smoke_tiles(reference.data, target.data, tile, int(SMOKE_SHARE * model.count_params()))
     with scratch_dir() as tmp:
-        smoke_bytes = save_tiles(Path(tmp) / SMOKE_FILE, smoke).read_bytes()
+        saved = save_tiles(Path(tmp) / SMOKE_FILE, smoke)
+        smoke, smoke_bytes = load_tiles(saved), saved.read_bytes()  # exactly what a board will load
     smoke_float = smoke_record(keras, smoke, norm, "keras-fp32 (the module cannot run on the build host)")
     keras_m = measurer.baseline
     log.info(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "

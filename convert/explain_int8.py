@@ -42,7 +42,7 @@ def layer_errors(converter, tiles: np.ndarray) -> list[LayerError]:
     (n, t, t, bands) normalized inputs the errors are measured on. Worst first."""
     import tensorflow as tf
 
-    from qmtgan.convert.quiet import native_output_captured
+    from qmtgan.runtime.quiet import native_output_captured
     from qmtgan.convert.tflite import tile_samples
 
     with native_output_captured():

@@ -33,7 +33,10 @@ class TFLite(Format):
     def make(self, graph, ctx, tuning=None):
         from qmtgan.convert.tflite import to_tflite
 
-        return Artifact("model.tflite", to_tflite(graph, self.precision, ctx.representative), self.precision)
+        art = Artifact("model.tflite", to_tflite(graph, self.precision, ctx.representative), self.precision)
+        if self.precision == "16x8":  # reference kernels only: timing each op would take minutes
+            return art
+        return with_op_profile(art, ctx.representative[:1], self.name)
 
 
 class TFLiteInt8(Format):

@@ -37,7 +37,7 @@ def quantize_onnx(float_model: bytes, representative: np.ndarray, calibration: s
     with scratch_dir() as tmp:
         src, pre, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(float_model)
-        from qmtgan.convert.quiet import native_output_captured
+        from qmtgan.runtime.quiet import native_output_captured
 
         with native_output_captured():
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)

@@ -58,7 +58,7 @@ def converter_for(model, precision: str, representative: np.ndarray | None = Non
 
 def _quiet_convert(converter) -> bytes:
     # Keras' SavedModel export prints every captured variable, the quantizer its settings
-    from qmtgan.convert.quiet import native_output_captured
+    from qmtgan.runtime.quiet import native_output_captured
 
     with native_output_captured():
         return converter.convert()
@@ -94,7 +94,7 @@ def quantize_calibrated(calibrated: bytes, float_nodes: list[str]) -> bytes:
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
 
-    from qmtgan.convert.quiet import native_output_captured
+    from qmtgan.runtime.quiet import native_output_captured
 
     with native_output_captured():
         return lite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,

@@ -20,7 +20,7 @@ class _Captured(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        from qmtgan.convert.quiet import native_output_captured
+        from qmtgan.runtime.quiet import native_output_captured
 
         with native_output_captured():
             self._loader.exec_module(module)

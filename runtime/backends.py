@@ -35,6 +35,16 @@ class Backend(ABC):
         """(1, t, t, bands) normalized float32 -> the generator's normalized output."""
 
 
+def _native_output_unless_verbose():
+    import contextlib
+    import logging
+
+    from qmtgan.runtime.quiet import native_output_captured
+
+    verbose = logging.getLogger("qmtgan").isEnabledFor(logging.DEBUG)
+    return contextlib.nullcontext() if verbose else native_output_captured()
+
+
 def _litert():
     """The interpreter module: ai-edge-litert, or tflite_runtime where a board only has that."""
     try:
@@ -48,6 +58,7 @@ def _litert():
 
 
 class LiteRTBackend(Backend):
+    STAGING_ROWS = 32
     name = "tflite"
     requires = ("ai-edge-litert",)
     modules = ("ai_edge_litert", "tflite_runtime")
@@ -57,26 +68,35 @@ class LiteRTBackend(Backend):
         super().__init__(model_path, threads, xnnpack)
         lite = _litert()
         resolver = lite.OpResolverType.AUTO if xnnpack else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = lite.Interpreter(model_path=str(self.model_path), num_threads=self.threads,
-                                            experimental_op_resolver_type=resolver)
-        self.interpreter.allocate_tensors()
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++: shown with -v only
+        with _native_output_unless_verbose():
+            self.interpreter = lite.Interpreter(model_path=str(self.model_path), num_threads=self.threads,
+                                                experimental_op_resolver_type=resolver)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self._staging = None  # float32 buffer the input is quantized in (allocated once)
+        self._staging = None  # float32 rows the input is quantized in (allocated once)
 
     def _quantized_input(self, tile: np.ndarray) -> np.ndarray:
-        """rint(tile / scale + zero), clipped, in one reused buffer: this runs once per tile and
-        costs as much as a small model's inference when done with temporaries."""
+        """rint(tile / scale + zero), clipped, computed a band of rows at a time in one small
+        reused float32 buffer: this runs once per tile, and with whole-tile temporaries it costs
+        as much as a small model's inference and several times the integer tile's memory."""
         scale, zero = self.input["quantization"]
         info = np.iinfo(self.input["dtype"])
-        if self._staging is None or self._staging.shape != tile.shape:
-            self._staging = np.empty(tile.shape, np.float32)
-        buf = self._staging
-        np.divide(tile, np.float32(scale), out=buf)
-        np.add(buf, np.float32(zero), out=buf)
-        np.rint(buf, out=buf)
-        np.clip(buf, info.min, info.max, out=buf)
-        return buf.astype(self.input["dtype"])
+        rows = tile.shape[1]
+        step = max(1, min(rows, self.STAGING_ROWS))
+        if self._staging is None or self._staging.shape[2:] != tile.shape[2:] or self._staging.shape[0] != tile.shape[0]:
+            self._staging = np.empty((tile.shape[0], step, *tile.shape[2:]), np.float32)
+        out = np.empty(tile.shape, self.input["dtype"])
+        for top in range(0, rows, step):
+            part = tile[:, top:top + step]
+            buf = self._staging[:, : part.shape[1]]
+            np.divide(part, np.float32(scale), out=buf)
+            np.add(buf, np.float32(zero), out=buf)
+            np.rint(buf, out=buf)
+            np.clip(buf, info.min, info.max, out=buf)
+            out[:, top:top + step] = buf
+        return out
 
     def run(self, tile):
         x = self._quantized_input(tile) if self.input["dtype"] in (np.int8, np.int16) else tile

@@ -4,11 +4,19 @@ rasterio; never TensorFlow."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 
 from qmtgan.options import out_option
+
+overviews_option = click.option("--overviews", is_flag=True,
+                                help="Also build GeoTIFF overviews (2x, 4x, ... averaged) for viewers.")
+compress_option = click.option("--compress", type=click.Choice(["zstd", "deflate"]), default="zstd",
+                               show_default=True,
+                               help="Codec of the written GeoTIFF (deflate: readable by any GDAL/libtiff).")
+
 
 @click.command()
 @click.option("--bundle", type=click.Path(exists=True, path_type=Path), required=True,
@@ -16,46 +24,47 @@ from qmtgan.options import out_option
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="12-band GeoTIFF (or band-first .npy).")
 @click.option("--target", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The true target, to print SNR / LMSE.")
+              help="The true target, to print SNR / PSNR / LMSE of the written scene.")
 @click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
               help="0: the encoder's patch grid (what the generator was fitted to); >0: overlapping "
                    "tiles, cross-faded over this many pixels.")
 @click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: all cores).")
 @click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A hybrid .qmtg of the same generator: its coded residual is added to the bundle's prediction.")
+@overviews_option
+@compress_option
 @out_option("out.tif (or .npy without rasterio)")
 def run(bundle: Path, reference: Path, target: Path | None, overlap: int, threads: int | None,
-        payload_path: Path | None, out: Path) -> None:
-    """Decode a whole scene with a deployment bundle: tiled, overlapping, blended; with --payload,
-    plus the hybrid payload's residual."""
+        payload_path: Path | None, overviews: bool, compress: str,
+        out: Path) -> None:
+    """Decode a scene with a deployment bundle, streaming: the reference is read, run and
+    written tile by tile, so memory does not grow with the scene. With --payload, plus the
+    hybrid payload's residual."""
     import numpy as np
 
-    from qmtgan.runtime import metrics
     from qmtgan.runtime.bundle import load_bundle
-    from qmtgan.runtime.infer import run_scene
-    from qmtgan.runtime.raster import read_reference, write_scene
-    from qmtgan.runtime.scene import Scene
+    from qmtgan.runtime.decode import hybrid_residual, with_residual
+    from qmtgan.runtime.raster import SceneWriter, streaming_gdal
+    from qmtgan.runtime.stream import SceneReader, compare, stream_scene
 
     b = load_bundle(bundle)
-    ref = read_reference(reference)
-    residual = None
-    if payload_path is not None:  # checked before the scene runs
-        from qmtgan.runtime.decode import hybrid_residual
-
-        residual = hybrid_residual(payload_path, ref, b.manifest["generator"])
-    pred, lat = run_scene(b.backend(threads), ref.data, b.normalization, b.tile, overlap, progress=True)
-    valid = ref.valid
-    pred[:, ~valid] = 0
-    if residual is not None:
-        from qmtgan.runtime.residual import add_residual
-
-        pred = add_residual(pred, residual, valid)
-    written = write_scene(out, Scene(pred, ref.crs, ref.transform), valid=valid)
-    msg = {"bundle": b.manifest["name"], "tiles": len(lat), "mean_tile_ms": 1000 * float(np.mean(lat)), "output": str(written)}
+    start = time.perf_counter()
+    with streaming_gdal(threads), SceneReader(reference) as ref:
+        # checked before the scene runs
+        residual = hybrid_residual(payload_path, ref, b.manifest["generator"]) if payload_path else None
+        with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews,
+                         compress) as writer:
+            latencies = stream_scene(b.backend(threads), ref, b.normalization, b.tile, overlap,
+                                     with_residual(writer, residual), progress=True)
+        megapixels = ref.height * ref.width / 1e6
+    seconds = time.perf_counter() - start
+    msg = {"bundle": b.manifest["name"], "tiles": len(latencies), "mean_tile_ms": 1000 * float(np.mean(latencies)),
+           "decode_s": round(seconds, 3), "mpix_per_s": round(megapixels / seconds, 3), "output": str(writer.path)}
     if target is not None:
-        tgt = read_reference(target)
-        v = valid & tgt.valid
-        msg.update(snr_db=metrics.snr_db(tgt.data, pred, v), lmse=metrics.lmse(tgt.data, pred, v))
+        start = time.perf_counter()
+        with streaming_gdal(threads), SceneReader(target) as truth, SceneReader(writer.path) as decoded:
+            msg.update(compare(truth, decoded))
+        msg["compare_s"] = round(time.perf_counter() - start, 3)
     click.echo(json.dumps(msg))
 
 
@@ -63,17 +72,21 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The reference the payload was made against (12-band GeoTIFF, or band-first .npy).")
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@overviews_option
+@compress_option
 @out_option("target_hat.tif")
-def decode(reference: Path, payload: Path, out: Path) -> None:
-    """Rebuild the georeferenced target from REFERENCE and a .qmtg PAYLOAD (numpy only)."""
-    from qmtgan.runtime.decode import decode_payload
-    from qmtgan.runtime.raster import read_reference, write_scene
-    from qmtgan.runtime.scene import Scene
+def decode(reference: Path, payload: Path, overviews: bool, compress: str, out: Path) -> None:
+    """Rebuild the georeferenced target from REFERENCE and a .qmtg PAYLOAD (numpy only),
+    streaming tile by tile."""
+    from qmtgan.runtime.decode import decode_streaming
+    from qmtgan.runtime.raster import SceneWriter, streaming_gdal
+    from qmtgan.runtime.stream import SceneReader
 
-    ref = read_reference(reference)
-    pred = decode_payload(payload, ref, progress=True)
-    written = write_scene(out, Scene(pred, ref.crs, ref.transform), valid=ref.valid)
-    click.echo(f"wrote {written}")
+    with streaming_gdal(), SceneReader(reference) as ref:
+        with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews,
+                         compress) as writer:
+            decode_streaming(payload, ref, writer, progress=True)
+    click.echo(f"wrote {writer.path}")
 
 
 COMMANDS = [run, decode]

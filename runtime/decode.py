@@ -21,8 +21,8 @@ def check_reference(header: dict, reference: Scene, name: str) -> None:
     """The reference must be the image the payload was made against: bands and grid."""
     if header["bands"] != list(BAND_ORDER):
         raise QmtganError(f"{name}: band order {header['bands']} differs from this qmtgan's {list(BAND_ORDER)}")
-    if reference.data.shape[0] != len(header["bands"]):
-        raise QmtganError(f"reference has {reference.data.shape[0]} bands, {name} expects {len(header['bands'])}")
+    if reference.band_count != len(header["bands"]):
+        raise QmtganError(f"reference has {reference.band_count} bands, {name} expects {len(header['bands'])}")
     scene = header["scene"]
     if reference.shape != (scene["height"], scene["width"]):
         raise QmtganError(f"reference is {reference.shape[0]}x{reference.shape[1]} px, {name} was made "
@@ -51,24 +51,53 @@ def _residual(payload: fmt.Payload, reference: Scene, name: str) -> np.ndarray:
         residual = decode_residual(payload.residual, payload.header["residual"])
     except QmtganError as exc:
         raise QmtganError(f"{name}: {exc}") from exc
-    if residual.shape != reference.data.shape:
-        raise QmtganError(f"{name}: residual is {residual.shape}, the reference {reference.data.shape}")
+    expected = (reference.band_count, *reference.shape)
+    if residual.shape != expected:
+        raise QmtganError(f"{name}: residual is {residual.shape}, the reference {expected}")
     return residual
+
+
+def _decoder(payload: fmt.Payload, reference, name: str) -> tuple[NumpyGenerator, Normalization, int]:
+    """The payload's generator, normalization and tile size, checked against the reference."""
+    header = payload.header
+    check_reference(header, reference, name)
+    try:
+        return (NumpyGenerator(header, payload.weights()), Normalization.from_dict(header["normalization"]),
+                int(header["generator"]["patch_size"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
 
 
 def predict(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
     """The generator's prediction of the target (DN, nodata 0), without any residual."""
-    header = payload.header
-    check_reference(header, reference, name)
-    try:
-        generator = NumpyGenerator(header, payload.weights())
-        norm = Normalization.from_dict(header["normalization"])
-        tile = int(header["generator"]["patch_size"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
+    generator, norm, tile = _decoder(payload, reference, name)
     pred, _ = run_scene(generator, reference.data, norm, tile, overlap=0, progress=progress)
     pred[:, ~reference.valid] = 0
     return pred
+
+
+def decode_streaming(path: str | os.PathLike, reader, writer, progress: bool = False) -> None:
+    """Decode a .qmtg payload tile by tile from a SceneReader into a SceneWriter (the hybrid
+    residual, when there is one, is decoded whole: one int16 scene)."""
+    from qmtgan.runtime.stream import stream_scene
+
+    payload = fmt.read(path)
+    generator, norm, tile = _decoder(payload, reader, str(path))
+    residual = _residual(payload, reader, str(path)) if payload.header.get("residual") else None
+    stream_scene(generator, reader, norm, tile, 0, with_residual(writer, residual), progress)
+
+
+def with_residual(writer, residual: np.ndarray | None):
+    """An emit function for stream_scene that writes each window, plus its part of a decoded
+    residual when there is one."""
+    def emit(window) -> None:
+        prediction = window.prediction
+        if residual is not None:
+            _, h, w = prediction.shape
+            part = residual[:, window.row:window.row + h, window.col:window.col + w]
+            prediction = add_residual(prediction, part, window.valid)
+        writer.write(window.row, window.col, prediction, window.valid)
+    return emit
 
 
 def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) -> np.ndarray:

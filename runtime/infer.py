@@ -36,14 +36,14 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def _ramp(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+def ramp(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     w = np.ones(tile, np.float32)
     if overlap:
-        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        rising = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
         if not at_start:
-            w[:overlap] = ramp
+            w[:overlap] = rising
         if not at_end:
-            w[-overlap:] = ramp[::-1]
+            w[-overlap:] = rising[::-1]
     return w
 
 
@@ -64,7 +64,7 @@ def run_scene(backend: Backend, reference: np.ndarray, norm: Normalization, tile
         t0 = time.perf_counter()
         y = backend.run(np.ascontiguousarray(x[None, r : r + tile, c : c + tile]))[0]
         latencies.append(time.perf_counter() - t0)
-        win = np.outer(_ramp(tile, overlap, r == 0, r == rows[-1]), _ramp(tile, overlap, c == 0, c == cols[-1]))
+        win = np.outer(ramp(tile, overlap, r == 0, r == rows[-1]), ramp(tile, overlap, c == 0, c == cols[-1]))
         acc[r : r + tile, c : c + tile] += y * win[..., None]
         weight[r : r + tile, c : c + tile] += win[..., None]
         if bar:

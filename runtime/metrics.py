@@ -6,12 +6,16 @@ boolean ``valid`` mask ``(H, W)`` restricts every sum to valid (non-nodata) pixe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
 def _bands(x: np.ndarray, valid: np.ndarray | None):
     """The (valid) samples of each band as float64, one band at a time: no whole-image float64
     copy, which on a full scene costs more time than the sums themselves."""
+    if valid is not None and valid.all():
+        valid = None  # no masked copy when every pixel counts
     for band in np.asarray(x):
         yield (band[valid] if valid is not None else band.ravel()).astype(np.float64)
 
@@ -58,11 +62,11 @@ def laplacian(x: np.ndarray) -> np.ndarray:
             - 4.0 * x[:, 1:-1, 1:-1])
 
 
-def lmse(x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Laplacian MSE = sum (L(x) - L(x_hat))^2 / sum L(x)^2 (interior pixels whose 3x3
-    neighbourhood is fully valid when a mask is given). Band by band, like the other sums."""
+def _lmse_sums(x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None) -> tuple[float, float]:
+    """(sum (L(x) - L(x_hat))^2, sum L(x)^2) over interior pixels (whose 3x3 neighbourhood is
+    fully valid when a mask is given), band by band."""
     inner = None
-    if valid is not None:
+    if valid is not None and not valid.all():
         v = valid.astype(bool)
         inner = (v[1:-1, 1:-1] & v[:-2, 1:-1] & v[2:, 1:-1] & v[1:-1, :-2] & v[1:-1, 2:])
     num = denom = 0.0
@@ -74,15 +78,50 @@ def lmse(x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None = None) -> f
         la = la.ravel()
         num += float(d @ d)
         denom += float(la @ la)
-    if denom == 0:
-        return float("nan")
-    return float(num / denom)
+    return num, denom
+
+
+def lmse(x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Laplacian MSE = sum (L(x) - L(x_hat))^2 / sum L(x)^2 (interior pixels whose 3x3
+    neighbourhood is fully valid when a mask is given). Band by band, like the other sums."""
+    num, denom = _lmse_sums(x, x_hat, valid)
+    return float("nan") if denom == 0 else float(num / denom)
+
+
+@dataclass
+class RunningMetrics:
+    """The same sums as `image_metrics`, added up over pieces of a scene too large to hold:
+    pixel sums over disjoint windows, Laplacian sums over row strips that carry one row of halo
+    on each side (their interior rows are then disjoint and cover the scene's interior)."""
+    signal: float = 0.0
+    noise: float = 0.0
+    count: int = 0
+    peak: float = -np.inf
+    laplacian_error: float = 0.0
+    laplacian_signal: float = 0.0
+
+    def add_pixels(self, x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None = None) -> None:
+        signal, noise, count, peak = _sums(x, x_hat, valid)
+        self.signal, self.noise, self.count = self.signal + signal, self.noise + noise, self.count + count
+        self.peak = max(self.peak, peak)
+
+    def add_laplacian(self, x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None = None) -> None:
+        num, denom = _lmse_sums(x, x_hat, valid)
+        self.laplacian_error += num
+        self.laplacian_signal += denom
+
+    def result(self) -> dict:
+        lmse_value = float("nan") if self.laplacian_signal == 0 else self.laplacian_error / self.laplacian_signal
+        return {"snr_db": _snr(self.signal, self.noise), "psnr_db": _psnr(self.noise, self.count, self.peak),
+                "lmse": float(lmse_value)}
 
 
 def image_metrics(x: np.ndarray, x_hat: np.ndarray, valid: np.ndarray | None = None) -> dict:
     """SNR, PSNR and LMSE of one image, the record every stage reports."""
-    signal, noise, count, peak = _sums(x, x_hat, valid)
-    return {"snr_db": _snr(signal, noise), "psnr_db": _psnr(noise, count, peak), "lmse": lmse(x, x_hat, valid)}
+    running = RunningMetrics()
+    running.add_pixels(x, x_hat, valid)
+    running.add_laplacian(x, x_hat, valid)
+    return running.result()
 
 
 def mean_over_images(records: list[dict]) -> dict:

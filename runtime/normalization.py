@@ -47,16 +47,26 @@ class Normalization:
         hi = np.asarray(self.high, np.float32).reshape(-1, 1, 1)
         return lo, hi
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """(bands, H, W) DN -> float32 in [-1, 1]."""
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, H, W) DN -> float32 in [-1, 1], into `out` if given (a float32 array or view
+        of x's shape, e.g. a channels-last buffer seen band-first)."""
         lo, hi = self._arrays(x.shape[0])
-        y = 2.0 * (x.astype(np.float32) - lo) / (hi - lo) - 1.0
-        return np.clip(y, -1.0, 1.0)
+        # 2 (x - lo) / (hi - lo) - 1, evaluated in that order in one float32 buffer
+        y = np.subtract(x, lo, dtype=np.float32, out=out)
+        y *= 2.0
+        y /= hi - lo
+        y -= 1.0
+        return np.clip(y, -1.0, 1.0, out=y)
 
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        """(bands, H, W) in [-1, 1] -> float32 DN."""
+    def inverse(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, H, W) in [-1, 1] -> float32 DN, into `out` if given (may be y itself)."""
         lo, hi = self._arrays(y.shape[0])
-        return (np.asarray(y, np.float32) + 1.0) * 0.5 * (hi - lo) + lo
+        # (y + 1) 0.5 (hi - lo) + lo, evaluated in that order in one float32 buffer
+        x = np.add(y, 1.0, dtype=np.float32, out=out)
+        x *= 0.5
+        x *= hi - lo
+        x += lo
+        return x
 
     def to_dict(self) -> dict:
         return {"kind": "percentile-linear", "low_percentile": self.low_percentile,

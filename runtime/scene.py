@@ -31,6 +31,10 @@ class Scene:
         return np.all(self.data != NODATA, axis=0)
 
     @property
+    def band_count(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
     def shape(self) -> tuple[int, int]:
         return int(self.data.shape[1]), int(self.data.shape[2])
 

@@ -1,12 +1,18 @@
 """A small set of real scene tiles that travels to a board: the bundle's smoke test and the
 benchmark's inputs. One .npz of plain arrays (loaded with allow_pickle=False):
 
-    reference  (n, bands, t, t) float32 DN   what the generator reads
-    target     (n, bands, t, t) float32 DN   the true target, for SNR / LMSE (optional)
-    valid      (n, t, t) bool                pixels that count (no nodata in either image)
+    reference  (n, bands, s, s) DN           what the generator reads
+    target     (n, bands, s, s) DN           the true target, for SNR / LMSE (optional)
+    valid      (n, s, s) bool                pixels that count (no nodata in either image)
+    tile       () int                        only when s < t: each tile is its s x s crop
+                                             mirrored out to t x t (runtime/tiling.py)
 
-Tiles come from the encoder's patch grid (the patches the generator was fitted to); tiles that
-touch the mirror-padded scene edge are skipped so every pixel is real."""
+DN are stored as uint16 when that is lossless (checked), otherwise float32; loading gives float32.
+Benchmark tiles come from the encoder's patch grid (the patches the generator was fitted to);
+tiles that touch the mirror-padded scene edge are skipped so every pixel is real. The smoke
+test's tile is one small valid crop mirrored out to the tile size: the board runs the whole
+model on real data and must reproduce the SNR measured at conversion, from a file a few
+percent of the model's size."""
 
 from __future__ import annotations
 
@@ -21,14 +27,15 @@ from qmtgan.runtime.atomic import atomic_file
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
-from qmtgan.runtime.tiling import PatchGrid
+from qmtgan.runtime.tiling import PatchGrid, mirror_indices
 
 
 @dataclass
 class TileSet:
-    reference: np.ndarray
+    reference: np.ndarray          # (n, bands, t, t) float32 DN
     target: np.ndarray | None
     valid: np.ndarray
+    crop: int = 0                  # > 0: every tile is its top-left crop x crop mirrored out
 
     def __len__(self) -> int:
         return len(self.reference)
@@ -77,15 +84,49 @@ def sample_tiles(reference: np.ndarray, target: np.ndarray | None, tile: int, co
     return TileSet(ref, tgt, valid)
 
 
+def smoke_tiles(reference: np.ndarray, target: np.ndarray, tile: int, budget_bytes: int, seed: int = 0) -> TileSet:
+    """One tile made of a small fully valid crop of the scene, mirrored out to `tile`; the crop's
+    side is chosen so that its DN (both images, uint16) fit in `budget_bytes` (at least 8 px)."""
+    bands, h, w = reference.shape
+    side = int(np.clip(np.sqrt(budget_bytes / (2 * bands * 2)), 8, min(tile, h, w)))
+    valid = np.all(reference != 0, axis=0) & np.all(target != 0, axis=0)
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        r, c = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        if valid[r:r + side, c:c + side].all():
+            break
+    else:
+        raise QmtganError(f"no fully valid {side}x{side} crop found in the scene for the smoke test")
+    rows = mirror_indices(r, tile, h) if side == tile else r + mirror_indices(0, tile, side)
+    cols = mirror_indices(c, tile, w) if side == tile else c + mirror_indices(0, tile, side)
+    cut = lambda a: a[:, rows][:, :, cols][None].astype(np.float32)
+    return TileSet(cut(reference), cut(target), np.ones((1, tile, tile), bool), crop=side if side < tile else 0)
+
+
+def _dn_array(a: np.ndarray) -> np.ndarray:
+    """uint16 if that holds `a` exactly (whole DN within 0..65535), else float32."""
+    if a.size and np.all((a >= 0) & (a <= 65535)) and np.array_equal(a, np.rint(a)):
+        return a.astype(np.uint16)
+    return a.astype(np.float32)
+
+
 def save_tiles(path: str | os.PathLike, tiles: TileSet) -> Path:
     path = Path(path)
-    arrays = {"reference": tiles.reference, "valid": tiles.valid}
+    keep = (lambda a: a[..., : tiles.crop, : tiles.crop]) if tiles.crop else (lambda a: a)
+    arrays = {"reference": _dn_array(keep(tiles.reference)), "valid": keep(tiles.valid)}
     if tiles.target is not None:
-        arrays["target"] = tiles.target
+        arrays["target"] = _dn_array(keep(tiles.target))
+    if tiles.crop:
+        arrays["tile"] = np.asarray(tiles.tile, np.int64)
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
     return path
+
+
+def _mirrored_out(a: np.ndarray, tile: int) -> np.ndarray:
+    index = mirror_indices(0, tile, a.shape[-1])
+    return np.ascontiguousarray(a[..., index, :][..., index])
 
 
 def load_tiles(path: str | os.PathLike) -> TileSet:
@@ -100,10 +141,18 @@ def load_tiles(path: str | os.PathLike) -> TileSet:
         raise QmtganError(f"{path}: a tile set needs arrays 'reference' and 'valid', found {sorted(arrays)}")
     if ref.ndim != 4 or ref.shape[1] != len(BAND_ORDER) or ref.shape[2] != ref.shape[3]:
         raise QmtganError(f"{path}: reference tiles must be (n, {len(BAND_ORDER)}, t, t), found {ref.shape}")
-    if ref.dtype != np.float32:
-        raise QmtganError(f"{path}: reference tiles must be float32, found {ref.dtype}")
-    if tgt is not None and (tgt.shape != ref.shape or tgt.dtype != np.float32):
-        raise QmtganError(f"{path}: target tiles {tgt.shape} {tgt.dtype} differ from reference {ref.shape} float32")
+    if ref.dtype not in (np.float32, np.uint16):
+        raise QmtganError(f"{path}: reference tiles must be float32 or uint16, found {ref.dtype}")
+    if tgt is not None and (tgt.shape != ref.shape or tgt.dtype not in (np.float32, np.uint16)):
+        raise QmtganError(f"{path}: target tiles {tgt.shape} {tgt.dtype} differ from reference {ref.shape}")
     if valid.shape != (ref.shape[0], ref.shape[2], ref.shape[3]) or valid.dtype != np.bool_:
         raise QmtganError(f"{path}: valid mask {valid.shape} {valid.dtype}, expected {(ref.shape[0], *ref.shape[2:])} bool")
-    return TileSet(ref, tgt, valid)
+    crop = 0
+    if "tile" in arrays:
+        tile, crop = arrays["tile"], ref.shape[-1]
+        if tile.shape != () or not np.issubdtype(tile.dtype, np.integer) or not crop < int(tile) <= 8192:
+            raise QmtganError(f"{path}: 'tile' must be one integer in {crop + 1}..8192, found {tile!r}")
+        ref, valid = _mirrored_out(ref, int(tile)), _mirrored_out(valid, int(tile))
+        tgt = None if tgt is None else _mirrored_out(tgt, int(tile))
+    as_float = lambda a: None if a is None else a.astype(np.float32, copy=False)
+    return TileSet(as_float(ref), as_float(tgt), valid, crop)

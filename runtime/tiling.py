@@ -16,6 +16,13 @@ import numpy as np
 from qmtgan.runtime.errors import QmtganError
 
 
+def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
+    """Indices start .. start+size-1 of an axis of `length` extended by mirroring ('symmetric':
+    the edge pixel repeats, period 2 * length), e.g. length 3: 0 1 2 2 1 0 0 1 2 ..."""
+    i = np.arange(start, start + size) % (2 * length)
+    return np.where(i < length, i, 2 * length - 1 - i)
+
+
 @dataclass(frozen=True)
 class Patch:
     index: int

@@ -71,10 +71,16 @@ def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     # within the threshold, the int8 bundle ships as int8, not a fallback
     assert manifest["precision"] == "int8" and manifest["input"]["dtype"] == "int8"
     # where the ONNX time goes: per op type, from ONNX Runtime's profiler, in the bundle
-    profile = onnx_manifest["op_profile"]
+    profile = onnx_manifest["op_profile"]["rows"]
     assert "QLinearConv" in {r["op"] for r in profile} and all(r["ms"] >= 0 for r in profile)
     assert "op_profile.md" in onnx_manifest["files"]
     assert "QLinearConv" in (out / "onnx-int8" / "op_profile.md").read_text()
+    # the TFLite int8 model timed op by op, with what XNNPACK does not take
+    tflite_profile = manifest["op_profile"]
+    assert "CONV_2D" in {r["op"] for r in tflite_profile["rows"]} and tflite_profile["partitions"] >= 1
+    assert all(r["delegated"] <= r["nodes"] for r in tflite_profile["rows"])
+    assert tflite_profile["sum_ms"] > 0 and tflite_profile["whole_ms"] > 0
+    assert "CONV_2D" in (out / "tflite-int8" / "op_profile.md").read_text()
 
 
 def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_path):

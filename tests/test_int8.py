@@ -71,7 +71,7 @@ def test_float_layers_stay_float_and_the_rest_int8():
 def test_converter_output_is_silenced_but_kept_for_a_failure(capfd):
     import os
 
-    from qmtgan.convert.quiet import native_output_captured
+    from qmtgan.runtime.quiet import native_output_captured
 
     with native_output_captured():
         os.write(1, b"fully_quantize: 1\n")

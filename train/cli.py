@@ -30,15 +30,30 @@ RESAMPLINGS = ("bilinear", "cubic", "nearest", "average", "lanczos", "cubic_spli
 @click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
 @click.option("--resampling", type=click.Choice(RESAMPLINGS), default="bilinear", show_default=True,
               help="How 20 m / 60 m bands (and a misaligned target) go onto the 10 m grid.")
+@click.option("--mosaic", type=POSITIVE, metavar="N",
+              help="Instead: tile an existing pair's two GeoTIFFs (--pair), mirrored, into N x N px test scenes "
+                   "(10980: a full Sentinel-2 tile), written strip by strip.")
+@click.option("--pair", "mosaic_pair", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The pair folder --mosaic tiles.")
 @out_option("Pair folder to write.")
 def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int, preset: str, patch_size: int,
-            resampling: str, out: Path) -> None:
+            resampling: str, mosaic: int | None, mosaic_pair: Path | None, out: Path) -> None:
     """Ingest a reference (and target) scene and write a pair folder: two 12-band GeoTIFFs,
-    pair.json and the patch manifest patches.json."""
+    pair.json and the patch manifest patches.json. With --mosaic, write a large test scene
+    (reference.tif and target.tif) from an existing pair instead."""
     from qmtgan.train.ingest import read_scene, sample_scene_dir
     from qmtgan.train.pair import align_to_reference, write_pair
     from qmtgan.train.simulate import preset_config, simulate_target
 
+    if mosaic is not None:
+        from qmtgan.train.mosaic import write_mosaic
+
+        if mosaic_pair is None or sample or reference is not None:
+            raise click.UsageError("--mosaic takes --pair (an existing pair folder) and neither --sample nor --reference")
+        for name in ("reference.tif", "target.tif"):
+            write_mosaic(mosaic_pair / name, mosaic, out / name, progress=True)
+        click.echo(f"mosaic written to {out}: {mosaic}x{mosaic} px x 12 bands (reference.tif, target.tif)")
+        return
     if sample == (reference is not None):
         raise click.UsageError("give exactly one of --sample or --reference")
     ref = read_scene(sample_scene_dir() if sample else reference, resampling)

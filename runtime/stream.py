@@ -1,0 +1,247 @@
+"""Streaming decode: the reference is read window by window, each tile is normalized, run and
+written as soon as it is final, so peak memory depends on the tile size, not on the scene's.
+
+The grid tiling (overlap 0) holds one tile at a time; mirror padding past the scene's edges
+reads the mirrored rows and columns themselves, exactly what `numpy.pad(..., "symmetric")` of
+the whole scene gives. Overlapping tiles hold one strip of tile rows across the scene's width
+(the cross-fade accumulator): a strip's rows are written once no later tile reaches them. Both
+give the same floats as the whole-array path (`infer.run_scene`): the same per-pixel arithmetic,
+in the same tile order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qmtgan.runtime.backends import Backend
+from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.infer import ramp, tile_starts
+from qmtgan.runtime.normalization import Normalization
+from qmtgan.runtime.scene import BAND_ORDER, NODATA
+from qmtgan.runtime.tiling import PatchGrid, mirror_indices
+
+
+class SceneReader:
+    """Windows of a 12-band reference in BAND_ORDER, as float32 DN: a GeoTIFF (bands found by
+    their descriptions) or a band-first .npy (memory-mapped, no georeference)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._ds = None
+        if self.path.suffix.lower() == ".npy":
+            try:
+                self._array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise QmtganError(f"{self.path}: not a readable .npy array ({exc})") from exc
+            if self._array.ndim != 3 or self._array.shape[0] != len(BAND_ORDER):
+                raise QmtganError(f"{self.path}: expected a ({len(BAND_ORDER)}, H, W) array, "
+                                  f"found {self._array.shape}")
+            if not (np.issubdtype(self._array.dtype, np.integer) or np.issubdtype(self._array.dtype, np.floating)):
+                raise QmtganError(f"{self.path}: dtype {self._array.dtype} is not numeric")
+            self.height, self.width = (int(v) for v in self._array.shape[1:])
+            self.crs = self.transform = None
+        else:
+            from qmtgan.runtime.raster import band_index, open_raster
+
+            self._ds = open_raster(self.path)
+            self._index = band_index(self._ds, self.path)
+            self.height, self.width = self._ds.height, self._ds.width
+            self.crs, self.transform = self._ds.crs, self._ds.transform
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def band_count(self) -> int:
+        return len(BAND_ORDER)
+
+    def read(self, row: int, col: int, height: int, width: int, dtype=np.float32) -> np.ndarray:
+        """(bands, height, width) DN of the window at (row, col), inside the scene, as `dtype`
+        (None: the file's own, e.g. uint16 at half the memory of float32)."""
+        if self._ds is None:
+            from qmtgan.runtime.raster import check_finite
+
+            data = np.asarray(self._array[:, row:row + height, col:col + width], dtype)
+            if np.issubdtype(data.dtype, np.floating):
+                check_finite(data, str(self.path))
+            return data
+        from rasterio.windows import Window
+
+        from qmtgan.runtime.raster import read_bands
+
+        return read_bands(self._ds, self._index, self.path, Window(col, row, width, height), dtype)
+
+    def tile(self, row: int, col: int, size: int, dtype=np.float32) -> np.ndarray:
+        """(bands, size, size): the window, mirror-padded where it runs past the scene."""
+        rows, cols = mirror_indices(row, size, self.height), mirror_indices(col, size, self.width)
+        r0, c0 = int(rows.min()), int(cols.min())
+        block = self.read(r0, c0, int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1, dtype)
+        if rows[-1] == row + size - 1 and cols[-1] == col + size - 1:
+            return block  # wholly inside: no copy
+        return block[:, rows - r0][:, :, cols - c0]
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+
+    def __enter__(self) -> "SceneReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Window:
+    """A final piece of the decoded scene: prediction (bands, h, w) float32 DN at (row, col),
+    and where the reference has data."""
+    row: int
+    col: int
+    prediction: np.ndarray
+    valid: np.ndarray
+
+
+def valid_mask(reference: np.ndarray) -> np.ndarray:
+    return np.all(reference != NODATA, axis=0)
+
+
+def stream_scene(backend: Backend, reader: SceneReader, norm: Normalization, tile: int, overlap: int,
+                 emit: Callable[[Window], None], progress: bool = False) -> list[float]:
+    """Run the scene tile by tile and `emit` each final window; returns per-tile seconds."""
+    if overlap == 0:
+        return _stream_grid(backend, reader, norm, tile, emit, progress)
+    return _stream_overlap(backend, reader, norm, tile, overlap, emit, progress)
+
+
+class _Progress:
+    """Tiles done and the decode rate in MPix/s of scene."""
+
+    def __init__(self, total: int, pixels_per_tile: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="decode", unit="tile", leave=False)
+        self.pixels, self.per_tile, self.start = 0, pixels_per_tile, time.perf_counter()
+
+    def step(self) -> None:
+        self.pixels += self.per_tile
+        if self.bar is not None:
+            rate = self.pixels / 1e6 / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix_str(f"{rate:.1f} MPix/s", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run(backend: Backend, x: np.ndarray, latencies: list[float]) -> np.ndarray:
+    """(t, t, bands) normalized -> (t, t, bands) output, batch 1 as deployed."""
+    start = time.perf_counter()
+    y = backend.run(np.ascontiguousarray(x[None]))[0]
+    latencies.append(time.perf_counter() - start)
+    return y
+
+
+def _stream_grid(backend, reader, norm, tile, emit, progress) -> list[float]:
+    grid = PatchGrid(reader.height, reader.width, tile)
+    latencies: list[float] = []
+    bar = _Progress(grid.rows * grid.cols, tile * tile, progress)
+    x = np.empty((tile, tile, reader.band_count), np.float32)  # the generator's input, reused
+    try:
+        for patch in grid.patches:
+            reference = reader.tile(patch.row, patch.col, tile, dtype=None)  # DN as stored
+            valid = valid_mask(reference[:, : patch.height, : patch.width])
+            norm.forward(reference, out=x.transpose(2, 0, 1))  # normalized straight into channels-last
+            del reference  # each full-tile array is dropped as soon as it is used: memory is a few tiles
+            y = _run(backend, x, latencies)
+            prediction = np.ascontiguousarray(y[: patch.height, : patch.width].transpose(2, 0, 1))
+            del y
+            emit(Window(patch.row, patch.col, norm.inverse(prediction, out=prediction), valid))
+            del prediction
+            bar.step()
+    finally:
+        bar.close()
+    return latencies
+
+
+def _stream_overlap(backend, reader, norm, tile, overlap, emit, progress) -> list[float]:
+    h, w = reader.shape
+    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    latencies: list[float] = []
+    bar = _Progress(len(rows) * len(cols), tile * tile, progress)
+    acc = weight = None
+    try:
+        for i, r in enumerate(rows):
+            acc, weight = _shifted(acc, weight, r - rows[i - 1] if i else 0, tile, w, reader.band_count)
+            for c in cols:
+                x = norm.forward(reader.read(r, c, tile, tile)).transpose(1, 2, 0)
+                y = _run(backend, x, latencies)
+                win = np.outer(ramp(tile, overlap, r == rows[0], r == rows[-1]),
+                               ramp(tile, overlap, c == cols[0], c == cols[-1]))
+                acc[:, c:c + tile] += y * win[..., None]
+                weight[:, c:c + tile] += win[..., None]
+                bar.step()
+            done = (rows[i + 1] if i + 1 < len(rows) else h) - r  # rows no later tile reaches
+            prediction = norm.inverse(np.ascontiguousarray((acc[:done] / weight[:done]).transpose(2, 0, 1)))
+            emit(Window(r, 0, prediction, valid_mask(reader.read(r, 0, done, w))))
+    finally:
+        bar.close()
+    return latencies
+
+
+def _shifted(acc, weight, shift: int, tile: int, width: int, bands: int):
+    """The strip accumulator moved down by `shift` rows, keeping the sums of the rows both
+    positions cover (a new one when there is none yet)."""
+    new_acc = np.zeros((tile, width, bands), np.float32)
+    new_weight = np.zeros((tile, width, 1), np.float32)
+    if acc is not None and shift < tile:
+        new_acc[: tile - shift] = acc[shift:]
+        new_weight[: tile - shift] = weight[shift:]
+    return new_acc, new_weight
+
+
+def compare(target: SceneReader, decoded: SceneReader, block: int = 256) -> dict:
+    """SNR, PSNR and LMSE of a decoded scene against the true target, over pixels valid in
+    both. Each file is read once, in block-aligned windows (row-major). The Laplacian needs
+    each pixel's neighbours: every window is extended by the last two rows of the window row
+    above (kept for the whole width) and the last two columns of the window to its left, so
+    memory stays at a few windows and two rows, whatever the scene's size."""
+    from qmtgan.runtime.metrics import RunningMetrics
+
+    if target.shape != decoded.shape:
+        raise QmtganError(f"target is {target.shape[0]}x{target.shape[1]} px, the decoded scene "
+                          f"{decoded.shape[0]}x{decoded.shape[1]}")
+    if block < 2:
+        raise QmtganError(f"compare block must be at least 2 px, got {block}")
+    h, w = target.shape
+    running = RunningMetrics()
+    above = None  # (2 images, bands, 2 rows, w): the bottom of the previous window row
+    for top in range(0, h, block):
+        bottom = min(top + block, h)
+        rows_kept = np.empty((2, target.band_count, min(2, bottom - top), w), np.float32)
+        seam = None  # (2, bands, bottom - top, 2): the previous window's last two columns
+        for left in range(0, w, block):
+            right = min(left + block, w)
+            pair = np.stack([target.read(top, left, bottom - top, right - left),
+                             decoded.read(top, left, bottom - top, right - left)])
+            running.add_pixels(pair[0], pair[1], valid_mask(pair[0]) & valid_mask(pair[1]))
+            rows_kept[..., left:right] = pair[..., -rows_kept.shape[2]:, :]
+            extended = pair if seam is None else np.concatenate([seam, pair], axis=3)
+            seam = pair[..., -2:]
+            if above is not None:
+                extended = np.concatenate([above[..., left - (extended.shape[3] - pair.shape[3]):right], extended],
+                                          axis=2)
+            # the interior of `extended` is this window shifted up and left by one pixel (less
+            # the scene's border): the windows' interiors tile the scene's interior once
+            running.add_laplacian(extended[0], extended[1], valid_mask(extended[0]) & valid_mask(extended[1]))
+        above = rows_kept if rows_kept.shape[2] == 2 else None
+    return running.result()
