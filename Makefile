@@ -15,7 +15,7 @@ RESULTS := results
 BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-16x8,onnx,onnx-int8
 TRIALS ?= 2000
 
-.PHONY: venv demo test test-fast lint bench tune clean
+.PHONY: venv demo test test-fast lint fuzz bench tune clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ lint: venv
 
 # Under a minute, no root: leaves out what trains a generator, the emulated board, sshd and
 # downloads (pyproject.toml lists the markers).
+# 100,000 inputs per parser (.qmtg, bundle archive and manifest, board TOML, the C++ runner's
+# .npy reader); `make test` runs a seeded 200 of each.
+fuzz: venv
+	QMTGAN_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py \
+	  tests/test_native_runner.py -k "fuzz"
+
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow and not qemu and not ssh and not network"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.bench.demo import demo
+from qmtgan.bench.demo_config import DEMO_EPOCHS
 from qmtgan.options import (FOLDER, aliased, deprecated_alias, key_value_option, list_option, model_option,
                             out_option, pair_option)
 
@@ -85,6 +85,28 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, po
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         raise QmtganError(f"{len(failed)} of {len(records)} configurations failed (see {out / 'bench.md'})")
+
+
+@click.command()
+@out_option("Folder for the demo's runs and report.", default=Path("runs/demo"))
+@click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out: Path, epochs: int, seed: int) -> None:
+    """The main job on the real Sentinel-2 sample; writes OUT/report.md."""
+    from qmtgan.bench.demo import run_demo
+    from qmtgan.convert.report import artifact_table
+
+    r = run_demo(out, epochs, seed)
+    m = r["reconstruction"]
+    q = r["quantization"]
+    click.echo(f"\nSNR {m['snr_db']:.2f} dB (reference-as-target baseline "
+               f"{r['baseline_reference_as_target_snr_db']:.2f} dB), LMSE {m['lmse']:.4f}, "
+               f"wall time {r['timings']['total_s']:.0f} s")
+    for label in ("symmetric 8", "symmetric 6"):
+        click.echo(f"{label}: SNR {q[label]['snr_db']:.2f} dB, LMSE {q[label]['lmse']:.4f}, "
+                   f"{q[label]['bpp_tile']:.4f} bpp (tile) vs float {q['float32']['bpp_tile']:.4f}")
+    click.echo("\n" + artifact_table(r["artifacts"]))
+    click.echo(f"report: {out / 'report.md'}  (JSON: {out / 'report.json'}, previews: {out / 'preview'})")
 
 
 COMMANDS = [demo, bench]

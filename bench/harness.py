@@ -52,7 +52,7 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
             b = board(target)
             if m.get("elf_machine") and m["elf_machine"] != b.arch:
                 continue
-            where = "ssh" if target in plan.hosts else b.reach["method"]
+            where = "ssh" if target in plan.hosts else b.reach.method
             backends = [m.get("backend", "?")] + (["tvm-native"] if plan.native and m.get("backend") == "tvm" else [])
             for backend in backends:
                 for t in plan.threads:
@@ -81,7 +81,7 @@ def _peak(target: str, where: str) -> dict:
     from qmtgan.targets.registry import board
 
     if where == "qemu":
-        return board_peak({})
+        return board_peak(None)
     return host_peak() if board(target).arch == "x86_64" and where in ("local", "rpc") else board_peak(board(target).peak)
 
 

@@ -11,6 +11,7 @@ numpy's float32 matrix product (BLAS) on this machine."""
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 import platform
 import time
 from pathlib import Path
@@ -44,13 +45,13 @@ def host_peak() -> dict:
             "formula": f"{cores} cores x {lanes} lanes x {FMA_PIPES_X86} FMA pipes x 2 x {ghz:.2f} GHz"}
 
 
-def board_peak(peak: dict) -> dict:
-    """From a board TOML's [peak] table (cores, fp32_lanes, fma_pipes, ghz)."""
-    if not peak:
+def board_peak(peak) -> dict:
+    """From a board's Peak record (targets/registry.py), or None."""
+    if peak is None:
         return {"peak_gflops": None, "formula": "no peak for this board (emulated or unknown)"}
-    g = peak["cores"] * peak["fp32_lanes"] * peak["fma_pipes"] * 2 * peak["ghz"]
-    return {**peak, "peak_gflops": round(g, 1),
-            "formula": f"{peak['cores']} cores x {peak['fp32_lanes']} lanes x {peak['fma_pipes']} FMA pipes x 2 x {peak['ghz']} GHz"}
+    g = peak.cores * peak.fp32_lanes * peak.fma_pipes * 2 * peak.ghz
+    return {**asdict(peak), "peak_gflops": round(g, 1),
+            "formula": f"{peak.cores} cores x {peak.fp32_lanes} lanes x {peak.fma_pipes} FMA pipes x 2 x {peak.ghz} GHz"}
 
 
 def measured_sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -55,11 +55,11 @@ class RpcRunner(Runner):
         from tvm import relax
 
         bundle = load_bundle(config.bundle)
-        if bundle.manifest["backend"] != "tvm":
-            raise QmtganError(f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest['backend']}")
+        if bundle.manifest.backend != "tvm":
+            raise QmtganError(f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest.backend}")
         t0 = time.perf_counter()
         session = self._session()
-        model = bundle.path / bundle.manifest["model_file"]
+        model = bundle.path / bundle.manifest.model_file
         session.upload(str(model), target=f"qmtgan-{config.name}.so")
         device = session.cpu()
         try:

@@ -106,7 +106,7 @@ class NativeRunner(DeviceRunner):
             np.save(Path(tmp) / "input.npy", tiles.normalized(bundle.normalization), allow_pickle=False)
             self.device.put(Path(tmp), f"native-in/{config.name}")
         out = f"native-in/{config.name}/output.npy"
-        argv = [f"./native/{self.runner_name}", "--module", f"./{folder}/{bundle.manifest['model_file']}",
+        argv = [f"./native/{self.runner_name}", "--module", f"./{folder}/{bundle.manifest.model_file}",
                 "--input", f"native-in/{config.name}/input.npy", "--output", out, "--warmup", str(timing.warmup),
                 "--runs", str(max(1, math.ceil(timing.runs / len(tiles))))]
         if config.threads:

@@ -90,6 +90,6 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
     OnnxInt8("onnx-int8", "onnxruntime", "int8", int8_weights=True),
     # a TVM module for every board of targets/boards/ but the emulated one (it runs an rpi4's)
     *(TVM(f"tvm-{name}", "tvm", "fp32", target=name) for name, b in boards().items()
-      if b.reach.get("method") != "qemu"),
+      if b.reach.method != "qemu"),
 )}
 FORMATS = tuple(REGISTRY)

@@ -64,6 +64,21 @@ inline uint64_t element_count(const std::string& path, const std::vector<int64_t
   return n;
 }
 
+// Text from a file as one line of a message: control and non-ASCII bytes escaped, long text cut.
+inline std::string printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text.substr(0, 200)) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return text.size() > 200 ? out + "..." : out;
+}
+
 inline std::string describe_descr(const std::string& d) {
   static const char* names[][2] = {{"<f4", "float32"}, {">f4", "big-endian float32"}, {"<f8", "float64"},
                                    {"<f2", "float16"}, {"|u1", "uint8"},  {"|i1", "int8"},
@@ -71,7 +86,7 @@ inline std::string describe_descr(const std::string& d) {
                                    {"<i8", "int64"},   {"|b1", "bool"}};
   for (auto& n : names)
     if (d == n[0]) return "'" + d + "' (" + n[1] + ")";
-  return "'" + d + "'";
+  return "'" + printable(d) + "'";
 }
 
 // The header is a Python dict literal, e.g.
@@ -110,7 +125,7 @@ class HeaderParser {
 
  private:
   [[noreturn]] void fail(const std::string& what) {
-    throw NpyError(path_ + ": not a valid .npy header (" + what + "): " + s_);
+    throw NpyError(path_ + ": not a valid .npy header (" + what + "): " + printable(s_));
   }
   void skip_ws() {
     while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n')) ++i_;

@@ -2,6 +2,7 @@
 //
 //   qmtg-run --module ./model.so --input tiles.npy --output out.npy [--warmup K] [--runs R] [--threads T]
 //   qmtg-run --module ./model.so --input tiles.f32 --raw --shape N,H,W,C --output out.npy
+//   qmtg-run --check-input tiles.npy [more.npy ...]   (reads and reports each input; no module)
 //
 // The module is what convert/tvm_build.py exports (`tvm.compile` + `export_library`): its Relax
 // VM entry `main` maps one (1,H,W,C) float32 tile to an output of the same layout. Each of the N
@@ -57,6 +58,7 @@ struct RunError : std::runtime_error {
 const char* kUsage =
     "usage: qmtg-run --module ./model.so --input tiles.npy --output out.npy\n"
     "                [--raw --shape N,H,W,C] [--warmup K] [--runs R] [--threads T]\n"
+    "       qmtg-run --check-input tiles.npy [more.npy ...]   (read each input, report, run nothing)\n"
     "  --module   TVM Relax module (.so) exported by qmtgan convert (tvm-* bundles)\n"
     "  --input    float32 NHWC tiles: .npy (v1/v2/v3, '<f4', C order), or raw float32 with --raw\n"
     "  --raw      the input is raw little-endian float32; --shape N,H,W,C gives its shape\n"
@@ -365,8 +367,25 @@ int run(const Options& o) {
 
 }  // namespace
 
+// --check-input FILE...: read each .npy input as a run would and report it, one line per file
+// ("ok (shape)" or the reader's error), without loading a module. Exit 0 if all are readable.
+int check_inputs(int argc, char** argv) {
+  int bad = 0;
+  for (int i = 2; i < argc; ++i) {
+    try {
+      qmtg::Float32Array a = qmtg::read_npy_f32(argv[i]);
+      std::cout << "ok " << qmtg::shape_str(a.shape) << "\n";
+    } catch (const qmtg::NpyError& e) {
+      std::cout << "error " << e.what() << "\n";
+      ++bad;
+    }
+  }
+  return bad ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
   try {
+    if (argc >= 2 && std::string(argv[1]) == "--check-input") return check_inputs(argc, argv);
     return run(parse_args(argc, argv));
   } catch (const UsageError& e) {
     std::cerr << "qmtg-run: " << e.what() << "\n" << kUsage;

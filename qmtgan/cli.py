@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import click
@@ -11,13 +12,19 @@ from qmtgan.runtime.errors import QmtganError
 
 
 class _Group(click.Group):
-    """Turns a QmtganError anywhere below into one clear message and exit code 1."""
+    """Turns a QmtganError (or a full disk) anywhere below into one clear message and exit code 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except QmtganError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk mid-write: the write's temporary is already gone (runtime/atomic.py)
+            raise click.ClickException(f"no space left on the device writing {exc.filename or 'output'}; "
+                                       "nothing was written under its final name") from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -51,14 +51,14 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
     start = time.perf_counter()
     with streaming_gdal(threads), SceneReader(reference) as ref:
         # checked before the scene runs
-        residual = hybrid_residual(payload_path, ref, b.manifest["generator"]) if payload_path else None
+        residual = hybrid_residual(payload_path, ref, b.manifest.generator) if payload_path else None
         with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews,
                          compress) as writer:
             latencies = stream_scene(b.backend(threads), ref, b.normalization, b.tile, overlap,
                                      with_residual(writer, residual), progress=True)
         megapixels = ref.height * ref.width / 1e6
     seconds = time.perf_counter() - start
-    msg = {"bundle": b.manifest["name"], "tiles": len(latencies), "mean_tile_ms": 1000 * float(np.mean(latencies)),
+    msg = {"bundle": b.manifest.name, "tiles": len(latencies), "mean_tile_ms": 1000 * float(np.mean(latencies)),
            "decode_s": round(seconds, 3), "mpix_per_s": round(megapixels / seconds, 3), "output": str(writer.path)}
     if target is not None:
         start = time.perf_counter()

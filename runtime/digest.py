@@ -21,8 +21,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def load_record(path: Path, schema: str, what: str) -> dict:
     """A JSON record that must carry ``schema`` (pair.json, model.json, manifest.json)."""
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise QmtganError(f"{path}: not {what} ({exc})") from exc
     if not isinstance(record, dict) or record.get("schema") != schema:
         found = record.get("schema") if isinstance(record, dict) else None

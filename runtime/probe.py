@@ -137,9 +137,9 @@ def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, mi
     backend = bundle.backend(threads, xnnpack)
     init_s = time.perf_counter() - t0
     record = measure(backend, tiles, bundle.normalization, warmup, runs, min_time, init_s, outputs_path)
-    return {**record, "bundle": bundle.manifest.get("name"), "backend": bundle.manifest["backend"],
-            "precision": bundle.manifest.get("precision"), "xnnpack": xnnpack,
-            "versions": _versions(bundle.manifest["backend"])}
+    return {**record, "bundle": bundle.manifest.name, "backend": bundle.manifest.backend,
+            "precision": bundle.manifest.precision, "xnnpack": xnnpack,
+            "versions": _versions(bundle.manifest.backend)}
 
 
 def worker_arguments(prog: str, model_option: str) -> argparse.ArgumentParser:

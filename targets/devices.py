@@ -46,7 +46,7 @@ class Device:
         self.python = python or board.python
 
     def describe(self) -> str:
-        return f"{self.board.name} ({self.board.reach['method']})"
+        return f"{self.board.name} ({self.board.reach.method})"
 
     def run(self, argv: list[str], env: dict[str, str] | None = None,
             timeout: float | None = None) -> subprocess.CompletedProcess:  # pragma: no cover - abstract
@@ -80,7 +80,7 @@ class Device:
         argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", bundle_folder, "--tiles", tiles, *args]
         if threads:
             argv += ["--threads", str(threads)]
-        if not self.board.tflite.get("xnnpack", True):
+        if not self.board.tflite.xnnpack:
             argv.append("--no-xnnpack")
         proc = bounded(lambda: self.run(argv, env={"PYTHONPATH": RUNTIME_DIR}, timeout=timeout), timeout)
         return last_json_line(proc, f"the probe on {self.describe()}", ok_codes)
@@ -96,10 +96,10 @@ class _HostFiles(Device):
     """Devices that see this machine's file system (local, emulated)."""
 
     def put(self, folder: Path, dest: str) -> None:
-        target = Path(self.path(dest))
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(folder, target)
+        from qmtgan.runtime.atomic import atomic_dir
+
+        with atomic_dir(Path(self.path(dest))) as tmp:  # a killed copy leaves the previous folder
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
 
     def fetch(self, file: str) -> bytes:
         return Path(self.path(file)).read_bytes()
@@ -181,7 +181,11 @@ class SshDevice(Device):
             subprocess.run(["tar", "-C", str(folder), "-czf", "-", "."], stdout=archive, check=True)
             archive.seek(0)
             q = shlex.quote(target)
-            proc = self._remote(f"rm -rf {q} && mkdir -p {q} && tar -xzf - -C {q}", timeout=600, stdin=archive)
+            # unpacked beside the target and moved into place only once complete: a dropped
+            # connection leaves the previous folder (and a temporary the next copy removes)
+            tmp = shlex.quote(f"{target}.tmp-copy")
+            proc = self._remote(f"rm -rf {tmp} && mkdir -p {tmp} && tar -xzf - -C {tmp} && rm -rf {q} && mv {tmp} {q}",
+                                timeout=600, stdin=archive)
         if proc.returncode != 0:
             raise QmtganError(f"copy to {self.host}:{target} failed: {proc.stderr.decode(errors='replace').strip()}")
 
@@ -190,12 +194,12 @@ def connect(board: Board, host: str | None = None, workdir: str | None = None, p
             port: int | None = None, identity: str | None = None, options: tuple[str, ...] = ()) -> Device:
     """The device for a board: ssh when a host is given (or the board is reached by ssh),
     qemu for the emulated board, this machine otherwise."""
-    method = "ssh" if host else board.reach["method"]
+    method = "ssh" if host else board.reach.method
     if method == "ssh":
-        host = host or board.reach.get("host")
+        host = host or board.reach.host or None
         if not host:
             raise QmtganError(f"board {board.name} is reached over ssh: give --host user@addr")
-        return SshDevice(board, host, workdir or board.reach.get("workdir", "qmtgan"), python, port, identity, options)
+        return SshDevice(board, host, workdir or board.reach.workdir, python, port, identity, options)
     local_dir = workdir or tempfile.mkdtemp(prefix=f"qmtgan-{board.name}-")
     Path(local_dir).mkdir(parents=True, exist_ok=True)
     return (QemuDevice if method == "qemu" else LocalDevice)(board, local_dir, python)

@@ -39,7 +39,7 @@ _unshare_argv: list[str] | None = None
 
 def guest_cpuinfo(board: Board) -> str:
     """An aarch64 /proc/cpuinfo for the board's CPU and core count."""
-    cpu = board.reach.get("cpu") or board.tvm_target.get("mcpu", "")
+    cpu = board.reach.cpu or board.tvm_target.get("mcpu", "")
     if cpu not in ARM_CPU_PARTS:
         raise QmtganError(f"board {board.name}: no ARM CPU part number known for '{cpu}' "
                           f"(known: {', '.join(ARM_CPU_PARTS)})")
@@ -78,9 +78,9 @@ def _unshare() -> list[str]:
 
 
 def _require_qemu(board: Board) -> None:
-    if board.reach.get("method") != "qemu":
+    if board.reach.method != "qemu":
         raise QmtganError(f"board {board.name} is not emulated (reach.method is "
-                          f"'{board.reach.get('method')}', not 'qemu')")
+                          f"'{board.reach.method}', not 'qemu')")
 
 
 def emulated_argv(board: Board, argv, env: dict[str, str] | None = None) -> list[str]:
@@ -104,7 +104,7 @@ def emulated_argv(board: Board, argv, env: dict[str, str] | None = None) -> list
         if not exe.is_file():
             raise QmtganError(f"{argv[0]}: no such executable on this host (give the host path of an "
                               f"aarch64 program, or python3)")
-    guest = [qemu, "-L", str(sysroot), "-cpu", board.reach.get("cpu", "max")]
+    guest = [qemu, "-L", str(sysroot), "-cpu", board.reach.cpu or "max"]
     for key, value in env.items():
         guest += ["-E", f"{key}={value}"]
     guest += [str(exe), *argv[1:]]

@@ -33,7 +33,7 @@ from qmtgan.targets.registry import Board, board as board_named
 
 
 def check_module_arch(bundle: Bundle, target: Board) -> None:
-    built_for = bundle.manifest.get("elf_machine")
+    built_for = bundle.manifest.elf_machine
     if built_for and built_for != target.arch:
         raise QmtganError(f"{bundle.path}: the module is built for {built_for}, board {target.name} is {target.arch}")
 
@@ -71,7 +71,7 @@ def ensure_requirements(device: Device, backend: str, install: bool) -> str:
 
 
 def smoke_decode(device: Device, folder: str, bundle: Bundle, tolerance_db: float, threads: int | None) -> dict:
-    smoke = bundle.manifest.get("smoke")
+    smoke = bundle.manifest.smoke
     if not smoke:
         raise QmtganError(f"{bundle.path}: the manifest has no smoke test (bundle made before qmtgan 0.1; convert again)")
     args = ["--warmup", "0", "--runs", "1", "--expect-snr", repr(smoke["snr_db"]), "--tolerance", str(tolerance_db)]
@@ -90,18 +90,18 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
     arch = device.arch()
     if arch != target.arch:
         raise QmtganError(f"{device.describe()} reports architecture {arch}, board {target.name} is {target.arch}")
-    folder = f"bundles/{bundle.manifest['name']}"
+    folder = f"bundles/{bundle.manifest.name}"
     with scratch_dir() as tmp:
         runtime = stage_runtime(Path(tmp) / "runtime")
         runtime_digests = {str(f.relative_to(runtime)): sha256_file(f) for f in sorted(runtime.rglob("*.py"))}
         device.put(bundle.path, folder)
         device.put(runtime, RUNTIME_DIR)
-    verify_on_device(device, folder, {**bundle.manifest["files"], MANIFEST: sha256_file(bundle.path / MANIFEST)})
+    verify_on_device(device, folder, {**bundle.manifest.files, MANIFEST: sha256_file(bundle.path / MANIFEST)})
     verify_on_device(device, RUNTIME_DIR, runtime_digests)
-    requirements = ensure_requirements(device, bundle.manifest["backend"], install)
+    requirements = ensure_requirements(device, bundle.manifest.backend, install)
     record = smoke_decode(device, folder, bundle, tolerance_db, target.tflite_threads)
-    return {"board": target.name, "device": device.describe(), "arch": arch, "bundle": bundle.manifest["name"],
-            "folder": device.path(folder), "files_verified": len(bundle.manifest["files"]) + 1 + len(runtime_digests),
+    return {"board": target.name, "device": device.describe(), "arch": arch, "bundle": bundle.manifest.name,
+            "folder": device.path(folder), "files_verified": len(bundle.manifest.files) + 1 + len(runtime_digests),
             "requirements": requirements, "smoke": record["smoke"], "smoke_latency_s": record["first_s"],
             "peak_rss_kb": record["peak_rss_kb"]}
 

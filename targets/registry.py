@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from qmtgan.runtime.errors import QmtganError
@@ -17,19 +17,47 @@ REACH_METHODS = ("local", "qemu", "ssh")
 
 
 @dataclass(frozen=True)
+class TFLiteDefaults:
+    threads: int = 0          # 0: all cores
+    xnnpack: bool = True
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How qmtgan gets at the board: run locally, under qemu user mode, or over ssh."""
+    method: str = "local"
+    host: str = ""                           # ssh: user@address
+    python: str = "python3"
+    workdir: str = "qmtgan"                  # ssh: folder under the remote home
+    qemu: str = "qemu-aarch64-static"        # qemu: the emulator binary
+    qemu_apt_package: str = "qemu-user-static"
+    cpu: str = ""                            # qemu: -cpu (default: the TVM target's mcpu, else max)
+    suite: str = "bookworm"                  # qemu: the Debian sysroot's suite
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Theoretical fp32 peak: cores x SIMD lanes x FMA pipes x 2 x GHz (bench/machine.py)."""
+    cores: int
+    fp32_lanes: int
+    fma_pipes: int
+    ghz: float
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     description: str
     arch: str
     cross_compiler: str
     apt_package: str
-    tvm_target: dict
+    tvm_target: dict                   # TVM's own JSON-dict target, checked by TVM
     cmake_toolchain: str = ""          # relative to targets/; "" for a native build
     memory_budget_mb: int = 0          # 0: no budget
-    tflite: dict = field(default_factory=lambda: {"threads": 0, "xnnpack": True})
-    reach: dict = field(default_factory=lambda: {"method": "local"})
+    tflite: TFLiteDefaults = TFLiteDefaults()
+    reach: Reach = Reach()
     cuda_arch: str = ""
-    peak: dict = field(default_factory=dict)   # cores, fp32_lanes, fma_pipes, ghz (bench/machine.py)
+    peak: Peak | None = None
 
     def compiler(self) -> str | None:
         """The cross compiler's path (None for a native build); a clear error when missing."""
@@ -42,11 +70,11 @@ class Board:
 
     @property
     def tflite_threads(self) -> int | None:
-        return int(self.tflite.get("threads", 0)) or None
+        return self.tflite.threads or None
 
     @property
     def python(self) -> str:
-        return self.reach.get("python", "python3")
+        return self.reach.python
 
 
 def require_tool(name: str, apt_package: str, needed_for: str) -> str:
@@ -58,28 +86,34 @@ def require_tool(name: str, apt_package: str, needed_for: str) -> str:
     return path
 
 
-# Every key a board file may hold, with its type: anything else is a typo that would otherwise
-# be ignored silently. tvm_target is TVM's own JSON-dict target and is checked by TVM.
-SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "": {"name": (str,), "description": (str,), "arch": (str,), "cross_compiler": (str,), "apt_package": (str,),
-         "cmake_toolchain": (str,), "memory_budget_mb": (int,), "cuda_arch": (str,), "tflite": (dict,),
-         "reach": (dict,), "peak": (dict,), "tvm_target": (dict,)},
-    "tflite": {"threads": (int,), "xnnpack": (bool,)},
-    "reach": {"method": (str,), "host": (str,), "python": (str,), "workdir": (str,), "qemu": (str,),
-              "qemu_apt_package": (str,), "cpu": (str,), "suite": (str,)},
-    "peak": {"cores": (int,), "fp32_lanes": (int,), "fma_pipes": (int,), "ghz": (int, float)},
-}
+# The sections of a board file and the record each becomes; every key and its type come from
+# the record's fields, so a typo or a wrong type is refused by name instead of ignored.
+SECTIONS = {"tflite": TFLiteDefaults, "reach": Reach, "peak": Peak}
+TYPES = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "dict": (dict,)}
 
 
-def _check_keys(path: Path, section: str, table: dict) -> None:
-    known = SCHEMA[section]
+def _record(path: Path, cls: type, table: dict, section: str = ""):
+    """`cls` built from a TOML table, with unknown keys, wrong types and missing keys refused."""
+    known = {f.name: f for f in fields(cls)}
     where = f"{section}." if section else ""
+    values = {}
     for key, value in table.items():
         if key not in known:
             raise QmtganError(f"{path}: unknown key '{where}{key}' (known: {', '.join(known)})")
-        if not isinstance(value, known[key]) or (isinstance(value, bool) and bool not in known[key]):
-            raise QmtganError(f"{path}: '{where}{key}' must be {' or '.join(t.__name__ for t in known[key])}, "
-                              f"got {value!r}")
+        if key in SECTIONS and not section:
+            if not isinstance(value, dict):
+                raise QmtganError(f"{path}: '{key}' must be a table, got {value!r}")
+            values[key] = _record(path, SECTIONS[key], value, key)
+            continue
+        kind = str(known[key].type).split(" |")[0]
+        allowed = TYPES[kind]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise QmtganError(f"{path}: '{where}{key}' must be {kind}, got {value!r}")
+        values[key] = value
+    missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
+    if missing:
+        raise QmtganError(f"{path}: missing key '{where}{missing[0]}'")
+    return cls(**values)
 
 
 def _load(path: Path) -> Board:
@@ -87,18 +121,9 @@ def _load(path: Path) -> Board:
         d = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise QmtganError(f"{path}: not a valid board TOML ({exc})") from exc
-    _check_keys(path, "", d)
-    for section in ("tflite", "reach", "peak"):
-        _check_keys(path, section, d.get(section, {}))
-    try:
-        b = Board(d["name"], d["description"], d["arch"], d["cross_compiler"], d["apt_package"],
-                  dict(d["tvm_target"]), d.get("cmake_toolchain", ""), int(d.get("memory_budget_mb", 0)),
-                  dict(d.get("tflite", {"threads": 0, "xnnpack": True})), dict(d.get("reach", {"method": "local"})),
-                  d.get("cuda_arch", ""), dict(d.get("peak", {})))
-    except KeyError as exc:
-        raise QmtganError(f"{path}: missing key {exc}") from exc
-    if b.reach.get("method") not in REACH_METHODS:
-        raise QmtganError(f"{path}: reach.method must be one of {REACH_METHODS}, found {b.reach.get('method')!r}")
+    b = _record(path, Board, d)
+    if b.reach.method not in REACH_METHODS:
+        raise QmtganError(f"{path}: reach.method must be one of {REACH_METHODS}, found {b.reach.method!r}")
     return b
 
 

@@ -49,7 +49,7 @@ HOST_DIRS = ("proc", "sys", "dev", "tmp", "run")
 
 
 def suite_python(board: Board) -> str:
-    suite = board.reach.get("suite", "bookworm")
+    suite = board.reach.suite
     if suite not in SUITE_PYTHON:
         raise QmtganError(f"board {board.name}: no Python version known for Debian suite '{suite}' "
                           f"(known: {', '.join(SUITE_PYTHON)})")
@@ -57,7 +57,7 @@ def suite_python(board: Board) -> str:
 
 
 def sysroot_dir(board: Board) -> Path:
-    return cache_dir() / "sysroot" / f"{board.reach.get('suite', 'bookworm')}-arm64"
+    return cache_dir() / "sysroot" / f"{board.reach.suite}-arm64"
 
 
 def sysroot_python(board: Board) -> Path:
@@ -66,8 +66,8 @@ def sysroot_python(board: Board) -> Path:
 
 
 def qemu_binary(board: Board) -> str:
-    return require_tool(board.reach.get("qemu", "qemu-aarch64-static"),
-                        board.reach.get("qemu_apt_package", "qemu-user-static"), f"the emulated board {board.name}")
+    return require_tool(board.reach.qemu,
+                        board.reach.qemu_apt_package, f"the emulated board {board.name}")
 
 
 def debian_mirror(suite: str) -> str:
@@ -121,10 +121,10 @@ def _is_ready(dest: Path, recipe: str) -> bool:
 
 def ensure_sysroot(board: Board, log=None) -> Path:
     """The board's arm64 sysroot, built on first use (needs debootstrap and root)."""
-    if board.reach.get("method") != "qemu":
+    if board.reach.method != "qemu":
         raise QmtganError(f"board {board.name} is not emulated "
-                          f"(reach.method is '{board.reach.get('method')}', not 'qemu')")
-    suite = board.reach.get("suite", "bookworm")
+                          f"(reach.method is '{board.reach.method}', not 'qemu')")
+    suite = board.reach.suite
     suite_python(board)  # an unknown suite fails before anything is downloaded
     dest = sysroot_dir(board)
     recipe = _recipe(suite)
@@ -208,7 +208,7 @@ def _tidy(root: Path, python_version: str) -> None:
 def _check_python(qemu: str, board: Board, root: Path) -> None:
     python = root / "usr" / "bin" / f"python{suite_python(board)}"
     code = "import ctypes, decimal, hashlib, lzma, bz2, sqlite3, ssl, zlib, platform; print(platform.machine())"
-    proc = subprocess.run([qemu, "-L", str(root), "-cpu", board.reach.get("cpu", "max"), "-E", "PYTHONNOUSERSITE=1",
+    proc = subprocess.run([qemu, "-L", str(root), "-cpu", board.reach.cpu or "max", "-E", "PYTHONNOUSERSITE=1",
                            str(python), "-c", code], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 or proc.stdout.strip() != "aarch64":
         raise QmtganError(f"the new sysroot's Python does not run under {qemu}:\n{proc.stderr.strip()[-2000:]}")

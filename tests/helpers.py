@@ -62,3 +62,18 @@ def wait_for_port(port: int, proc: subprocess.Popen, log=lambda: "exited") -> No
         assert proc.poll() is None, log()
         time.sleep(0.1)
     raise AssertionError(f"nothing listens on {port}")
+
+
+def _fuzz_settings():
+    """Hypothesis settings of every fuzz test: QMTGAN_FUZZ_EXAMPLES inputs (200 by default, seeded
+    so that `make test` is reproducible; `make fuzz` sets 100,000 and lets hypothesis explore)."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    examples = int(os.environ.get("QMTGAN_FUZZ_EXAMPLES", "200"))
+    return settings(max_examples=examples, deadline=None, derandomize=examples <= 1000, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+FUZZ = _fuzz_settings()

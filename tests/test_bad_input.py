@@ -188,6 +188,11 @@ def test_scratch_folders_go_unless_asked_to_stay(monkeypatch, capsys):
     (("[reach]\n", "[reach]\nport = 22\n"), "unknown key 'reach.port'"),
     (("arch = ", "archh = "), "unknown key 'archh'"),
     (("name = ", "name = = "), "not a valid board TOML"),
+    (("cores = 4", "cores = 4.5"), "'peak.cores' must be int"),
+    (("xnnpack = true", "xnnpack = 1"), "'tflite.xnnpack' must be bool"),
+    (("cross_compiler = ", "# cross_compiler = "), "missing key 'cross_compiler'"),
+    (("fma_pipes = 2\n", ""), "missing key 'peak.fma_pipes'"),
+    (("[tflite]", "tflite = 4\n[tflitex]"), "'tflite' must be a table"),
 ])
 def test_a_board_file_with_a_typo_is_refused_by_name(tmp_path, change, needle):
     from qmtgan.runtime.errors import QmtganError
@@ -200,3 +205,30 @@ def test_a_board_file_with_a_typo_is_refused_by_name(tmp_path, change, needle):
     with pytest.raises(QmtganError, match=needle.replace("(", r"\(")):
         _load(bad)
     assert _load(BOARDS_DIR / "rpi4.toml").name == "rpi4"
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"tile_size": "512"}, "manifest key 'tile_size' is missing or not int"),
+    ({"tile_size": 10**6}, "tile_size 1000000 is not in 1..8192"),
+    ({"name": None}, "manifest key 'name' is missing"),
+    ({"files": {"model.onnx": 7}}, "'files' must map file names to sha256 strings"),
+    ({"model_file": "other.onnx"}, "model file is not among its checked files"),
+    ({"bands": ["B01"]}, "band order"),
+    ({"normalization": {"low": [0.0]}}, "bad normalization record"),
+])
+def test_a_bundle_manifest_is_checked_when_opened(tmp_path, change, needle):
+    import json
+
+    from qmtgan.runtime.bundle import load_bundle, write_bundle
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.runtime.normalization import Normalization
+
+    norm = Normalization(tuple([0.0] * 12), tuple([1.0] * 12))
+    dest = write_bundle(tmp_path / "b", {"name": "b", "backend": "onnxruntime", "model_file": "model.onnx",
+                                          "tile_size": 32, "normalization": norm.to_dict(), "generator": {}},
+                        {"model.onnx": b"not a model, never loaded here"})
+    assert load_bundle(dest).manifest.tile_size == 32
+    manifest = json.loads((dest / "manifest.json").read_text())
+    (dest / "manifest.json").write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(QmtganError, match=needle):
+        load_bundle(dest)

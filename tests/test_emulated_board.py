@@ -98,8 +98,8 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
 
     out = emulated_bundles
     int8, tvm, onnx = (load_bundle(out / name) for name in ("tflite-int8", "tvm-rpi4", "onnx"))
-    assert int8.manifest["precision"] == "int8" and int8.manifest["input"]["dtype"] == "int8"
-    assert tvm.manifest["elf_machine"] == "aarch64" and tvm.manifest["tvm_target"]["mcpu"] == "cortex-a72"
+    assert int8.manifest.precision == "int8" and int8.manifest.record["input"]["dtype"] == "int8"
+    assert tvm.manifest.elf_machine == "aarch64" and tvm.manifest.record["tvm_target"]["mcpu"] == "cortex-a72"
     # six 32x32 tiles of the real scene, normalized as the bundles expect
     x = int8.normalization.forward(read_reference(small_pair_dir / "reference.tif").data).transpose(1, 2, 0)
     tiles = np.stack([x[r:r + 32, c:c + 32] for r in (0, 32) for c in (0, 32, 64)]).astype(np.float32)
@@ -126,7 +126,7 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
     emu_int8 = np.load(tmp_path / "int8.npy", allow_pickle=False)
     emu_tvm = np.load(tmp_path / "tvm.npy", allow_pickle=False)
     assert emu_int8.shape == emu_tvm.shape == tiles.shape
-    step = int8.manifest["output"]["quantization"][0]
+    step = int8.manifest.record["output"]["quantization"][0]
     d_int8 = float(np.max(np.abs(emu_int8 - host_int8)))
     d_tvm = float(np.max(np.abs(emu_tvm - host_onnx)))
     print(json.dumps({"guest_wall_s": round(wall, 1), "int8_max_abs_diff": d_int8, "int8_step": step,
@@ -154,8 +154,8 @@ def test_boards_that_cannot_be_emulated_and_missing_tools(board, tmp_path, monke
     assert proc.returncode == 1 and "not emulated" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("targets", "emulate", "pi9", "--", "python3")
     assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr
-    ghost = dataclasses.replace(board, reach={**board.reach, "qemu": "qemu-ghost-static",
-                                              "qemu_apt_package": "qemu-ghost"})
+    ghost = dataclasses.replace(board, reach=dataclasses.replace(board.reach, qemu="qemu-ghost-static",
+                                                                 qemu_apt_package="qemu-ghost"))
     with pytest.raises(QmtganError, match="apt-get install qemu-ghost"):
         emulated_argv(ghost, ["python3"])
     # no cached sysroot and no debootstrap: the error names the package

@@ -65,11 +65,11 @@ def test_a_file_altered_on_the_board_fails_verification(tiny_bundles, ssh, tmp_p
     device = SshDevice(board("host-x86_64"), ssh.host, str(tmp_path / "board"), sys.executable, ssh.port,
                        str(ssh.identity), opts)
     device.put(bundle.path, "bundles/onnx")
-    verify_on_device(device, "bundles/onnx", bundle.manifest["files"])
+    verify_on_device(device, "bundles/onnx", bundle.manifest.files)
     model = tmp_path / "board" / "bundles" / "onnx" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     with pytest.raises(QmtganError, match="checksum mismatch after copy in bundles/onnx: model.onnx"):
-        verify_on_device(device, "bundles/onnx", bundle.manifest["files"])
+        verify_on_device(device, "bundles/onnx", bundle.manifest.files)
 
 
 @pytest.mark.qemu

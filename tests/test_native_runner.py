@@ -195,3 +195,63 @@ def test_build_errors_name_what_is_missing(monkeypatch, tmp_path):
         native.build_runner(board("host-x86_64"), tmp_path / "nocmake")
     proc = run_cli("targets", "build-runner", "--board", "pi9", "-o", tmp_path / "x")
     assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr
+
+
+NPY_BATCH = 50  # files per binary call (one hypothesis example)
+
+
+def test_npy_reader_of_the_binary_under_fuzzing(runners, tmp_path):
+    """The C++ .npy reader, fuzzed through `qmtg-run --check-input`: headers mutated from a real
+    numpy file (descr, order, shape, lengths, junk) and random bytes. Every file gets one line:
+    'ok' with a shape, or 'error' naming the file; the binary never crashes or hangs."""
+    import io
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from helpers import FUZZ
+
+    host, _ = runners
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 3, 4, 12), np.float32))
+    valid = buf.getvalue()
+    header_at = 10 if valid[6] == 1 else 12
+    header = valid[header_at:valid.index(b"\n", header_at) + 1].decode("latin1")
+    fields = st.sampled_from(["'<f4'", "'>f4'", "'<f8'", "'|u1'", "'<f4", "''", "True", "False", "(2, 3, 4, 12)",
+                              "(-1, 3)", "(99999999999, 99999999999)", "()", "(0,)", "(2,", "((2),)", "'x'", "{}"])
+
+    def npy(data) -> bytes:
+        kind = data.draw(st.sampled_from(["header", "bytes", "cut"]))
+        if kind == "bytes":
+            return data.draw(st.binary(max_size=120))
+        if kind == "cut":
+            return valid[:data.draw(st.integers(0, len(valid)))]
+        text = header
+        for key in data.draw(st.lists(st.sampled_from(["'descr': ", "'fortran_order': ", "'shape': "]), max_size=3)):
+            start = text.find(key)
+            end = text.find(", '", start + len(key))
+            end = text.find("}", start) if end < 0 else end
+            text = text[:start + len(key)] + data.draw(fields) + text[end:]
+        body = valid[len(valid) - 2 * 3 * 4 * 12 * 4:]
+        version = data.draw(st.sampled_from([b"\x01\x00", b"\x02\x00", b"\x03\x00", b"\x09\x00"]))
+        head = text.encode("latin1")
+        size = len(head) + data.draw(st.sampled_from([0, 0, 5, -3]))
+        length = size.to_bytes(2 if version == b"\x01\x00" else 4, "little", signed=True)
+        return b"\x93NUMPY" + version + length + head + body[:data.draw(st.integers(0, len(body)))]
+
+    @settings(FUZZ, max_examples=max(4, FUZZ.max_examples // NPY_BATCH))  # inputs, not batches
+    @given(st.data())
+    def check(data):
+        files = []
+        for i in range(NPY_BATCH):
+            path = tmp_path / f"f{i}.npy"
+            path.write_bytes(npy(data))
+            files.append(str(path))
+        proc = subprocess.run([str(host), "--check-input", *files], capture_output=True, text=True, timeout=60)
+        assert proc.returncode in (0, 1), proc.stderr  # no signal, no crash
+        lines = proc.stdout.splitlines()
+        assert len(lines) == NPY_BATCH, proc.stdout[-2000:]
+        for line, f in zip(lines, files):
+            assert line.startswith("ok (") or (line.startswith("error ") and f in line), line
+
+    check()
