@@ -51,11 +51,13 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
               help="Seconds one configuration may take.")
 @click.option("--native", is_flag=True, help="Also run every TVM module with the C++ runner qmtg-run (built with CMake).")
 @click.option("--keep-outputs", is_flag=True, help="Save every configuration's predicted tiles (.npy).")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the whole matrix this many times (a soak); the report compares each pass with the first.")
 @out_option("Report folder.", default=Path("results/bench"))
 @click.pass_context
 def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, port, identity, ssh_options, python,
           workdir, threads, rpc_server, rpc_tracker, rpc_key, rpc_board, tile_count, warmup, runs, min_time, timeout,
-          native, keep_outputs, out) -> None:
+          native, keep_outputs, repeat, out) -> None:
     """Latency, memory and SNR of bundles x boards x threads (and TVM RPC), each configuration
     in a fresh process, against the Keras float baseline measured in the same run."""
     from qmtgan.bench.harness import Plan, run_bench
@@ -80,7 +82,7 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, po
     plan = Plan(bundles, targets, threads, host_map,
                 {"port": port, "identity": identity, "options": ssh_options, "python": python, "workdir": workdir}, rpc, threads, native)
     records = run_bench(plan, model_dir, pair_dir, tile_count, Timing(warmup, runs, min_time, timeout), out,
-                        keep_outputs)
+                        keep_outputs, repeat)
     click.echo((out / "bench.md").read_text())
     failed = [r for r in records if r["status"] != "ok"]
     if failed:

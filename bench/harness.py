@@ -171,7 +171,8 @@ class Harness:
 
 
 def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timing: Timing, out: Path,
-              keep_outputs: bool = False) -> list[dict]:
+              keep_outputs: bool = False, repeat: int = 1) -> list[dict]:
+    """The matrix `repeat` times over (pass 2 onwards labelled so), then one report."""
     from tqdm import tqdm
 
     from qmtgan.bench.report import write_report
@@ -189,10 +190,13 @@ def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timi
     with scratch_dir(prefix="qmtgan-bench-") as tmp:
         tiles_file = save_tiles(Path(tmp) / "tiles.npz", tiles)
         harness = Harness(plan, model_dir, tiles, tiles_file, timing, Path(tmp))
-        bar = tqdm(configs, desc="bench", unit="config")
-        for config, manifest in bar:
+        bar = tqdm([(p, c, m) for p in range(1, repeat + 1) for c, m in configs], desc="bench", unit="config")
+        for matrix_pass, config, manifest in bar:
             bar.set_postfix_str(config.label[:60])
             record = harness.run_one(config, manifest, out / "outputs" if keep_outputs else None)
+            record["pass"] = matrix_pass
+            if matrix_pass > 1:
+                record["label"] = f"{record['label']} (pass {matrix_pass})"
             if record["status"] != "ok":
                 log.info(f"FAILED {config.label}: {record['error']}")
             records.append(record)

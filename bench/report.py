@@ -55,9 +55,27 @@ def markdown(records: list[dict], meta: dict) -> str:
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failed configurations", ""] + [f"- {r['label']}: {r['error']}" for r in failed]
+    lines += _repeat_stability(ok)
     lines += ["", "Emulated-board (qemu) latencies measure the emulator, not a board; its peak RSS includes qemu.",
               "Over TVM RPC, latency is the board's own time_evaluator and peak RSS is not measured.", ""]
     return "\n".join(lines)
+
+
+def _repeat_stability(ok: list[dict]) -> list[str]:
+    """With --repeat: each configuration's later passes against its first (p50 latency, peak RSS)."""
+    first = {r["label"]: r for r in ok if r.get("pass", 1) == 1}
+    later = [r for r in ok if r.get("pass", 1) > 1 and r["label"].rsplit(" (pass", 1)[0] in first]
+    if not later:
+        return []
+    lines = ["", "## Repeat stability (each pass against pass 1, same configuration)", "",
+             "| configuration | pass | p50 ms | x pass 1 | peak RSS MB | - pass 1 |", "|---|---:|---:|---:|---:|---:|"]
+    for r in later:
+        base = first[r["label"].rsplit(" (pass", 1)[0]]
+        rss = (r["peak_rss_mb"] - base["peak_rss_mb"]) if r.get("peak_rss_mb") and base.get("peak_rss_mb") else None
+        lines.append(f"| {base['label']} | {r['pass']} | {r['latency_ms']['p50']:.2f} | "
+                     f"{r['latency_ms']['p50'] / base['latency_ms']['p50']:.3f} | "
+                     f"{_fmt('peak_rss_mb', r.get('peak_rss_mb'))} | {'-' if rss is None else f'{rss:+.1f}'} |")
+    return lines
 
 
 def write_csv(records: list[dict]) -> str:

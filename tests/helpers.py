@@ -77,3 +77,25 @@ def _fuzz_settings():
 
 
 FUZZ = _fuzz_settings()
+
+
+def conv_onnx_backend(folder: Path, tile: int):
+    """A real ONNX model run by ONNX Runtime: a seeded 3x3 conv over the 12 bands and tanh, on
+    (1, tile, tile, 12) tiles. Its receptive field makes any misplaced or wrongly padded tile
+    show in the output; the tiling tests need no trained generator."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qmtgan.runtime.backends import load_backend
+
+    rng = np.random.default_rng(7)
+    weights = numpy_helper.from_array(rng.normal(0, 0.15, (12, 12, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Tanh", ["conv"], ["t"]),
+             helper.make_node("Transpose", ["t"], ["y"], perm=[0, 2, 3, 1])]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, tile, tile, 12]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "conv", io[:1], io[1:], [weights])
+    path = folder / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return load_backend("onnxruntime", path, threads=1)

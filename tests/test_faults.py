@@ -82,7 +82,12 @@ def test_a_bench_report_killed_while_written_leaves_the_previous_one(tiny_bundle
     report = tmp_path / "bench"
     args = ("bench", "--bundles", out, "--only", "onnx", "--model", tiny_run[0], "--pair", small_pair_dir,
             "--tiles", "1", "--runs", "1", "--min-time", "0", "--threads", "1", "--out", report)
-    assert run_cli(*args).returncode == 0
+    assert run_cli(*args, "--repeat", "2").returncode == 0  # the matrix twice in one invocation (a soak)
+    doc = json.loads((report / "bench.json").read_text())
+    passes = [r["pass"] for r in doc["records"]]
+    assert passes == sorted(passes) and passes.count(1) == passes.count(2) >= 1 and set(passes) == {1, 2}
+    assert all(r["status"] == "ok" for r in doc["records"])
+    assert "Repeat stability" in (report / "bench.md").read_text()
     before = _digest(report / "bench.json")
     proc = _cli_killed_at("bench.json", *args)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

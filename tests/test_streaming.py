@@ -7,31 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import conv_onnx_backend, run_cli
 
 TILE = 32
 
 
 @pytest.fixture(scope="module")
 def conv_backend(tmp_path_factory):
-    """A real ONNX model run by ONNX Runtime: a seeded 3x3 conv over the 12 bands and tanh. Its
-    receptive field makes any misplaced or wrongly padded tile show in the output."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from qmtgan.runtime.backends import load_backend
-
-    rng = np.random.default_rng(7)
-    weights = numpy_helper.from_array((rng.normal(0, 0.15, (12, 12, 3, 3))).astype(np.float32), "w")
-    nodes = [helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
-             helper.make_node("Conv", ["nchw", "w"], ["conv"], pads=[1, 1, 1, 1]),
-             helper.make_node("Tanh", ["conv"], ["t"]),
-             helper.make_node("Transpose", ["t"], ["y"], perm=[0, 2, 3, 1])]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, TILE, TILE, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, TILE, TILE, 12])], [weights])
-    path = tmp_path_factory.mktemp("onnx") / "conv.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return load_backend("onnxruntime", path, threads=1)
+    return conv_onnx_backend(tmp_path_factory.mktemp("onnx"), TILE)
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +221,19 @@ def test_too_little_disk_is_refused_before_the_run(tmp_path):
     with pytest.raises(QmtganError, match="MiB free"):
         SceneWriter(tmp_path / "huge.tif", 12, 10980 * 1000, 10980 * 10000)
     assert not any(tmp_path.iterdir())
+
+
+# The bound on memory growth over a soak: after the first passes warm the allocators and caches,
+# 45 more streamed decodes in one process may add at most this much resident memory.
+SOAK_GROWTH_BOUND_MIB = 16
+
+
+def test_fifty_decodes_in_one_process_keep_memory_flat(tiny_bundles, small_pair_dir, tmp_path):
+    from qmtgan.bench.soak import soak, summary, write_report
+
+    out, _ = tiny_bundles
+    rows = soak(out / "tflite-int8", small_pair_dir / "reference.tif", passes=50)
+    s = summary(rows)
+    assert s["passes"] == 50 and s["rss_growth_after_settle_mib"] < SOAK_GROWTH_BOUND_MIB, s
+    write_report(tmp_path / "soak", rows, {"bundle": "tiny", "reference": "small pair", "host": {"cpu": "this"}})
+    assert (tmp_path / "soak" / "soak.png").stat().st_size > 0 and "growth" in (tmp_path / "soak" / "soak.md").read_text()
