@@ -15,7 +15,7 @@ RESULTS := results
 BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-16x8,onnx,onnx-int8
 TRIALS ?= 2000
 
-.PHONY: venv demo test test-fast lint fuzz bench tune clean
+.PHONY: venv deps demo test test-fast lint fuzz bench tune clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/qmtgan demo --out runs/demo
 
-test: venv
+# The system packages the tests need (targets/system_packages.sh): installed as root or with
+# password-less sudo; otherwise the exact command is printed and make stops.
+deps:
+	sh targets/system_packages.sh
+
+test: deps venv
 	$(BIN)/python -m pytest -q
 
 lint: venv

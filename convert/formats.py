@@ -71,12 +71,13 @@ class TVM(Format):
         with scratch_dir() as tmp:
             so = Path(tmp) / "model.so"
             if tuning is None:
-                compile_onnx(to_onnx(graph), shape, board(self.target), so)
+                record = compile_onnx(to_onnx(graph), shape, board(self.target), so)
             else:
                 from qmtgan.convert.tvm_tune import compile_tuned
 
-                manifest["tvm_tuning"] = compile_tuned(to_onnx(graph), shape, board(self.target), so,
-                                                       tuning)["tvm_tuning"]
+                record = compile_tuned(to_onnx(graph), shape, board(self.target), so, tuning)
+                manifest["tvm_tuning"] = record["tvm_tuning"]
+            manifest["tvm_schedules"] = record["tvm_schedules"]  # rules, and which database (host/board)
             return Artifact("model.so", so.read_bytes(), self.precision, manifest)
 
 

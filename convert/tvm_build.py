@@ -44,16 +44,16 @@ def export_module(executable, board: Board, out_so: Path) -> None:
 
 def compile_onnx(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path) -> dict:
     tvm = require_tvm()
-    from tvm import relax
+    from qmtgan.convert.tvm_rules import RULES, pipeline
 
     board.compiler()  # a missing cross compiler fails before the compile
     t0 = time.perf_counter()
     mod, name = relax_module(onnx_bytes, input_shape)
     target = tvm.target.Target(board.tvm_target)
-    executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+    executable = tvm.compile(mod, target=target, relax_pipeline=pipeline(target))
     export_module(executable, board, out_so)
     return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t0,
-            "input_name": name}
+            "input_name": name, "tvm_schedules": {"rules": list(RULES), "database": None}}
 
 
 def elf_machine(path: Path) -> str:

@@ -70,30 +70,13 @@ def tuning_target(board: Board):
     return tvm.target.Target(spec)
 
 
-def _cpu_pipeline(target):
-    # the CPU backend's pass lists (relax.pipeline.dataflow_lower_passes fails for llvm in 0.27:
-    # cpu_generic does not export it)
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    if target.kind.name != "llvm":
-        raise QmtganError(f"MetaSchedule tuning here supports llvm (CPU) targets, not {target.kind.name}")
-    return cpu
-
-
-def _prepare_passes(target):
-    """Everything of the default CPU pipeline up to fused TIR; tuning and build both use it."""
-    from tvm import relax
-
-    cpu = _cpu_pipeline(target)
-    return [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
-            *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
-
-
 def prepare(mod, target):
     import tvm
 
+    from qmtgan.convert.tvm_rules import prepare_passes
+
     with target:
-        return tvm.transform.Sequential(_prepare_passes(target))(mod)
+        return tvm.transform.Sequential(prepare_passes(target))(mod)
 
 
 def _open_database(work_dir: Path, target):
@@ -113,6 +96,18 @@ def _open_database(work_dir: Path, target):
 def _is_tuned(db, task) -> bool:
     mod = task.dispatched[0]
     return bool(db.has_workload(mod) and db.get_top_k(db.commit_workload(mod), 1))
+
+
+def _has_records(work_dir: Path) -> bool:
+    records = Path(work_dir) / "database_tuning_record.json"
+    return records.is_file() and records.stat().st_size > 0
+
+
+def host_board():
+    """The board of this machine's architecture that tuning runs measure on."""
+    from qmtgan.targets.registry import boards
+
+    return next(b for b in boards().values() if b.arch == platform.machine() and b.reach.method == "local")
 
 
 def _trials_spent(work_dir: Path) -> int:
@@ -279,20 +274,14 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, *, board: Board | 
 
 
 def compile_with_database(mod, target, database):
-    """Prepare, apply the database's best schedules, lower and build (a relax VMExecutable)."""
+    """Prepare, apply the database's best schedules (the rules of tvm_rules.py schedule the
+    functions it has no record for), lower and build (a relax VMExecutable)."""
     import tvm
-    from tvm import relax
 
-    @tvm.transform.module_pass(opt_level=0)
-    def pipeline(m, _ctx):
-        with target:
-            m = tvm.transform.Sequential(_prepare_passes(target))(m)
-            m = relax.transform.MetaScheduleApplyDatabase()(m)
-            cpu = _cpu_pipeline(target)
-            return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(m)
+    from qmtgan.convert.tvm_rules import pipeline
 
     with database:
-        return tvm.compile(mod, target=target, relax_pipeline=pipeline)
+        return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, apply_database=True))
 
 
 def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path,
@@ -311,6 +300,14 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
                 f"{platform.machine()} host without an RPC runner on the board (--rpc-tracker HOST:PORT --rpc-key KEY)")
         log.warning(f"{note}; applying the records already in {work_dir}")
         trials = 0
+    source = "board-tuned"
+    if trials == 0 and not _has_records(work_dir):
+        host_dir = options.database_dir(host_board())
+        if host_dir != work_dir and _has_records(host_dir):
+            # MetaSchedule matches records by workload, not target: the host's schedules apply
+            # to the board's code too (its LLVM still emits the board's instructions)
+            log.info(f"TVM: {board.name} has no tuning records; applying the host's ({host_dir})")
+            work_dir, source = host_dir, "host-tuned"
     t0 = time.perf_counter()
     mod, name = relax_module(onnx_bytes, input_shape)
     target = tuning_target(board)
@@ -323,8 +320,13 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
     t1 = time.perf_counter()
     executable = compile_with_database(mod, target, db)
     export_module(executable, board, out_so)
+    from qmtgan.convert.tvm_rules import RULES
+
     return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t1,
             "input_name": name,
+            "tvm_schedules": {"rules": list(RULES), "database": str(work_dir),
+                              "source": source if stats["tuned_now"] else None,
+                              "functions_from_database": stats["tuned_now"], "functions": stats["tasks"]},
             "tvm_tuning": {"trials": trials, "database": str(work_dir), "tuned_tasks": stats["tuned_now"],
                            "tasks": stats["tasks"], "tuned_before": stats["tuned_before"],
                            "trials_run": stats["trials_run"], "tune_s": round(tune_s, 1),

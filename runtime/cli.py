@@ -40,29 +40,22 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
     """Decode a scene with a deployment bundle, streaming: the reference is read, run and
     written tile by tile, so memory does not grow with the scene. With --payload, plus the
     hybrid payload's residual."""
-    import numpy as np
 
     from qmtgan.runtime.bundle import load_bundle
-    from qmtgan.runtime.decode import hybrid_residual, with_residual
-    from qmtgan.runtime.raster import SceneWriter, streaming_gdal
-    from qmtgan.runtime.stream import SceneReader, compare, stream_scene
+    from qmtgan.runtime.decode import hybrid_residual
+    from qmtgan.runtime.raster import streaming_gdal
+    from qmtgan.runtime.stream import SceneReader, compare, decode_scene
 
     b = load_bundle(bundle)
-    start = time.perf_counter()
-    with streaming_gdal(threads), SceneReader(reference) as ref:
-        # checked before the scene runs
-        residual = hybrid_residual(payload_path, ref, b.manifest.generator) if payload_path else None
-        with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews,
-                         compress) as writer:
-            latencies = stream_scene(b.backend(threads), ref, b.normalization, b.tile, overlap,
-                                     with_residual(writer, residual), progress=True)
-        megapixels = ref.height * ref.width / 1e6
-    seconds = time.perf_counter() - start
-    msg = {"bundle": b.manifest.name, "tiles": len(latencies), "mean_tile_ms": 1000 * float(np.mean(latencies)),
-           "decode_s": round(seconds, 3), "mpix_per_s": round(megapixels / seconds, 3), "output": str(writer.path)}
+    residual = None
+    if payload_path is not None:  # checked before the scene runs
+        with SceneReader(reference) as ref:
+            residual = hybrid_residual(payload_path, ref, b.manifest.generator)
+    msg = decode_scene(b, reference, out, overlap, threads, overviews, compress, residual, progress=True)
+    written = Path(msg["output"])
     if target is not None:
         start = time.perf_counter()
-        with streaming_gdal(threads), SceneReader(target) as truth, SceneReader(writer.path) as decoded:
+        with streaming_gdal(threads), SceneReader(target) as truth, SceneReader(written) as decoded:
             msg.update(compare(truth, decoded))
         msg["compare_s"] = round(time.perf_counter() - start, 3)
     click.echo(json.dumps(msg))

@@ -220,8 +220,11 @@ class SceneWriter:
         """prediction: (bands, h, w) float DN at (row, col)."""
         _, h, w = prediction.shape
         if self._dst is None:
-            block = np.where(valid, prediction, 0.0).astype(np.float32)
-            self._array[:, row:row + h, col:col + w] = block
+            from qmtgan.runtime.stream import release_mapped
+
+            self._array[:, row:row + h, col:col + w] = np.where(valid, prediction, 0.0)
+            self._array.flush()  # written back, then dropped from this process's memory
+            release_mapped(self._array)
             return
         from rasterio.windows import Window
 

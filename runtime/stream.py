@@ -12,6 +12,7 @@ in the same tile order.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ class SceneReader:
         if self._ds is None:
             from qmtgan.runtime.raster import check_finite
 
-            data = np.asarray(self._array[:, row:row + height, col:col + width], dtype)
+            data = np.array(self._array[:, row:row + height, col:col + width], dtype)
+            release_mapped(self._array)
             if np.issubdtype(data.dtype, np.floating):
                 check_finite(data, str(self.path))
             return data
@@ -106,6 +108,16 @@ class Window:
     col: int
     prediction: np.ndarray
     valid: np.ndarray
+
+
+def release_mapped(array: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process (they stay in the page cache): pages
+    a scene's windows touched would otherwise all count as resident memory."""
+    import mmap
+
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def valid_mask(reference: np.ndarray) -> np.ndarray:
@@ -245,3 +257,52 @@ def compare(target: SceneReader, decoded: SceneReader, block: int = 256) -> dict
             running.add_laplacian(extended[0], extended[1], valid_mask(extended[0]) & valid_mask(extended[1]))
         above = rows_kept if rows_kept.shape[2] == 2 else None
     return running.result()
+
+
+def decode_scene(bundle, reference: str | os.PathLike, out: str | os.PathLike, overlap: int = 0,
+                 threads: int | None = None, overviews: bool = False, compress: str = "zstd",
+                 residual: np.ndarray | None = None, progress: bool = False) -> dict:
+    """Decode `reference` with a loaded bundle into `out`, streaming; the run's record."""
+    from qmtgan.runtime.decode import with_residual
+    from qmtgan.runtime.raster import SceneWriter, streaming_gdal
+
+    start = time.perf_counter()
+    with streaming_gdal(threads), SceneReader(reference) as ref:
+        with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews, compress) as writer:
+            latencies = stream_scene(bundle.backend(threads), ref, bundle.normalization, bundle.tile, overlap,
+                                     with_residual(writer, residual), progress)
+        megapixels = ref.height * ref.width / 1e6
+    seconds = time.perf_counter() - start
+    return {"bundle": bundle.manifest.name, "tiles": len(latencies),
+            "mean_tile_ms": 1000 * float(np.mean(latencies)), "decode_s": round(seconds, 3),
+            "mpix_per_s": round(megapixels / seconds, 3), "output": str(writer.path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qmtgan.runtime.stream`: the device's scene decoder (numpy and the backend only:
+    no click, no rasterio needed for .npy scenes). One JSON line: the run's record and its peak RSS."""
+    import argparse
+    import json
+    import resource
+
+    from qmtgan.runtime.bundle import load_bundle
+
+    ap = argparse.ArgumentParser(prog="python -m qmtgan.runtime.stream", description=main.__doc__.split(":")[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--reference", required=True, help="12-band GeoTIFF, or band-first (12, H, W) .npy")
+    ap.add_argument("--overlap", type=int, default=0)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("-o", "--out", required=True)
+    a = ap.parse_args(argv)
+    try:
+        record = decode_scene(load_bundle(a.bundle), a.reference, a.out, a.overlap, a.threads)
+    except QmtganError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    record["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

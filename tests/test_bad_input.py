@@ -232,3 +232,23 @@ def test_a_bundle_manifest_is_checked_when_opened(tmp_path, change, needle):
     (dest / "manifest.json").write_text(json.dumps({**manifest, **change}))
     with pytest.raises(QmtganError, match=needle):
         load_bundle(dest)
+
+
+def test_missing_system_packages_stop_with_the_exact_command():
+    """Without root or sudo, `make deps` (targets/system_packages.sh) stops at once and prints the
+    apt-get command that installs what is missing; present packages pass silently."""
+    import os
+    import subprocess
+
+    from qmtgan.targets.registry import TARGETS_DIR
+
+    script = str(TARGETS_DIR / "system_packages.sh")
+    as_user = ["su", "nobody", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else ["sh", "-c"]
+    env = {"PATH": "/usr/bin:/bin", "QMTGAN_SYSTEM_PACKAGES": "qmtgan-no-such-package dpkg"}
+    proc = subprocess.run([*as_user, f"sh {script}"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing: qmtgan-no-such-package" in proc.stderr and "install them with:" in proc.stderr
+    assert "apt-get install -y -qq --no-install-recommends qmtgan-no-such-package'" in proc.stderr
+    present = subprocess.run(["sh", script], capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/bin:/bin", "QMTGAN_SYSTEM_PACKAGES": "dpkg"})
+    assert present.returncode == 0 and present.stdout == ""

@@ -198,6 +198,8 @@ def test_aarch64_modules_are_arm_elfs_for_their_boards(bundles, small_pair_dir, 
         assert manifest["measured"] is None
         assert manifest["files"]["model.so"] and manifest["tool_versions"]["apache-tvm"]
         assert cpu in json.dumps(manifest)  # the board's CPU from targets/boards/<board>.toml
+        # untuned, but scheduled: the rules of convert/tvm_rules.py, no database
+        assert manifest["tvm_schedules"] == {"rules": ["convolution", "elementwise"], "database": None}
     # a module built for another architecture than this machine's: one clear error
     proc = run_cli("run", "--bundle", out / "tvm-rpi4", "--reference", small_pair_dir / "reference.tif",
                    "-o", tmp_path / "x.tif")

@@ -164,3 +164,35 @@ def test_boards_that_cannot_be_emulated_and_missing_tools(board, tmp_path, monke
     with pytest.raises(QmtganError, match="apt-get install debootstrap"):
         sysroot.ensure_sysroot(board)
     assert not (tmp_path / "cache" / "sysroot" / "bookworm-arm64").exists()
+
+
+def test_the_board_decodes_a_scene_streaming_like_the_host(board, emulated_bundles, small_pair_dir, tmp_path):
+    """The device's scene decoder (`python -m qmtgan.runtime.stream`: numpy and LiteRT, a .npy
+    scene since the board has no rasterio) on the emulated board: the same scene as on the host,
+    within one output quantization step per band."""
+    import subprocess
+    import sys
+
+    from qmtgan.runtime.bundle import load_bundle
+    from qmtgan.runtime.raster import read_reference
+    from qmtgan.targets.device_files import stage_runtime
+    from qmtgan.targets.emulate import run_emulated
+
+    out = emulated_bundles
+    np.save(tmp_path / "reference.npy", read_reference(small_pair_dir / "reference.tif").data.astype(np.uint16))
+    args = ["-m", "qmtgan.runtime.stream", "--bundle", str(out / "tflite-int8"), "--reference",
+            str(tmp_path / "reference.npy"), "--threads", "2", "-o"]
+    runtime = stage_runtime(tmp_path / "runtime")
+    proc = run_emulated(board, ["python3", *args, tmp_path / "board.npy"], env={"PYTHONPATH": str(runtime)},
+                        timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["tiles"] == 12 and record["maxrss_mib"] > 0
+    host = subprocess.run([sys.executable, *args, str(tmp_path / "host.npy")], capture_output=True, text=True,
+                          timeout=300)
+    assert host.returncode == 0, host.stderr
+    bundle = load_bundle(out / "tflite-int8")
+    norm, scale = bundle.normalization, bundle.manifest.record["output"]["quantization"][0]
+    step_dn = scale * (np.asarray(norm.high) - np.asarray(norm.low)) / 2  # one output LSB, in DN, per band
+    diff = np.abs(np.load(tmp_path / "board.npy") - np.load(tmp_path / "host.npy"))
+    assert (diff <= step_dn[:, None, None] * 1.001 + 1e-3).all(), float(diff.max())

@@ -41,3 +41,44 @@ def test_a_database_tuned_for_another_target_is_reused_with_a_warning(tmp_path, 
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "records are reused" in warnings[0].getMessage()
     assert "cortex-a72" in (tmp_path / "target.json").read_text()
+
+
+def test_the_schedule_rules_apply_to_every_convolution_and_keep_the_function():
+    """A generator-like ONNX graph (3x3 and stride-2 convolutions, bias, activation, an
+    elementwise tail) built with the rules: every convolution function is scheduled by them, and
+    the module computes what ONNX Runtime does (within float rounding)."""
+    import numpy as np
+    import onnxruntime as ort
+    import tvm
+    from onnx import TensorProto, helper, numpy_helper
+    from tvm import relax
+
+    from qmtgan.convert.tvm_build import relax_module
+    from qmtgan.convert.tvm_rules import _rules, pipeline, prepare_passes
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(0, 0.2, (8, 12, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.2, (12, 8, 3, 3)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(rng.normal(0, 0.1, (12,)).astype(np.float32), "b2")
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["a", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("LeakyRelu", ["c1"], ["r1"], alpha=0.2),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Tanh", ["c2"], ["t"]),
+             helper.make_node("Transpose", ["t"], ["y"], perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 64, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 12])], [w1, w2, b2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    mod, _ = relax_module(model, (1, 64, 64, 12))
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    with target:
+        prepared = tvm.transform.Sequential(prepare_passes(target))(mod)
+    convolution, _ = _rules()
+    convs = [gv.name_hint for gv, f in prepared.functions_items() if "conv2d" in gv.name_hint]
+    assert len(convs) == 2 and all(convolution.apply(prepared[name], target, False) is not None for name in convs)
+    x = rng.uniform(-1, 1, (1, 64, 64, 12)).astype(np.float32)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=pipeline(target)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x))
+    got = (got[0] if not hasattr(got, "numpy") else got).numpy()
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(got, session.run(None, {"x": x})[0], atol=1e-5)

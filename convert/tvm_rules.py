@@ -1,0 +1,172 @@
+"""CPU schedules for TVM modules that have no tuning record: two dlight rules applied by the
+Relax pipeline after legalization. TVM 0.27's default CPU pipeline schedules nothing, so every
+convolution compiles to serial, unvectorized loops; `s_tir.dlight.cpu` only has GEMV and
+reduction rules.
+
+  Convolution   a function whose main block reduces (conv2d after legalization, with its padding
+                and fused epilogue): the padded copy made in parallel (a condition in the inner
+                loop would stop vectorization), the epilogue inlined, the output channel, row and
+                column tile loops fused and parallel, the columns split by the vector width with
+                the inner part vectorized under the reduction loops, and the accumulator
+                initialised separately (decompose_reduction) so the update is a plain
+                multiply-add over vectors.
+  Elementwise   a function of spatial blocks only: blocks inlined into the last one, its outer
+                loops fused and parallel, the innermost vectorized.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+RULES = ("convolution", "elementwise")
+
+
+def _vector_lanes(target) -> int:
+    """float32 lanes of the target's SIMD registers (16 with AVX-512, 8 with AVX2, 4 with NEON)."""
+    from tvm.target.codegen import llvm_get_vector_width
+
+    try:
+        return max(4, llvm_get_vector_width(target) // 32)
+    except Exception:  # noqa: BLE001 - a target LLVM cannot describe: NEON-sized vectors
+        return 4
+
+
+def _rules():
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.base import try_inline
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    def extent(sch, loop) -> int | None:
+        value = sch.get(loop).extent
+        return int(value) if isinstance(value, tirx.IntImm) else None
+
+    def parallel_vectorize(sch, block, lanes: int) -> None:
+        """Fuse the spatial loops but the last into one parallel loop; vectorize the last."""
+        loops = sch.get_loops(block)
+        if not loops:
+            return
+        last = loops[-1]
+        n = extent(sch, last)
+        if n and n >= lanes and n % lanes == 0:
+            outer, inner = sch.split(last, [None, lanes])
+            sch.vectorize(inner)
+            loops = [*loops[:-1], outer]
+        if len(loops) > 1:
+            sch.parallel(sch.fuse(*loops[:-1]))
+        else:
+            sch.parallel(loops[0])
+
+    def unless_refused(schedule):
+        """A rule whose primitives TVM refuses for this function does not apply (None): the
+        function keeps its default, unscheduled loops."""
+        def apply(self, func, target, tunable):
+            try:
+                return schedule(self, func, target, tunable)
+            except (s_tir.ScheduleError, RuntimeError) as exc:  # TVM raises its errors as RuntimeError too
+                log.debug(f"{type(self).__name__} does not apply: {exc}")
+                return None
+        return apply
+
+    class Elementwise(CPUScheduleRule):
+        @unless_refused
+        def apply(self, func, target, _tunable):
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            sch = s_tir.Schedule(func)
+            infos = normalize_prim_func(sch)
+            if not infos or any(not info.is_injective() for info in infos):
+                return None
+            blocks = [info.block_rv for info in infos]
+            remaining = try_inline(sch, blocks)
+            for block in remaining:
+                parallel_vectorize(sch, block, _vector_lanes(target))
+            return sch
+
+    class Convolution(CPUScheduleRule):
+        @unless_refused
+        def apply(self, func, target, _tunable):
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            sch = s_tir.Schedule(func)
+            infos = normalize_prim_func(sch)
+            if not infos:
+                return None
+            reductions = [info for info in infos if not info.is_injective()]
+            if len(reductions) != 1:
+                return None
+            main = reductions[0]
+            kinds = main.dom_kind()
+            spatial = len(kinds) - len(kinds.lstrip("S"))
+            if spatial < 3 or set(kinds[spatial:]) != {"R"}:
+                return None
+            for info in infos[:infos.index(main)]:  # padding: materialized, so the conv reads no condition
+                parallel_vectorize(sch, info.block_rv, _vector_lanes(target))
+            after = [info.block_rv for info in infos[infos.index(main) + 1:]]
+            for block in reversed(after):  # bias, activation: applied as each output is finished
+                try:
+                    sch.reverse_compute_inline(block)
+                except Exception:  # noqa: BLE001 - an epilogue that cannot be inlined keeps its loops
+                    parallel_vectorize(sch, block, _vector_lanes(target))
+            block = main.block_rv
+            loops = sch.get_loops(block)
+            reductions_n = len(kinds) - spatial  # unit loops (the batch) may add spatial loops
+            space, reduce = loops[:-reductions_n], loops[-reductions_n:]
+            lanes = _vector_lanes(target)
+            columns = extent(sch, space[-1])
+            if not columns or columns < lanes:
+                sch.parallel(sch.fuse(*space[:-1]) if len(space) > 2 else space[0])
+                return sch
+            outer, inner = sch.split(space[-1], [None, lanes])
+            sch.reorder(*space[:-1], outer, *reduce, inner)
+            sch.parallel(sch.fuse(*space[:-1]))
+            sch.vectorize(inner)
+            init = sch.decompose_reduction(block, reduce[0])  # last: the update is then no reduction block
+            sch.vectorize(sch.get_loops(init)[-1])
+            return sch
+
+    return Convolution(), Elementwise()
+
+
+def cpu_passes(target):
+    """The CPU backend's pass lists (relax.pipeline.dataflow_lower_passes fails for llvm in 0.27:
+    cpu_generic does not export it)."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from qmtgan.runtime.errors import QmtganError
+
+    if target.kind.name != "llvm":
+        raise QmtganError(f"TVM modules here are built for llvm (CPU) targets, not {target.kind.name}")
+    return cpu
+
+
+def prepare_passes(target) -> list:
+    """Everything of the default CPU pipeline up to fused TIR; tuning and builds share it."""
+    from tvm import relax
+
+    cpu = cpu_passes(target)
+    return [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+            *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
+
+
+def pipeline(target, apply_database: bool = False):
+    """Prepare, [apply the current MetaSchedule database's records,] schedule every function left
+    without one by the rules, lower and finalize."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        cpu = cpu_passes(target)
+        with target:
+            passes = prepare_passes(target)
+            if apply_database:
+                passes.append(relax.transform.MetaScheduleApplyDatabase())
+            passes += [dlight.ApplyDefaultSchedule(*_rules())]
+            return tvm.transform.Sequential(passes + cpu.dataflow_lower_passes(target)
+                                            + cpu.finalize_passes(target))(mod)
+
+    return _pipeline
