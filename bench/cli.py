@@ -41,7 +41,9 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @click.option("--rpc", "rpc_server", help="host:port of a TVM RPC server (python -m tvm.exec.rpc_server).")
 @click.option("--rpc-tracker", help="host:port of a TVM RPC tracker.")
 @click.option("--rpc-key", help="Device key to request from the tracker.")
-@click.option("--rpc-board", default="host-x86_64", show_default=True, help="The board behind the RPC server.")
+@click.option(
+    "--rpc-board", default="host-x86_64", show_default=True, help="The board behind the RPC server."
+)
 @deprecated_alias("--rpc-target", "rpc_board", "--rpc-board")
 @click.option("--tiles", "tile_count", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
@@ -49,15 +51,49 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
 @click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
               help="Seconds one configuration may take.")
-@click.option("--native", is_flag=True, help="Also run every TVM module with the C++ runner qmtg-run (built with CMake).")
+@click.option(
+    "--native",
+    is_flag=True,
+    help="Also run every TVM module with the C++ runner qmtg-run (built with CMake).",
+)
 @click.option("--keep-outputs", is_flag=True, help="Save every configuration's predicted tiles (.npy).")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run the whole matrix this many times (a soak); the report compares each pass with the first.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run the whole matrix this many times (a soak); the report compares each pass with the first.",
+)
 @out_option("Report folder.", default=Path("results/bench"))
 @click.pass_context
-def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, port, identity, ssh_options, python,
-          workdir, threads, rpc_server, rpc_tracker, rpc_key, rpc_board, tile_count, warmup, runs, min_time, timeout,
-          native, keep_outputs, repeat, out) -> None:
+def bench(
+    ctx,
+    bundle_folders,
+    only,
+    model_dir,
+    pair_dir,
+    board_names,
+    hosts,
+    port,
+    identity,
+    ssh_options,
+    python,
+    workdir,
+    threads,
+    rpc_server,
+    rpc_tracker,
+    rpc_key,
+    rpc_board,
+    tile_count,
+    warmup,
+    runs,
+    min_time,
+    timeout,
+    native,
+    keep_outputs,
+    repeat,
+    out,
+) -> None:
     """Latency, memory and SNR of bundles x boards x threads (and TVM RPC), each configuration
     in a fresh process, against the Keras float baseline measured in the same run."""
     from qmtgan.bench.harness import Plan, run_bench
@@ -79,8 +115,16 @@ def bench(ctx, bundle_folders, only, model_dir, pair_dir, board_names, hosts, po
     rpc = {}
     if rpc_server or rpc_tracker:
         rpc = {"server": rpc_server, "tracker": rpc_tracker, "key": rpc_key, "target": board(rpc_board).name}
-    plan = Plan(bundles, targets, threads, host_map,
-                {"port": port, "identity": identity, "options": ssh_options, "python": python, "workdir": workdir}, rpc, threads, native)
+    plan = Plan(
+        bundles,
+        targets,
+        threads,
+        host_map,
+        {"port": port, "identity": identity, "options": ssh_options, "python": python, "workdir": workdir},
+        rpc,
+        threads,
+        native,
+    )
     records = run_bench(plan, model_dir, pair_dir, tile_count, Timing(warmup, runs, min_time, timeout), out,
                         keep_outputs, repeat)
     click.echo((out / "bench.md").read_text())

@@ -26,10 +26,18 @@ STAGES = (
     ("evaluate", "reconstruct the whole target scene from the reference", stage.evaluate),
     ("quantize", "every PTQ method x bit width, Table 2 / Figure 2 / Figure 3", stage.quantize),
     ("payload", "encode symmetric 8-bit to .qmtg, decode it back to a GeoTIFF", stage.payload),
-    ("convert", "TFLite fp32/fp16/dynamic/int8/16x8 + ONNX fp32/int8 bundles, each measured in its runtime; "
-                "the int8 bundle explains its error per op", stage.convert),
-    ("rate_distortion", f"baselines, generators ({'/'.join(map(str, DEMO_BITS))}-bit) and hybrids at "
-                        f"{', '.join(map(str, DEMO_RATES))} bpp on {len(DEMO_PAIRS)} pairs", stage.rate_distortion),
+    (
+        "convert",
+        "TFLite fp32/fp16/dynamic/int8/16x8 + ONNX fp32/int8 bundles, each measured in its runtime; "
+        "the int8 bundle explains its error per op",
+        stage.convert,
+    ),
+    (
+        "rate_distortion",
+        f"baselines, generators ({'/'.join(map(str, DEMO_BITS))}-bit) and hybrids at "
+        f"{', '.join(map(str, DEMO_RATES))} bpp on {len(DEMO_PAIRS)} pairs",
+        stage.rate_distortion,
+    ),
     ("report", "previews, training curve, report.md/json", stage.previews),
 )
 

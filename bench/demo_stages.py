@@ -7,7 +7,14 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from qmtgan.bench.demo_config import DEMO_BITS, DEMO_GENERATOR, DEMO_PAIRS, DEMO_RATES, DEMO_TRAIN, DEMO_VAL_EVERY
+from qmtgan.bench.demo_config import (
+    DEMO_BITS,
+    DEMO_GENERATOR,
+    DEMO_PAIRS,
+    DEMO_RATES,
+    DEMO_TRAIN,
+    DEMO_VAL_EVERY,
+)
 from qmtgan.runtime.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -49,7 +56,9 @@ def train(run: DemoRun) -> None:
     gcfg = default_config("multitempgan", patch_size=512, **DEMO_GENERATOR)
     tcfg = TrainConfig(epochs=run.epochs, seed=run.seed, val_every=DEMO_VAL_EVERY, **DEMO_TRAIN)
     patches = len(load_pair(run.pair_dirs[0]).patches["patches"])
-    log.info(f"      {generator_label(gcfg)}, {run.epochs} epochs on {patches} patches, one generator per pair")
+    log.info(
+        f"      {generator_label(gcfg)}, {run.epochs} epochs on {patches} patches, one generator per pair"
+    )
     trained = [_train_or_reuse(p, r, gcfg, tcfg) for p, r in zip(run.pair_dirs, run.run_dirs)]
     run.results.update(generator=gcfg.to_dict(), history=trained[0][0],
                        training={"epochs": run.epochs, "wall_s": sum(w for _, w in trained)})
@@ -81,7 +90,9 @@ def evaluate(run: DemoRun) -> None:
     from qmtgan.train.pair import load_pair
 
     pair = load_pair(run.pair_dirs[0])
-    run.results["reconstruction"] = evaluate_run(run.run_dirs[0], run.pair_dirs[0], run.out / "reconstruction.tif")
+    run.results["reconstruction"] = evaluate_run(
+        run.run_dirs[0], run.pair_dirs[0], run.out / "reconstruction.tif"
+    )
     run.results["baseline_reference_as_target_snr_db"] = _identity_snr(pair.reference, pair.target)
 
 
@@ -89,13 +100,15 @@ def quantize(run: DemoRun) -> None:
     from qmtgan.quantize.configs import ALL_METHODS, SWEEP_BITS
     from qmtgan.quantize.sweep import best_row, run_sweep
 
-    rows = run_sweep([run.run_dirs[0]], [run.pair_dirs[0]], run.out / "quantize", ALL_METHODS, list(SWEEP_BITS),
-                     run.seed)
+    rows = run_sweep(
+        [run.run_dirs[0]], [run.pair_dirs[0]], run.out / "quantize", ALL_METHODS, list(SWEEP_BITS), run.seed
+    )
     by_label = {r.policy.label: r for r in rows if r.policy is not None}
     best = best_row(rows)
-    run.results["quantization"] = (
-        {label: _summary(by_label[label]) for label in ("float32", "symmetric 8", "symmetric 6", "stochastic 8")}
-        | {"best (Eq. 3)": {**_summary(best), "label": best.policy.label + " (smallest d)"}})
+    run.results["quantization"] = {
+        label: _summary(by_label[label])
+        for label in ("float32", "symmetric 8", "symmetric 6", "stochastic 8")
+    } | {"best (Eq. 3)": {**_summary(best), "label": best.policy.label + " (smallest d)"}}
 
 
 def payload(run: DemoRun) -> None:
@@ -113,7 +126,9 @@ def convert(run: DemoRun) -> None:
 
     # TVM modules are built by `qmtgan convert tvm` (untuned, timing one on the scene takes minutes)
     formats = [f for f in FORMATS if not f.startswith("tvm-")]
-    artifacts = build_bundles(run.run_dirs[0], run.pair_dirs[0], run.out / "bundles", formats, 512, explain_int8=True)
+    artifacts = build_bundles(
+        run.run_dirs[0], run.pair_dirs[0], run.out / "bundles", formats, 512, explain_int8=True
+    )
     write_text_atomic(run.out / "bundles" / "artifacts.md", artifact_table(artifacts) + "\n")
     run.results["artifacts"] = artifacts
 
@@ -160,7 +175,9 @@ def _payload_round_trip(out: Path, run_dir: Path, pair_dir: Path, reference, tar
     info = encode_pair(pair_dir / "reference.tif", pair_dir / "target.tif", qmtg, Policy("symmetric", bits=8),
                        run_dir, epochs=1, seed=0)
     pred = decode_payload(qmtg, reference)
-    decoded = write_geotiff(out / "target_decoded.tif", Scene(pred, reference.crs, reference.transform), valid=valid)
+    decoded = write_geotiff(
+        out / "target_decoded.tif", Scene(pred, reference.crs, reference.transform), valid=valid
+    )
     snr = snr_db(target.data, read_scene(decoded).data, valid)
     return {"file": str(qmtg), "bytes": info["file_bytes"], "bpp_file": info["bpp_file"],
             "bpp_eq1": info["bpp_eq1"], "header_bytes": info["header_bytes"], "decoded_snr_db": snr}

@@ -36,14 +36,21 @@ def _manifest(bundle: Path) -> dict:
     try:
         return json.loads((bundle / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        return {"name": bundle.name, "backend": "?", "precision": "?", "_error": f"unreadable manifest ({exc})"}
+        return {
+            "name": bundle.name,
+            "backend": "?",
+            "precision": "?",
+            "_error": f"unreadable manifest ({exc})",
+        }
 
 
 def expand(plan: Plan) -> list[tuple[Config, dict]]:
     """Every configuration with its manifest; a TVM module only on a board of its architecture."""
     from qmtgan.targets.registry import board
 
-    configs = [(Config("keras-fp32", "", "keras", "fp32", "host-x86_64", "local", t), {}) for t in plan.keras_threads]
+    configs = [
+        (Config("keras-fp32", "", "keras", "fp32", "host-x86_64", "local", t), {}) for t in plan.keras_threads
+    ]
     seen: set[str] = set()
     for path in plan.bundles:
         m = _manifest(path)
@@ -53,11 +60,25 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
             if m.get("elf_machine") and m["elf_machine"] != b.arch:
                 continue
             where = "ssh" if target in plan.hosts else b.reach.method
-            backends = [m.get("backend", "?")] + (["tvm-native"] if plan.native and m.get("backend") == "tvm" else [])
+            backends = [m.get("backend", "?")] + (
+                ["tvm-native"] if plan.native and m.get("backend") == "tvm" else []
+            )
             for backend in backends:
                 for t in plan.threads:
-                    configs.append((Config(m["name"], str(path), backend, str(m.get("precision", "?")), target, where,
-                                           t or b.tflite_threads), m))
+                    configs.append(
+                        (
+                            Config(
+                                m["name"],
+                                str(path),
+                                backend,
+                                str(m.get("precision", "?")),
+                                target,
+                                where,
+                                t or b.tflite_threads,
+                            ),
+                            m,
+                        )
+                    )
         if plan.rpc and m.get("backend") == "tvm":
             rpc_board = board(plan.rpc.get("target", "host-x86_64"))
             if m.get("elf_machine") in (None, rpc_board.arch):
@@ -82,7 +103,11 @@ def _peak(target: str, where: str) -> dict:
 
     if where == "qemu":
         return board_peak(None)
-    return host_peak() if board(target).arch == "x86_64" and where in ("local", "rpc") else board_peak(board(target).peak)
+    return (
+        host_peak()
+        if board(target).arch == "x86_64" and where in ("local", "rpc")
+        else board_peak(board(target).peak)
+    )
 
 
 def _macs(manifest: dict, cache: dict) -> int:
@@ -92,13 +117,24 @@ def _macs(manifest: dict, cache: dict) -> int:
 
     key = json.dumps(manifest["generator"], sort_keys=True)
     if key not in cache:
-        cache[key] = conv_macs(build_generator(GeneratorConfig.from_dict(manifest["generator"]), batch_size=1))
+        cache[key] = conv_macs(
+            build_generator(GeneratorConfig.from_dict(manifest["generator"]), batch_size=1)
+        )
     return cache[key]
 
 
 class Harness:
-    def __init__(self, plan: Plan, model_dir: Path, tiles: TileSet, tiles_file: Path, timing: Timing, work: Path):
-        self.plan, self.model_dir, self.tiles, self.tiles_file, self.timing, self.work = plan, model_dir, tiles, tiles_file, timing, work
+    def __init__(
+        self, plan: Plan, model_dir: Path, tiles: TileSet, tiles_file: Path, timing: Timing, work: Path
+    ):
+        self.plan, self.model_dir, self.tiles, self.tiles_file, self.timing, self.work = (
+            plan,
+            model_dir,
+            tiles,
+            tiles_file,
+            timing,
+            work,
+        )
         self.runners: dict[str, object] = {}
         self.float_outputs: np.ndarray | None = None
         self.keras_mean_ms: dict[int | None, float] = {}   # by thread count
@@ -121,10 +157,22 @@ class Harness:
         if config.where == "rpc":
             from qmtgan.bench.rpc import RpcRunner
 
-            return RpcRunner(self.tiles, self.plan.rpc.get("server"), self.plan.rpc.get("tracker"), self.plan.rpc.get("key"))
+            return RpcRunner(
+                self.tiles,
+                self.plan.rpc.get("server"),
+                self.plan.rpc.get("tracker"),
+                self.plan.rpc.get("key"),
+            )
         workdir = self.plan.ssh.get("workdir") if config.where == "ssh" else str(self.work / config.target)
-        device = connect(board(config.target), self.plan.hosts.get(config.target), workdir, self.plan.ssh.get("python"),
-                         self.plan.ssh.get("port"), self.plan.ssh.get("identity"), tuple(self.plan.ssh.get("options", ())))
+        device = connect(
+            board(config.target),
+            self.plan.hosts.get(config.target),
+            workdir,
+            self.plan.ssh.get("python"),
+            self.plan.ssh.get("port"),
+            self.plan.ssh.get("identity"),
+            tuple(self.plan.ssh.get("options", ())),
+        )
         if config.backend == "tvm-native":
             return NativeRunner(device, self.tiles_file, self.work)
         return DeviceRunner(device, self.tiles_file)
@@ -145,12 +193,23 @@ class Harness:
             probe, predicted = self._runner(config).run(config, self.timing, expected)
             if config.backend == "keras" and self.float_outputs is None:
                 self.float_outputs = predicted
-            generator = manifest.get("generator") or json.loads((self.model_dir / "model.json").read_text())["generator"]
+            generator = (
+                manifest.get("generator")
+                or json.loads((self.model_dir / "model.json").read_text())["generator"]
+            )
             generator = {**generator, "patch_size": self.tiles.tile}
             model_file = Path(config.bundle) / manifest["model_file"] if manifest else None
-            record = make_record(config, probe, predicted, self.tiles, self.float_outputs,
-                                 _macs({"generator": generator}, self.macs_cache), _peak(config.target, config.where),
-                                 model_file.stat().st_size if model_file else None, self._keras_ms(config))
+            record = make_record(
+                config,
+                probe,
+                predicted,
+                self.tiles,
+                self.float_outputs,
+                _macs({"generator": generator}, self.macs_cache),
+                _peak(config.target, config.where),
+                model_file.stat().st_size if model_file else None,
+                self._keras_ms(config),
+            )
             budget = board(config.target).memory_budget_mb or None
             record["memory_budget_mb"] = budget
             record["within_memory_budget"] = (record["peak_rss_mb"] <= budget
@@ -182,8 +241,14 @@ def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timi
     configs = expand(plan)
     tiles_sizes = {m.get("tile_size") for _, m in configs if m}
     if len(tiles_sizes) > 1:
-        raise QmtganError(f"the bundles use different tile sizes {sorted(tiles_sizes)}; bench one size at a time")
-    tile = tiles_sizes.pop() if tiles_sizes else json.loads((model_dir / "model.json").read_text())["generator"]["patch_size"]
+        raise QmtganError(
+            f"the bundles use different tile sizes {sorted(tiles_sizes)}; bench one size at a time"
+        )
+    tile = (
+        tiles_sizes.pop()
+        if tiles_sizes
+        else json.loads((model_dir / "model.json").read_text())["generator"]["patch_size"]
+    )
     reference, target, _, _ = load_pair(pair_dir)
     tiles = sample_tiles(reference.data, target.data, tile, tile_count)
     records = []
@@ -200,6 +265,15 @@ def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timi
             if record["status"] != "ok":
                 log.info(f"FAILED {config.label}: {record['error']}")
             records.append(record)
-    write_report(out, records, {"tile": tile, "tiles": len(tiles), "timing": timing.__dict__, "pair": str(pair_dir),
-                                "model": str(model_dir)})
+    write_report(
+        out,
+        records,
+        {
+            "tile": tile,
+            "tiles": len(tiles),
+            "timing": timing.__dict__,
+            "pair": str(pair_dir),
+            "model": str(model_dir),
+        },
+    )
     return records

@@ -2,10 +2,11 @@
 
 Theoretical peak = cores x SIMD fp32 lanes x FMA pipes x 2 FLOP per FMA x clock. On x86 the
 lanes come from /proc/cpuinfo flags (AVX-512: 16, AVX2: 8, SSE: 4) except on AMD family 25
-(Zen 4), which runs AVX-512 on 256-bit datapaths (8 lanes; Zen 5, family 26, has full 512-bit ones); FMA pipes per core are taken as 2 (every AVX2-era
-Intel and AMD core has two); the clock is /proc/cpuinfo's "cpu MHz", which in a VM is the
-nominal clock, so boost can push a measured fraction above what the formula allows. Boards give
-their numbers in targets/boards/*.toml ([peak]). Next to the formula, a measured reference:
+(Zen 4), which runs AVX-512 on 256-bit datapaths (8 lanes; Zen 5, family 26, has full 512-bit
+ones); FMA pipes per core are taken as 2 (every AVX2-era Intel and AMD core has two); the
+clock is /proc/cpuinfo's "cpu MHz", which in a VM is the nominal clock, so boost can push a
+measured fraction above what the formula allows. Boards give their numbers in
+targets/boards/*.toml ([peak]). Next to the formula, a measured reference:
 numpy's float32 matrix product (BLAS) on this machine."""
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def board_peak(peak) -> dict:
     if peak is None:
         return {"peak_gflops": None, "formula": "no peak for this board (emulated or unknown)"}
     g = peak.cores * peak.fp32_lanes * peak.fma_pipes * 2 * peak.ghz
-    return {**asdict(peak), "peak_gflops": round(g, 1),
-            "formula": f"{peak.cores} cores x {peak.fp32_lanes} lanes x {peak.fma_pipes} FMA pipes x 2 x {peak.ghz} GHz"}
+    return {
+        **asdict(peak),
+        "peak_gflops": round(g, 1),
+        "formula": f"{peak.cores} cores x {peak.fp32_lanes} lanes x {peak.fma_pipes} FMA pipes x 2 x "
+        f"{peak.ghz} GHz",
+    }
 
 
 def measured_sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -71,9 +76,15 @@ def _timed(fn) -> float:
 
 def describe_host() -> dict:
     info = _cpuinfo()
-    return {"hostname": platform.node(), "arch": platform.machine(), "cpu": info.get("model name", platform.processor()),
-            "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "memory_mb": _mem_total_mb()}
+    return {
+        "hostname": platform.node(),
+        "arch": platform.machine(),
+        "cpu": info.get("model name", platform.processor()),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "memory_mb": _mem_total_mb(),
+    }
 
 
 def _mem_total_mb() -> int | None:

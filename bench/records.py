@@ -41,19 +41,41 @@ class Timing:
 
 def latency_stats(seconds: list[float]) -> dict:
     ms = np.asarray(seconds, np.float64) * 1000
-    return {"count": int(ms.size), "min": float(ms.min()), "mean": float(ms.mean()),
-            "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "max": float(ms.max()), "std": float(ms.std(ddof=1) if ms.size > 1 else 0.0)}
+    return {
+        "count": int(ms.size),
+        "min": float(ms.min()),
+        "mean": float(ms.mean()),
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "max": float(ms.max()),
+        "std": float(ms.std(ddof=1) if ms.size > 1 else 0.0),
+    }
 
 
 def error_record(config: Config, error: str, stderr: str | None = None) -> dict:
     """`stderr`: the failed worker's whole stderr (the message has only its end)."""
-    return {"schema": SCHEMA, "config": asdict(config), "label": config.label, "status": "error", "error": error,
-            "stderr": stderr}
+    return {
+        "schema": SCHEMA,
+        "config": asdict(config),
+        "label": config.label,
+        "status": "error",
+        "error": error,
+        "stderr": stderr,
+    }
 
 
-def make_record(config: Config, probe: dict, predicted: np.ndarray, tiles: TileSet, float_outputs: np.ndarray | None,
-                macs: int, peak: dict, model_bytes: int | None, keras_mean_ms: float | None) -> dict:
+def make_record(
+    config: Config,
+    probe: dict,
+    predicted: np.ndarray,
+    tiles: TileSet,
+    float_outputs: np.ndarray | None,
+    macs: int,
+    peak: dict,
+    model_bytes: int | None,
+    keras_mean_ms: float | None,
+) -> dict:
     lat = latency_stats(probe["latencies_s"])
     mean_s = lat["mean"] / 1000
     gflops = 2 * macs / mean_s / 1e9
@@ -61,16 +83,30 @@ def make_record(config: Config, probe: dict, predicted: np.ndarray, tiles: TileS
     vs_target = tiles.scores(predicted)
     peak_gflops = peak.get("peak_gflops")
     return {
-        "schema": SCHEMA, "config": asdict(config), "label": config.label, "status": "ok", "error": None,
-        "tile": probe["tile"], "tiles": probe["tiles"], "threads": probe["threads"],
-        "model_bytes": model_bytes, "init_ms": probe["init_s"] * 1000, "first_ms": probe["first_s"] * 1000,
+        "schema": SCHEMA,
+        "config": asdict(config),
+        "label": config.label,
+        "status": "ok",
+        "error": None,
+        "tile": probe["tile"],
+        "tiles": probe["tiles"],
+        "threads": probe["threads"],
+        "model_bytes": model_bytes,
+        "init_ms": probe["init_s"] * 1000,
+        "first_ms": probe["first_s"] * 1000,
         "latency_ms": lat,
         "peak_rss_mb": probe["peak_rss_kb"] / 1024 if probe.get("peak_rss_kb") else None,
-        "snr_vs_float_db": vs_float.get("snr_db"), "lmse_vs_float": vs_float.get("lmse"),
-        "snr_vs_target_db": vs_target.get("snr_db"), "lmse_vs_target": vs_target.get("lmse"),
+        "snr_vs_float_db": vs_float.get("snr_db"),
+        "lmse_vs_float": vs_float.get("lmse"),
+        "snr_vs_target_db": vs_target.get("snr_db"),
+        "lmse_vs_target": vs_target.get("lmse"),
         "megapixels_per_s": probe["tile"] ** 2 / mean_s / 1e6,
-        "macs_per_tile": macs, "gflops": gflops, "peak_gflops": peak_gflops,
-        "fraction_of_peak": gflops / peak_gflops if peak_gflops else None, "peak_formula": peak.get("formula"),
+        "macs_per_tile": macs,
+        "gflops": gflops,
+        "peak_gflops": peak_gflops,
+        "fraction_of_peak": gflops / peak_gflops if peak_gflops else None,
+        "peak_formula": peak.get("formula"),
         "speedup_vs_keras": keras_mean_ms / lat["mean"] if keras_mean_ms else None,
-        "device": probe.get("machine"), "versions": probe.get("versions"),
+        "device": probe.get("machine"),
+        "versions": probe.get("versions"),
     }

@@ -11,12 +11,26 @@ from pathlib import Path
 
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
 
-COLUMNS = [("label", "configuration"), ("config.precision", "precision"), ("model_bytes", "size (KB)"), ("latency_ms.mean", "mean ms"),
-           ("latency_ms.p50", "p50 ms"), ("latency_ms.p90", "p90 ms"), ("latency_ms.p99", "p99 ms"),
-           ("latency_ms.std", "std ms"), ("init_ms", "init ms"), ("first_ms", "first ms"),
-           ("speedup_vs_keras", "x Keras"), ("peak_rss_mb", "peak RSS MB"), ("snr_vs_float_db", "SNR vs float dB"),
-           ("snr_vs_target_db", "SNR vs target dB"), ("lmse_vs_target", "LMSE"), ("megapixels_per_s", "MP/s"),
-           ("gflops", "GFLOP/s"), ("fraction_of_peak", "of peak")]
+COLUMNS = [
+    ("label", "configuration"),
+    ("config.precision", "precision"),
+    ("model_bytes", "size (KB)"),
+    ("latency_ms.mean", "mean ms"),
+    ("latency_ms.p50", "p50 ms"),
+    ("latency_ms.p90", "p90 ms"),
+    ("latency_ms.p99", "p99 ms"),
+    ("latency_ms.std", "std ms"),
+    ("init_ms", "init ms"),
+    ("first_ms", "first ms"),
+    ("speedup_vs_keras", "x Keras"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("snr_vs_float_db", "SNR vs float dB"),
+    ("snr_vs_target_db", "SNR vs target dB"),
+    ("lmse_vs_target", "LMSE"),
+    ("megapixels_per_s", "MP/s"),
+    ("gflops", "GFLOP/s"),
+    ("fraction_of_peak", "of peak"),
+]
 
 
 def _get(record: dict, dotted: str):
@@ -42,22 +56,35 @@ def _fmt(key: str, value) -> str:
 
 def markdown(records: list[dict], meta: dict) -> str:
     ok = [r for r in records if r["status"] == "ok"]
-    lines = [f"# qmtgan bench: {meta['tiles']} real scene tiles of {meta['tile']}x{meta['tile']}", "",
-             f"Machine: {meta['machine']['cpu']}, {meta['machine']['cpus']} CPUs; peak {meta['peak']['formula']} = "
-             f"{meta['peak']['peak_gflops']} GFLOP/s; measured numpy float32 matmul {meta['sgemm_gflops']:.0f} GFLOP/s.",
-             f"Timing: {meta['timing']['warmup']} warm-up runs, then at least {meta['timing']['runs']} runs and "
-             f"{meta['timing']['min_time_s']} s; each configuration in a fresh process. x Keras = Keras mean / this mean "
-             "(the TF/Keras float model in graph mode, measured in this run on this host, with the same thread count "
-             "when it ran with it). SNR vs float is against the first Keras configuration's outputs.", "",
-             "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# qmtgan bench: {meta['tiles']} real scene tiles of {meta['tile']}x{meta['tile']}",
+        "",
+        f"Machine: {meta['machine']['cpu']}, {meta['machine']['cpus']} CPUs; "
+        f"peak {meta['peak']['formula']} = "
+        f"{meta['peak']['peak_gflops']} GFLOP/s; measured numpy float32 matmul "
+        f"{meta['sgemm_gflops']:.0f} GFLOP/s.",
+        f"Timing: {meta['timing']['warmup']} warm-up runs, then at least {meta['timing']['runs']} runs and "
+        f"{meta['timing']['min_time_s']} s; each configuration in a fresh process. "
+        "x Keras = Keras mean / this mean "
+        "(the TF/Keras float model in graph mode, measured in this run on this host, "
+        "with the same thread count "
+        "when it ran with it). SNR vs float is against the first Keras configuration's outputs.",
+        "",
+        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for r in ok:
         lines.append("| " + " | ".join(_fmt(k, _get(r, k)) for k, _ in COLUMNS) + " |")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failed configurations", ""] + [f"- {r['label']}: {r['error']}" for r in failed]
     lines += _repeat_stability(ok)
-    lines += ["", "Emulated-board (qemu) latencies measure the emulator, not a board; its peak RSS includes qemu.",
-              "Over TVM RPC, latency is the board's own time_evaluator and peak RSS is not measured.", ""]
+    lines += [
+        "",
+        "Emulated-board (qemu) latencies measure the emulator, not a board; its peak RSS includes qemu.",
+        "Over TVM RPC, latency is the board's own time_evaluator and peak RSS is not measured.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -67,24 +94,58 @@ def _repeat_stability(ok: list[dict]) -> list[str]:
     later = [r for r in ok if r.get("pass", 1) > 1 and r["label"].rsplit(" (pass", 1)[0] in first]
     if not later:
         return []
-    lines = ["", "## Repeat stability (each pass against pass 1, same configuration)", "",
-             "| configuration | pass | p50 ms | x pass 1 | peak RSS MB | - pass 1 |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Repeat stability (each pass against pass 1, same configuration)",
+        "",
+        "| configuration | pass | p50 ms | x pass 1 | peak RSS MB | - pass 1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in later:
         base = first[r["label"].rsplit(" (pass", 1)[0]]
-        rss = (r["peak_rss_mb"] - base["peak_rss_mb"]) if r.get("peak_rss_mb") and base.get("peak_rss_mb") else None
-        lines.append(f"| {base['label']} | {r['pass']} | {r['latency_ms']['p50']:.2f} | "
-                     f"{r['latency_ms']['p50'] / base['latency_ms']['p50']:.3f} | "
-                     f"{_fmt('peak_rss_mb', r.get('peak_rss_mb'))} | {'-' if rss is None else f'{rss:+.1f}'} |")
+        rss = (
+            (r["peak_rss_mb"] - base["peak_rss_mb"])
+            if r.get("peak_rss_mb") and base.get("peak_rss_mb")
+            else None
+        )
+        lines.append(
+            f"| {base['label']} | {r['pass']} | {r['latency_ms']['p50']:.2f} | "
+            f"{r['latency_ms']['p50'] / base['latency_ms']['p50']:.3f} | "
+            f"{_fmt('peak_rss_mb', r.get('peak_rss_mb'))} | {'-' if rss is None else f'{rss:+.1f}'} |"
+        )
     return lines
 
 
 def write_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    keys = ["label", "status", "error", "config.name", "config.backend", "config.precision", "config.target",
-            "config.where", "config.threads", "tile", "tiles", "model_bytes", "init_ms", "first_ms",
-            *(f"latency_ms.{k}" for k in ("count", "min", "mean", "p50", "p90", "p99", "max", "std")),
-            "peak_rss_mb", "snr_vs_float_db", "lmse_vs_float", "snr_vs_target_db", "lmse_vs_target",
-            "megapixels_per_s", "macs_per_tile", "gflops", "peak_gflops", "fraction_of_peak", "speedup_vs_keras"]
+    keys = [
+        "label",
+        "status",
+        "error",
+        "config.name",
+        "config.backend",
+        "config.precision",
+        "config.target",
+        "config.where",
+        "config.threads",
+        "tile",
+        "tiles",
+        "model_bytes",
+        "init_ms",
+        "first_ms",
+        *(f"latency_ms.{k}" for k in ("count", "min", "mean", "p50", "p90", "p99", "max", "std")),
+        "peak_rss_mb",
+        "snr_vs_float_db",
+        "lmse_vs_float",
+        "snr_vs_target_db",
+        "lmse_vs_target",
+        "megapixels_per_s",
+        "macs_per_tile",
+        "gflops",
+        "peak_gflops",
+        "fraction_of_peak",
+        "speedup_vs_keras",
+    ]
     w = csv.writer(buf)
     w.writerow(keys)
     for r in records:
@@ -114,9 +175,16 @@ def plots(out: Path, records: list[dict]) -> list[Path]:
     markers = {"local": "o", "qemu": "s", "ssh": "^", "rpc": "D"}
     for i, (r, (lat, snr)) in enumerate(zip(ok, pts)):
         name = f"{r['config']['name']} ({r['config']['backend']})"
-        ax.scatter(lat, snr, color=f"C{names.index(name) % 10}", marker=markers.get(r["config"]["where"], "o"),
-                   s=40 + 15 * (r["config"]["threads"] or 1), edgecolor="k" if i in front else "none", zorder=3,
-                   label=name if name not in ax.get_legend_handles_labels()[1] else None)
+        ax.scatter(
+            lat,
+            snr,
+            color=f"C{names.index(name) % 10}",
+            marker=markers.get(r["config"]["where"], "o"),
+            s=40 + 15 * (r["config"]["threads"] or 1),
+            edgecolor="k" if i in front else "none",
+            zorder=3,
+            label=name if name not in ax.get_legend_handles_labels()[1] else None,
+        )
         if i in front:
             ax.annotate(f"{r['config']['name']}, {r['config']['threads'] or 'default'} thr", (lat, snr),
                         fontsize=7, xytext=(4, 4), textcoords="offset points")
@@ -124,12 +192,18 @@ def plots(out: Path, records: list[dict]) -> list[Path]:
     if fr:
         ax.plot(*zip(*fr), color="k", lw=0.8, ls="--", label="Pareto front")
     ax.legend(fontsize=7, loc="best")
-    ax.set(xscale="log", xlabel="mean latency per tile (ms, log); marker size: threads; o local, s qemu, ^ ssh, D rpc",
-           ylabel="SNR vs true target (dB)", title="latency vs SNR")
+    ax.set(
+        xscale="log",
+        xlabel="mean latency per tile (ms, log); marker size: threads; o local, s qemu, ^ ssh, D rpc",
+        ylabel="SNR vs true target (dB)",
+        title="latency vs SNR",
+    )
     ax.grid(alpha=0.3)
     written.append(_save(fig, out / "pareto.png"))
-    for key, label, name in (("latency_ms.p50", "p50 latency per tile (ms, log); whisker: p90", "latency.png"),
-                             ("peak_rss_mb", "peak RSS (MB)", "memory.png")):
+    for key, label, name in (
+        ("latency_ms.p50", "p50 latency per tile (ms, log); whisker: p90", "latency.png"),
+        ("peak_rss_mb", "peak RSS (MB)", "memory.png"),
+    ):
         rows = [r for r in ok if _get(r, key) is not None]
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
         y = range(len(rows))
@@ -162,8 +236,14 @@ def write_report(out: Path, records: list[dict], meta: dict) -> None:
     from qmtgan.convert.build import tool_versions
 
     out.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": describe_host(),
-            "peak": host_peak(), "sgemm_gflops": measured_sgemm_gflops(), "versions": tool_versions()}
+    meta = {
+        **meta,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": describe_host(),
+        "peak": host_peak(),
+        "sgemm_gflops": measured_sgemm_gflops(),
+        "versions": tool_versions(),
+    }
     doc = {"schema": "qmtgan.bench-report/1", **meta, "records": records}
     write_text_atomic(out / "bench.json", json.dumps(doc, indent=1))
     write_text_atomic(out / "bench.csv", write_csv(records))

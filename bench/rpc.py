@@ -28,13 +28,27 @@ def _address(text: str, what: str) -> tuple[str, int]:
 
 
 class RpcRunner(Runner):
-    def __init__(self, tiles: TileSet, server: str | None = None, tracker: str | None = None, key: str | None = None,
-                 session_timeout: int = 0):
+    def __init__(
+        self,
+        tiles: TileSet,
+        server: str | None = None,
+        tracker: str | None = None,
+        key: str | None = None,
+        session_timeout: int = 0,
+    ):
         if bool(server) == bool(tracker):
-            raise QmtganError("give exactly one of --rpc host:port or --rpc-tracker host:port (with --rpc-key)")
+            raise QmtganError(
+                "give exactly one of --rpc host:port or --rpc-tracker host:port (with --rpc-key)"
+            )
         if tracker and not key:
             raise QmtganError("--rpc-tracker needs --rpc-key (the device key the boards registered with)")
-        self.tiles, self.server, self.tracker, self.key, self.timeout = tiles, server, tracker, key, session_timeout
+        self.tiles, self.server, self.tracker, self.key, self.timeout = (
+            tiles,
+            server,
+            tracker,
+            key,
+            session_timeout,
+        )
 
     def describe(self) -> str:
         return f"rpc {self.server}" if self.server else f"rpc tracker {self.tracker} key {self.key}"
@@ -48,7 +62,9 @@ class RpcRunner(Runner):
             return rpc.connect_tracker(*_address(self.tracker, "--rpc-tracker")).request(
                 self.key, session_timeout=self.timeout)
         except Exception as exc:  # TVMError / OSError / RuntimeError: no server there
-            raise QmtganError(f"cannot reach the TVM RPC {self.describe()}: {str(exc).strip().splitlines()[-1]}") from None
+            raise QmtganError(
+                f"cannot reach the TVM RPC {self.describe()}: {str(exc).strip().splitlines()[-1]}"
+            ) from None
 
     def run(self, config: Config, timing: Timing, expected_shape) -> tuple[dict, np.ndarray]:
         import tvm
@@ -56,7 +72,9 @@ class RpcRunner(Runner):
 
         bundle = load_bundle(config.bundle)
         if bundle.manifest.backend != "tvm":
-            raise QmtganError(f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest.backend}")
+            raise QmtganError(
+                f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest.backend}"
+            )
         t0 = time.perf_counter()
         session = self._session()
         model = bundle.path / bundle.manifest.model_file
@@ -65,7 +83,9 @@ class RpcRunner(Runner):
         try:
             vm = relax.VirtualMachine(session.load_module(f"qmtgan-{config.name}.so"), device)
         except Exception as exc:
-            raise QmtganError(f"{self.describe()}: the board cannot load {model.name} ({str(exc).strip().splitlines()[-1]})") from None
+            raise QmtganError(
+                f"{self.describe()}: the board cannot load {model.name} ({str(exc).strip().splitlines()[-1]})"
+            ) from None
         init_s = time.perf_counter() - t0
         x = self.tiles.normalized(bundle.normalization)
         out, per_tile = np.empty_like(x), []
@@ -79,7 +99,16 @@ class RpcRunner(Runner):
         repeat = max(timing.runs, math.ceil(timing.min_time_s / max(min(per_tile), 1e-6)))
         result = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)("main")
         session_info = {"arch": None, "system": None, "cpus": None, "rpc": self.describe()}
-        record = ProbeRecord(bundle.tile, len(x), None, init_s, per_tile[0], [float(r) for r in result.results], None,
-                             session_info, {"apache-tvm (client)": tvm.__version__},
-                             {"tile_pass_s": per_tile}).to_dict()
+        record = ProbeRecord(
+            bundle.tile,
+            len(x),
+            None,
+            init_s,
+            per_tile[0],
+            [float(r) for r in result.results],
+            None,
+            session_info,
+            {"apache-tvm (client)": tvm.__version__},
+            {"tile_pass_s": per_tile},
+        ).to_dict()
         return record, TileSet.denormalized(out, bundle.normalization)

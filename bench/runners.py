@@ -57,7 +57,9 @@ class DeviceRunner(Runner):
     def run(self, config, timing, expected_shape):
         folder = self._send_bundle(config)
         out = f"bench/{config.name}-{config.threads or 0}.npy"
-        record = self.device.probe(folder, TILES, ["--outputs", out, *timing.args()], config.threads, timing.timeout_s)
+        record = self.device.probe(
+            folder, TILES, ["--outputs", out, *timing.args()], config.threads, timing.timeout_s
+        )
         return record, load_npy(self.device.fetch(out), expected_shape, config.label)
 
 
@@ -74,8 +76,10 @@ class KerasRunner(Runner):
                     "--tiles", str(self.tiles_file), "--outputs", str(out), *timing.args()]
             if config.threads:
                 argv += ["--threads", str(config.threads)]
-            proc = bounded(lambda: subprocess.run(argv, capture_output=True, text=True, timeout=timing.timeout_s),
-                           timing.timeout_s)
+            proc = bounded(
+                lambda: subprocess.run(argv, capture_output=True, text=True, timeout=timing.timeout_s),
+                timing.timeout_s,
+            )
             record = last_json_line(proc, "the Keras baseline")
             return record, load_npy(out.read_bytes(), expected_shape, config.label)
 
@@ -106,9 +110,19 @@ class NativeRunner(DeviceRunner):
             np.save(Path(tmp) / "input.npy", tiles.normalized(bundle.normalization), allow_pickle=False)
             self.device.put(Path(tmp), f"native-in/{config.name}")
         out = f"native-in/{config.name}/output.npy"
-        argv = [f"./native/{self.runner_name}", "--module", f"./{folder}/{bundle.manifest.model_file}",
-                "--input", f"native-in/{config.name}/input.npy", "--output", out, "--warmup", str(timing.warmup),
-                "--runs", str(max(1, math.ceil(timing.runs / len(tiles))))]
+        argv = [
+            f"./native/{self.runner_name}",
+            "--module",
+            f"./{folder}/{bundle.manifest.model_file}",
+            "--input",
+            f"native-in/{config.name}/input.npy",
+            "--output",
+            out,
+            "--warmup",
+            str(timing.warmup),
+            "--runs",
+            str(max(1, math.ceil(timing.runs / len(tiles)))),
+        ]
         if config.threads:
             argv += ["--threads", str(config.threads)]
         proc = bounded(lambda: self.device.run(argv, timeout=timing.timeout_s), timing.timeout_s)
@@ -116,8 +130,15 @@ class NativeRunner(DeviceRunner):
         normalized_shape = (expected_shape[0], expected_shape[2], expected_shape[3], expected_shape[1])
         outputs = load_npy(self.device.fetch(out), normalized_shape, config.label)
         latencies = [ms / 1000 for ms in rec["latencies_ms"]]
-        record = ProbeRecord(tiles.tile, len(tiles), rec["threads"], rec["init_ms"] / 1000, rec["first_ms"] / 1000,
-                             latencies, rec["peak_rss_kb"], {"arch": self.device.board.arch, "system": "Linux",
-                                                             "cpus": None},
-                             {"qmtg-run": "native/qmtg_run.cc"}).to_dict()
+        record = ProbeRecord(
+            tiles.tile,
+            len(tiles),
+            rec["threads"],
+            rec["init_ms"] / 1000,
+            rec["first_ms"] / 1000,
+            latencies,
+            rec["peak_rss_kb"],
+            {"arch": self.device.board.arch, "system": "Linux", "cpus": None},
+            {"qmtg-run": "native/qmtg_run.cc"},
+        ).to_dict()
         return record, TileSet.denormalized(outputs, bundle.normalization)

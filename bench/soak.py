@@ -37,13 +37,17 @@ def soak(bundle_path: Path, reference: Path, passes: int, progress: bool = False
         for i in range(passes):
             start = time.perf_counter()
             with streaming_gdal(), SceneReader(reference) as ref:
-                with SceneWriter(Path(tmp) / "decoded.tif", ref.band_count, *ref.shape, ref.crs, ref.transform) as w:
+                with SceneWriter(
+                    Path(tmp) / "decoded.tif", ref.band_count, *ref.shape, ref.crs, ref.transform
+                ) as w:
                     stream_scene(backend, ref, bundle.normalization, bundle.tile, 0,
                                  lambda win: w.write(win.row, win.col, win.prediction, win.valid))
             rows.append({"pass": i + 1, "seconds": time.perf_counter() - start, "rss_mib": rss_mib()})
             if progress:
-                print(f"pass {i + 1}/{passes}: {rows[-1]['seconds']:.3f} s, RSS {rows[-1]['rss_mib']:.1f} MiB",
-                      flush=True)
+                print(
+                    f"pass {i + 1}/{passes}: {rows[-1]['seconds']:.3f} s, RSS {rows[-1]['rss_mib']:.1f} MiB",
+                    flush=True,
+                )
     return rows
 
 
@@ -54,9 +58,15 @@ def summary(rows: list[dict], settle: int = 5) -> dict:
     later = rows[settle:] or rows
     times = [r["seconds"] for r in later]
     half = len(times) // 2 or 1
-    return {"passes": len(rows), "rss_first_mib": rows[0]["rss_mib"], "rss_settled_mib": later[0]["rss_mib"],
-            "rss_last_mib": rows[-1]["rss_mib"], "rss_growth_after_settle_mib": rows[-1]["rss_mib"] - later[0]["rss_mib"],
-            "median_s_first_half": float(np.median(times[:half])), "median_s_second_half": float(np.median(times[half:]))}
+    return {
+        "passes": len(rows),
+        "rss_first_mib": rows[0]["rss_mib"],
+        "rss_settled_mib": later[0]["rss_mib"],
+        "rss_last_mib": rows[-1]["rss_mib"],
+        "rss_growth_after_settle_mib": rows[-1]["rss_mib"] - later[0]["rss_mib"],
+        "median_s_first_half": float(np.median(times[:half])),
+        "median_s_second_half": float(np.median(times[half:])),
+    }
 
 
 def write_report(out: Path, rows: list[dict], meta: dict) -> None:
@@ -70,14 +80,27 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> None:
     s = summary(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "soak.json", json.dumps({**meta, "summary": s, "passes": rows}, indent=1))
-    write_text_atomic(out / "soak.md", "\n".join([
-        f"# Soak: {s['passes']} streamed decodes in one process", "",
-        f"Bundle `{meta['bundle']}`, scene `{meta['reference']}`, {meta['host']['cpu']}.", "",
-        "| RSS after pass 1 (MiB) | after pass 6 | after the last | growth after pass 6 | median s, first half | "
-        "median s, second half |", "|---:|---:|---:|---:|---:|---:|",
-        f"| {s['rss_first_mib']:.1f} | {s['rss_settled_mib']:.1f} | {s['rss_last_mib']:.1f} | "
-        f"{s['rss_growth_after_settle_mib']:.1f} | {s['median_s_first_half']:.3f} | {s['median_s_second_half']:.3f} |",
-        "", "![soak](soak.png)", ""]))
+    write_text_atomic(
+        out / "soak.md",
+        "\n".join(
+            [
+                f"# Soak: {s['passes']} streamed decodes in one process",
+                "",
+                f"Bundle `{meta['bundle']}`, scene `{meta['reference']}`, {meta['host']['cpu']}.",
+                "",
+                "| RSS after pass 1 (MiB) | after pass 6 | after the last | growth after pass 6 | "
+                "median s, first half | "
+                "median s, second half |",
+                "|---:|---:|---:|---:|---:|---:|",
+                f"| {s['rss_first_mib']:.1f} | {s['rss_settled_mib']:.1f} | {s['rss_last_mib']:.1f} | "
+                f"{s['rss_growth_after_settle_mib']:.1f} | {s['median_s_first_half']:.3f} | "
+                f"{s['median_s_second_half']:.3f} |",
+                "",
+                "![soak](soak.png)",
+                "",
+            ]
+        ),
+    )
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot([r["pass"] for r in rows], [r["rss_mib"] for r in rows], label="RSS (MiB)")
     ax.set_xlabel("pass")

@@ -85,15 +85,20 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
     if corrected is not None:
         corrected_blob = to_tflite(corrected, "int8", ctx.representative)
         measured = ctx.measure("tflite", corrected_blob)
-        record["bias_correction"] = {"band_bias": [round(float(b), 6) for b in bias], "measured": measured.to_dict(),
-                                     "kept": measured.snr_vs_target_db > full.snr_vs_target_db}
+        record["bias_correction"] = {
+            "band_bias": [round(float(b), 6) for b in bias],
+            "measured": measured.to_dict(),
+            "kept": measured.snr_vs_target_db > full.snr_vs_target_db,
+        }
         if record["bias_correction"]["kept"]:
             graph, blob, full = corrected, corrected_blob, measured
     loss = ctx.float_snr_db - full.snr_vs_target_db
     art = Artifact("model.tflite", blob, "int8", {"int8": record}, measured=full)
     errors = None
     if ctx.explain or loss > ctx.threshold_db:
-        errors = explain_int8.layer_errors(converter_for(graph, "int8", ctx.representative), ctx.representative)
+        errors = explain_int8.layer_errors(
+            converter_for(graph, "int8", ctx.representative), ctx.representative
+        )
         record["worst_ops"] = explain_int8.worst(errors)
         trials = []
         if ctx.explain:
@@ -147,7 +152,9 @@ def with_op_profile(art: Artifact, tile: np.ndarray, label: str) -> Artifact:
     """The artifact with its per-op time in the report (op_profile.md) and manifest."""
     from qmtgan.convert import op_profile
 
-    profiler = op_profile.tflite_op_profile if art.filename.endswith(".tflite") else op_profile.onnx_op_profile
+    profiler = (
+        op_profile.tflite_op_profile if art.filename.endswith(".tflite") else op_profile.onnx_op_profile
+    )
     profile = profiler(art.blob, tile)
     art.files[op_profile.REPORT] = op_profile.markdown(profile, label).encode()
     art.manifest["op_profile"] = op_profile.summary(profile)

@@ -52,7 +52,13 @@ class Measurer:
     """Runs backends over the pair's reference with the same tiling as the float baseline."""
 
     def __init__(self, reference, target, norm, tile: int, keras_backend, overlap: int):
-        self.reference, self.target, self.norm, self.tile, self.overlap = reference, target, norm, tile, overlap
+        self.reference, self.target, self.norm, self.tile, self.overlap = (
+            reference,
+            target,
+            norm,
+            tile,
+            overlap,
+        )
         self.valid = reference.valid & target.valid
         self.float_out, lat = run_scene(keras_backend, reference.data, norm, tile, overlap)
         self.baseline = self._record(self.float_out, lat)
@@ -69,8 +75,12 @@ class Measurer:
 def smoke_record(backend, smoke: TileSet, norm, source: str) -> dict:
     """The SNR a board must reproduce on the bundle's own smoke tiles (`qmtgan flash`)."""
     out, _ = run_tiles(backend, smoke.normalized(norm))
-    return {"file": SMOKE_FILE, "tiles": len(smoke), "snr_db": smoke.scores(TileSet.denormalized(out, norm))["snr_db"],
-            "measured_with": source}
+    return {
+        "file": SMOKE_FILE,
+        "tiles": len(smoke),
+        "snr_db": smoke.scores(TileSet.denormalized(out, norm))["snr_db"],
+        "measured_with": source,
+    }
 
 
 def _io_record(backend, backend_kind: str, tile: int, bands: int) -> dict:
@@ -145,14 +155,27 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
         smoke, smoke_bytes = load_tiles(saved), saved.read_bytes()  # exactly what a board will load
     smoke_float = smoke_record(keras, smoke, norm, "keras-fp32 (the module cannot run on the build host)")
     keras_m = measurer.baseline
-    log.info(f"Keras float on {len(grid.patches)} tiles of {tile}: SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
-             f"{keras_m.mean_tile_s * 1000:.0f} ms/tile")
+    log.info(
+        f"Keras float on {len(grid.patches)} tiles of {tile}: "
+        f"SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
+        f"{keras_m.mean_tile_s * 1000:.0f} ms/tile"
+    )
     ctx = Int8Context(representative, lambda kind, blob: measure_bytes(
         kind, blob, "model.tflite" if kind == "tflite" else "model.onnx", measurer.measure),
         keras_m.snr_vs_target_db, int8_threshold_db, explain_int8)
-    common = {"tile_size": tile, "generator": cfg.to_dict(), "normalization": norm.to_dict(), "weights": source,
-              "data": {"sha256": pair_meta["sha256"]}, "graph": GRAPH_RECORD,
-              "calibration": {"tiles": len(representative), "of": len(grid.patches), "int8_rounded_layers": graphs.rounded}}
+    common = {
+        "tile_size": tile,
+        "generator": cfg.to_dict(),
+        "normalization": norm.to_dict(),
+        "weights": source,
+        "data": {"sha256": pair_meta["sha256"]},
+        "graph": GRAPH_RECORD,
+        "calibration": {
+            "tiles": len(representative),
+            "of": len(grid.patches),
+            "int8_rounded_layers": graphs.rounded,
+        },
+    }
     records = [{"name": "keras-fp32", "backend": "keras", "size_bytes": None, **keras_m.to_dict()}]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(formats, desc="convert", unit="artifact"):
@@ -168,8 +191,18 @@ GRAPH_RECORD = {"transposed_convolution": "sub-pixel (phase convolutions + depth
                 "normalization": "centred before scaled"}
 
 
-def _one_bundle(fmt: Format, art: Artifact, measurer: Measurer, keras_m: Measured, out_dir: Path, common: dict,
-                norm, tile: int, bands: int, smoke_parts) -> dict:
+def _one_bundle(
+    fmt: Format,
+    art: Artifact,
+    measurer: Measurer,
+    keras_m: Measured,
+    out_dir: Path,
+    common: dict,
+    norm,
+    tile: int,
+    bands: int,
+    smoke_parts,
+) -> dict:
     smoke, smoke_bytes, smoke_float = smoke_parts
     kind, target = fmt.backend, fmt.target
     manifest = {"name": fmt.name, "backend": kind, "precision": art.precision, "target": target,
@@ -193,7 +226,10 @@ def _one_bundle(fmt: Format, art: Artifact, measurer: Measurer, keras_m: Measure
 
             manifest["elf_machine"] = elf_machine(path)
         if foreign:
-            log.info(f"{fmt.name}: built for {manifest['elf_machine']}; measure it on the board (not this {platform.machine()} host)")
+            log.info(
+                f"{fmt.name}: built for {manifest['elf_machine']}; measure it on the board "
+                f"(not this {platform.machine()} host)"
+            )
             manifest.update(_io_record(None, kind, tile, bands), measured=None, smoke=smoke_float)
             measured = None
         else:

@@ -21,7 +21,9 @@ def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str
     for item in selection:
         group = [f for f in FORMATS if f == item or REGISTRY[f].family == item]
         if not group:
-            raise QmtganError(f"unknown format or group '{item}' (groups: tflite, onnx, tvm; formats: {', '.join(FORMATS)})")
+            raise QmtganError(
+                f"unknown format or group '{item}' (groups: tflite, onnx, tvm; formats: {', '.join(FORMATS)})"
+            )
         names += [f for f in group if f not in names]
     unknown = [f for f in names if f not in FORMATS]
     if unknown:
@@ -40,26 +42,50 @@ def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str
 @click.option("--int8-threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="dB of SNR full int8 may lose against float before the worst layers stay float "
                    "(then, if that still loses more, 16x8).")
-@click.option("--explain-int8", is_flag=True,
-              help="Write the int8 model's per-op error table (int8_layers.csv/.md/.png, TFLite's quantization "
-                   "debugger) into the tflite-int8 bundle; the manifest names the three worst ops.")
+@click.option(
+    "--explain-int8",
+    is_flag=True,
+    help="Write the int8 model's per-op error table (int8_layers.csv/.md/.png, TFLite's quantization "
+    "debugger) into the tflite-int8 bundle; the manifest names the three worst ops.",
+)
 @click.option("--calibration-tiles", type=click.IntRange(min=1), default=32, show_default=True,
               help="Tiles of the scene's grid that calibrate the int8 formats (all of them if fewer).")
 @out_option("Folder for the bundles.")
-@click.option("--tune", is_flag=True,
-              help="MetaSchedule-tune the tvm-* modules (minutes to hours), reusing the board's tuning database. "
-                   "aarch64 boards need --rpc-tracker/--rpc-key, else their records are only applied.")
+@click.option(
+    "--tune",
+    is_flag=True,
+    help="MetaSchedule-tune the tvm-* modules (minutes to hours), reusing the board's tuning database. "
+    "aarch64 boards need --rpc-tracker/--rpc-key, else their records are only applied.",
+)
 @click.option("--trials", type=click.IntRange(min=0), default=2000, show_default=True,
               help="The database's total trial budget with --tune: a later run with more spends only the "
                    "difference, seeded by the records (0: only apply the database).")
 @click.option("--tuning-db", type=click.Path(file_okay=False, path_type=Path),
               help="Tuning database folder, one subfolder per board [default: $QMTGAN_CACHE/tvm-tuning, "
                    "else ~/.cache/qmtgan/tvm-tuning].")
-@click.option("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker the board's rpc_server registered with (--tune).")
+@click.option(
+    "--rpc-tracker",
+    metavar="HOST:PORT",
+    help="TVM RPC tracker the board's rpc_server registered with (--tune).",
+)
 @click.option("--rpc-key", help="The board's key at --rpc-tracker.")
-def convert(selection: tuple[str, ...], model_dir: Path, pair_dir: Path, payload: Path | None, formats: list[str], tile: int,
-            int8_threshold: float, out: Path, explain_int8: bool = False, calibration_tiles: int = 32, tune: bool = False, trials: int = 2000, tuning_db: Path | None = None,
-            rpc_tracker: str | None = None, rpc_key: str | None = None) -> None:
+def convert(
+    selection: tuple[str, ...],
+    model_dir: Path,
+    pair_dir: Path,
+    payload: Path | None,
+    formats: list[str],
+    tile: int,
+    int8_threshold: float,
+    out: Path,
+    explain_int8: bool = False,
+    calibration_tiles: int = 32,
+    tune: bool = False,
+    trials: int = 2000,
+    tuning_db: Path | None = None,
+    rpc_tracker: str | None = None,
+    rpc_key: str | None = None,
+) -> None:
     """Export deployment bundles, each measured: TFLite (fp32/fp16/dynamic/int8/16x8), ONNX (fp32,
     int8) and TVM modules for the boards. SELECTION: groups (tflite, onnx, tvm) or format names, e.g.
     `qmtgan convert tvm ...`."""

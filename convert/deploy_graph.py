@@ -87,7 +87,9 @@ def phase_kernel(kernel: np.ndarray, stride: int = 2) -> np.ndarray:
 def _sub_pixel(layer: layers.Conv2DTranspose, x):
     stride = layer.strides[0]
     if layer.strides != (stride, stride) or layer.padding != "same" or layer.dilation_rate != (1, 1):
-        raise QmtganError(f"{layer.name}: the sub-pixel rewrite needs equal strides, 'same' padding and no dilation")
+        raise QmtganError(
+            f"{layer.name}: the sub-pixel rewrite needs equal strides, 'same' padding and no dilation"
+        )
     kernel, bias = layer.get_weights()
     phases = phase_kernel(kernel, stride)
     conv = layers.Conv2D(phases.shape[-1], phases.shape[0], padding="same", name=f"{layer.name}_phases")
@@ -98,7 +100,9 @@ def _sub_pixel(layer: layers.Conv2DTranspose, x):
 
 def _centred(layer: layers.GroupNormalization, x):
     if layer.groups != x.shape[-1]:
-        raise QmtganError(f"{layer.name}: only per-channel normalization (one group per channel) is rewritten")
+        raise QmtganError(
+            f"{layer.name}: only per-channel normalization (one group per channel) is rewritten"
+        )
     norm = CentredNormalization(layer.epsilon, name=layer.name)
     y = norm(x)
     norm.set_weights(layer.get_weights())

@@ -46,15 +46,26 @@ def layer_errors(converter, tiles: np.ndarray) -> list[LayerError]:
     from qmtgan.convert.tflite import tile_samples
 
     with native_output_captured():
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=tile_samples(tiles))
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=tile_samples(tiles)
+        )
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     rows = []
     for r in csv.DictReader(io.StringIO(dump.getvalue())):
         scale, mse = float(r["scale"]), float(r["mean_squared_error"])
-        rows.append(LayerError(r["op_name"], r["tensor_name"], float(np.sqrt(mse) / scale) if scale else float("inf"),
-                               float(np.sqrt(mse)), float(r["max_abs_error"]), scale, int(float(r["num_elements"]))))
+        rows.append(
+            LayerError(
+                r["op_name"],
+                r["tensor_name"],
+                float(np.sqrt(mse) / scale) if scale else float("inf"),
+                float(np.sqrt(mse)),
+                float(r["max_abs_error"]),
+                scale,
+                int(float(r["num_elements"])),
+            )
+        )
     return sorted(rows, key=lambda e: -e.rmse_steps)
 
 
@@ -79,7 +90,9 @@ def float_trials(graph, representative: np.ndarray, measure, float_snr_db: float
     trials = []
     for label, nodes in groups.items():
         measured = measure("tflite", quantize_calibrated(calibrated, nodes))
-        trials.append(FloatTrial(label, len(nodes), float_snr_db - measured.snr_vs_target_db, measured.snr_vs_float_db))
+        trials.append(
+            FloatTrial(label, len(nodes), float_snr_db - measured.snr_vs_target_db, measured.snr_vs_float_db)
+        )
     return trials
 
 
@@ -92,18 +105,30 @@ def by_op(errors: list[LayerError]) -> dict[str, float]:
 
 
 def markdown(errors: list[LayerError], trials: list[FloatTrial] = (), shown: int = 25) -> str:
-    lines = ["Per-op output error of the int8 model against its float twin fed the same int8 input "
-             "(TFLite quantization debugger), worst first. Steps = RMSE / the op's output scale.", "",
-             "| # | op | layer | error (steps) | RMSE | max abs error | scale |", "|---:|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "Per-op output error of the int8 model against its float twin fed the same int8 input "
+        "(TFLite quantization debugger), worst first. Steps = RMSE / the op's output scale.",
+        "",
+        "| # | op | layer | error (steps) | RMSE | max abs error | scale |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
     for i, e in enumerate(errors[:shown], start=1):
-        lines.append(f"| {i} | {e.op} | {e.layer} | {e.rmse_steps:.2f} | {e.rmse:.3g} | {e.max_abs_error:.3g} | {e.scale:.3g} |")
+        lines.append(
+            f"| {i} | {e.op} | {e.layer} | {e.rmse_steps:.2f} | {e.rmse:.3g} | "
+            f"{e.max_abs_error:.3g} | {e.scale:.3g} |"
+        )
     if len(errors) > shown:
         lines.append(f"\n{len(errors) - shown} more ops in {REPORT_STEM}.csv.")
     lines += ["", "By op type (sum of squared steps):", "", "| op | sum steps^2 |", "|---|---:|"]
     lines += [f"| {op} | {v:.1f} |" for op, v in by_op(errors).items()]
     if trials:
-        lines += ["", "Kept in float in turn (everything else int8), measured on the whole scene:", "",
-                  "| kept in float | ops | loss vs float model (dB) | SNR vs float model (dB) |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Kept in float in turn (everything else int8), measured on the whole scene:",
+            "",
+            "| kept in float | ops | loss vs float model (dB) | SNR vs float model (dB) |",
+            "|---|---:|---:|---:|",
+        ]
         lines += [f"| {t.kept_float} | {t.ops} | {t.loss_db:.3f} | {t.snr_vs_float_db:.2f} |" for t in trials]
     return "\n".join(lines) + "\n"
 
@@ -134,8 +159,11 @@ def report_files(errors: list[LayerError], trials: list[FloatTrial] = ()) -> dic
     writer.writeheader()
     for e in errors:
         writer.writerow({**asdict(e), "layer": e.layer})
-    return {f"{REPORT_STEM}.csv": out.getvalue().encode(), f"{REPORT_STEM}.md": markdown(errors, trials).encode(),
-            f"{REPORT_STEM}.png": plot_png(errors)}
+    return {
+        f"{REPORT_STEM}.csv": out.getvalue().encode(),
+        f"{REPORT_STEM}.md": markdown(errors, trials).encode(),
+        f"{REPORT_STEM}.png": plot_png(errors),
+    }
 
 
 def worst(errors: list[LayerError], n: int = 3) -> list[dict]:

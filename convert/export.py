@@ -31,6 +31,9 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
         payload = fmt.read(payload_path)
         if GeneratorConfig.from_dict(payload.header["generator"]) != cfg:
             raise QmtganError(f"{payload_path}: made for another generator than {run_dir}")
-        weights, source = payload.weights(), f"dequantized from {Path(payload_path).name} ({payload.header['policy']['method']})"
+        weights, source = (
+            payload.weights(),
+            f"dequantized from {Path(payload_path).name} ({payload.header['policy']['method']})",
+        )
     assign_weights(model, weights)
     return model, tile_cfg, norm, source

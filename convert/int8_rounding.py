@@ -25,7 +25,9 @@ def patch_rows(features: np.ndarray, kernel: int, stride: int, samples: int, see
     out_h, out_w = -(-h // stride), -(-w // stride)
     pad_y = max((out_h - 1) * stride + kernel - h, 0)
     pad_x = max((out_w - 1) * stride + kernel - w, 0)
-    padded = np.pad(features, ((0, 0), (pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0)))
+    padded = np.pad(
+        features, ((0, 0), (pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2), (0, 0))
+    )
     rng = np.random.default_rng(seed)
     tile = rng.integers(0, n, samples)
     y = rng.integers(0, out_h, samples) * stride

@@ -98,7 +98,9 @@ def tflite_op_profile(model_bytes: bytes, tile: np.ndarray, runs: int = 15, thre
 
     from qmtgan.convert.tflite import layer_of
 
-    whole = Interpreter(model_content=model_bytes, num_threads=threads, experimental_preserve_all_tensors=True)
+    whole = Interpreter(
+        model_content=model_bytes, num_threads=threads, experimental_preserve_all_tensors=True
+    )
     whole.allocate_tensors()
     entry = whole.get_input_details()[0]
     whole.set_tensor(entry["index"], _quantized(tile, entry))
@@ -148,9 +150,13 @@ def tflite_op_profile(model_bytes: bytes, tile: np.ndarray, runs: int = 15, thre
 def markdown(profile: dict, label: str) -> str:
     lines = [f"{label}: time per op type, one tile; {profile['source']}.", ""]
     if "whole_ms" in profile:
-        lines += [f"Whole model {profile['whole_ms']:.3f} ms; the ops timed alone sum to {profile['sum_ms']:.3f} ms.",
-                  f"XNNPACK delegate partitions: {profile['partitions']}. "
-                  f"Ops XNNPACK does not take: {', '.join(profile['not_delegated']) or 'none'}.", ""]
+        lines += [
+            f"Whole model {profile['whole_ms']:.3f} ms; "
+            f"the ops timed alone sum to {profile['sum_ms']:.3f} ms.",
+            f"XNNPACK delegate partitions: {profile['partitions']}. "
+            f"Ops XNNPACK does not take: {', '.join(profile['not_delegated']) or 'none'}.",
+            "",
+        ]
     delegate = "partitions" in profile
     lines += ["| op | ms / tile | share | nodes |" + (" on XNNPACK |" if delegate else ""),
               "|---|---:|---:|---:|" + ("---:|" if delegate else "")]

@@ -20,7 +20,9 @@ def require_tvm():
         import onnx  # noqa: F401 - the frontend needs it
         import tvm
     except ImportError as exc:
-        raise QmtganError("TVM modules need apache-tvm 0.27 and apache-tvm-ffi (pip install 'qmtgan[tvm]')") from exc
+        raise QmtganError(
+            "TVM modules need apache-tvm 0.27 and apache-tvm-ffi (pip install 'qmtgan[tvm]')"
+        ) from exc
     return tvm
 
 

@@ -233,9 +233,17 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, *, board: Board | 
     spent = _trials_spent(work_dir)
     untuned = [t for t in tasks if not _is_tuned(db, t)]
     todo, budget = plan_trials(trials, spent, tasks, untuned)
-    stats = {"tasks": len(tasks), "tuned_before": len(tasks) - len(untuned), "trials_before": spent, "trials_run": 0}
-    log.info(f"MetaSchedule: {len(tasks)} tasks, {stats['tuned_before']} with records and {spent} trials spent in "
-             f"{work_dir}: " + (f"{budget} more trials over {len(todo)} tasks" if todo and budget > 0 else "nothing to tune"))
+    stats = {
+        "tasks": len(tasks),
+        "tuned_before": len(tasks) - len(untuned),
+        "trials_before": spent,
+        "trials_run": 0,
+    }
+    log.info(
+        f"MetaSchedule: {len(tasks)} tasks, {stats['tuned_before']} with records and {spent} trials spent in "
+        f"{work_dir}: "
+        + (f"{budget} more trials over {len(todo)} tasks" if todo and budget > 0 else "nothing to tune")
+    )
     trials = budget
     if todo and trials > 0:
         if board is None:
@@ -253,17 +261,30 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, *, board: Board | 
         search = ms.search_strategy.EvolutionarySearch(population_size=SEARCH_POPULATION)
         contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir=str(work_dir), strategy=search)
         progress, forward, state = _progress_callback([c.task_name for c in contexts], trials)
-        ms_logger.addHandler(forward)  # after extracted_tasks_to_tune_contexts: its dictConfig resets handlers
+        ms_logger.addHandler(
+            forward
+        )  # after extracted_tasks_to_tune_contexts: its dictConfig resets handlers
         cost_model = "xgb"
         if importlib.util.find_spec("xgboost") is None:
             cost_model = "random"
-            log.info("MetaSchedule: xgboost is not installed (pip install xgboost-cpu); candidates are picked "
-                     "without a cost model, expect worse schedules for the same trials")
+            log.info(
+                "MetaSchedule: xgboost is not installed (pip install xgboost-cpu); candidates are picked "
+                "without a cost model, expect worse schedules for the same trials"
+            )
         t0 = time.perf_counter()
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
-                          num_trials_per_iter=per_iter, builder=builder, runner=runner, database=db,
-                          cost_model=cost_model, measure_callbacks=[*ms.MeasureCallback.create("default"), progress])
+            ms.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work_dir),
+                max_trials_global=trials,
+                num_trials_per_iter=per_iter,
+                builder=builder,
+                runner=runner,
+                database=db,
+                cost_model=cost_model,
+                measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+            )
         finally:
             ms_logger.removeHandler(forward)
         stats["trials_run"] = state["done"]
@@ -296,8 +317,11 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
     work_dir = options.database_dir(board)
     trials, note = options.trials, None
     if trials > 0 and not can_measure(board, options):
-        note = (f"not tuned: {board.name} ({board.arch}) candidates cannot be measured on this "
-                f"{platform.machine()} host without an RPC runner on the board (--rpc-tracker HOST:PORT --rpc-key KEY)")
+        note = (
+            f"not tuned: {board.name} ({board.arch}) candidates cannot be measured on this "
+            f"{platform.machine()} host without an RPC runner on the board "
+            "(--rpc-tracker HOST:PORT --rpc-key KEY)"
+        )
         log.warning(f"{note}; applying the records already in {work_dir}")
         trials = 0
     source = "board-tuned"

@@ -27,12 +27,16 @@ def out_option(help: str, required: bool = True, default: Path | None = None, **
                         default=default, show_default=default is not None, help=help, **kwargs)
 
 
-def model_option(multiple: bool = False, required: bool = True, help: str = "A training run folder.") -> Callable:
+def model_option(
+    multiple: bool = False, required: bool = True, help: str = "A training run folder."
+) -> Callable:
     return click.option("--model", "model_dirs" if multiple else "model_dir", type=FOLDER, multiple=multiple,
                         required=required, help=help + (" Repeatable." if multiple else ""))
 
 
-def pair_option(multiple: bool = False, required: bool = True, help: str = "A pair folder (qmtgan prepare).") -> Callable:
+def pair_option(
+    multiple: bool = False, required: bool = True, help: str = "A pair folder (qmtgan prepare)."
+) -> Callable:
     return click.option("--pair", "pair_dirs" if multiple else "pair_dir", type=FOLDER, multiple=multiple,
                         required=required, help=help + (" Repeatable." if multiple else ""))
 
@@ -45,7 +49,9 @@ def _split(values) -> list[str]:
     return [item.strip() for value in values for item in str(value).split(",") if item.strip()]
 
 
-def list_option(*decls: str, convert: Callable = str, default: tuple = (), help: str = "", **kwargs) -> Callable:
+def list_option(
+    *decls: str, convert: Callable = str, default: tuple = (), help: str = "", **kwargs
+) -> Callable:
     """A list option: repeatable, and each value may hold several separated by commas. The
     command receives a list (of `convert`ed items; the default's when the option is absent)."""
 

@@ -44,5 +44,7 @@ class _QuietImport(importlib.abc.MetaPathFinder):
 
 
 def install(names: tuple[str, ...] = ("tensorflow",)) -> None:
-    if not any(isinstance(f, _QuietImport) for f in sys.meta_path) and not any(n in sys.modules for n in names):
+    if not any(isinstance(f, _QuietImport) for f in sys.meta_path) and not any(
+        n in sys.modules for n in names
+    ):
         sys.meta_path.insert(0, _QuietImport(set(names)))

@@ -149,8 +149,13 @@ class LinearPredictor(Baseline):
     def _run_impl(self, pair, rates):
         coef, prediction = linear_prediction(pair, self.kernel)
         what = "spectral" if self.kernel == 1 else f"{self.kernel}x{self.kernel} spatial-spectral"
-        yield (f"linear {coef.shape[0]}x{coef.shape[1]} {what} predictor", prediction, coef.size * FLOAT_BYTES,
-               None, {})
+        yield (
+            f"linear {coef.shape[0]}x{coef.shape[1]} {what} predictor",
+            prediction,
+            coef.size * FLOAT_BYTES,
+            None,
+            {},
+        )
 
 
 class SpatialLinearPredictor(LinearPredictor):
@@ -172,7 +177,9 @@ class Jpeg2000OfTarget(Baseline):
                    {"quality": coded.quality, "rate_tries": coded.tries})
 
 
-def code_residual(pair: PairData, prediction: np.ndarray, bpp: float) -> tuple[np.ndarray, "jpeg2000.RateResult"]:
+def code_residual(
+    pair: PairData, prediction: np.ndarray, bpp: float
+) -> tuple[np.ndarray, "jpeg2000.RateResult"]:
     """prediction + JPEG2000 of its residual at ``bpp`` (bits per sample of the residual)."""
     residual = residual_image(pair.target.data, prediction, pair.valid)
     coded = jpeg2000.encode_at_bpp(residual, bpp)
@@ -201,8 +208,15 @@ class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
     kernel = 3
 
 
-BASELINES: tuple[type[Baseline], ...] = (ReferenceAsPrediction, GainOffset, LinearPredictor, SpatialLinearPredictor,
-                                         Jpeg2000OfTarget, LinearPlusJpeg2000, SpatialLinearPlusJpeg2000)
+BASELINES: tuple[type[Baseline], ...] = (
+    ReferenceAsPrediction,
+    GainOffset,
+    LinearPredictor,
+    SpatialLinearPredictor,
+    Jpeg2000OfTarget,
+    LinearPlusJpeg2000,
+    SpatialLinearPlusJpeg2000,
+)
 
 
 def run_baselines(pair: PairData, rates: list[float]) -> tuple[list[RDPoint], list[str]]:

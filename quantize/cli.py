@@ -40,8 +40,15 @@ def report(paper_config: bool, as_json: bool) -> None:
 @click.option("--peer", "peers", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A trained peer generator's run folder (adds its float row); repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of stochastic rounding.")
-def sweep(model_dirs: tuple[Path, ...], pair_dirs: tuple[Path, ...], out: Path, methods: list[str], bits_list: list[int],
-          peers: tuple[str, ...], seed: int) -> None:
+def sweep(
+    model_dirs: tuple[Path, ...],
+    pair_dirs: tuple[Path, ...],
+    out: Path,
+    methods: list[str],
+    bits_list: list[int],
+    peers: tuple[str, ...],
+    seed: int,
+) -> None:
     """Methods x bit widths on trained models: Table 2, Figure 2, Figure 3 (metrics averaged over
     the (model, pair) couples, as the paper averages its three data sets)."""
     from qmtgan.quantize.methods import check_bits, get_method
@@ -64,7 +71,9 @@ def policy_options(f):
     f = click.option("--conv-bits", type=BITS, default=8, show_default=True)(f)
     f = click.option("--nonconv-bits", type=BITS, default=6, show_default=True)(f)
     f = click.option("--critical-bits", type=BITS, default=16, show_default=True)(f)
-    f = click.option("--critical", default="conv1,deconv5", show_default=True, help="LWPQ critical layers.")(f)
+    f = click.option("--critical", default="conv1,deconv5", show_default=True, help="LWPQ critical layers.")(
+        f
+    )
     return f
 
 
@@ -82,17 +91,41 @@ def positive_float(text: str) -> float:
               help="A trained run (--bpp chooses among several); without it a generator is trained first.")
 @click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
 @policy_options
-@click.option("--bpp", "budget", type=click.FloatRange(min=0, min_open=True),
-              help="Rate control: the run and bit width with the best measured SNR whose generator payload fits "
-                   "this many bits per sample (H x W x bands) on disk; a hybrid residual comes on top.")
-@click.option("--residual-bpp", type=click.FloatRange(min=0, min_open=True),
-              help="Hybrid: add the JPEG2000-coded residual of the prediction at this rate (bits per sample).")
-@click.option("--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB.")
+@click.option(
+    "--bpp",
+    "budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Rate control: the run and bit width with the best measured SNR whose generator payload fits "
+    "this many bits per sample (H x W x bands) on disk; a hybrid residual comes on top.",
+)
+@click.option(
+    "--residual-bpp",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Hybrid: add the JPEG2000-coded residual of the prediction at this rate (bits per sample).",
+)
+@click.option(
+    "--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @out_option("The .qmtg payload.")
-def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: int, method: str, mode: str,
-           bits: int, conv_bits: int, nonconv_bits: int, critical_bits: int, critical: str, budget: float | None,
-           residual_bpp: float | None, snr_floor: float | None, seed: int, out: Path) -> None:
+def encode(
+    reference: Path,
+    target: Path,
+    model_dirs: tuple[Path, ...],
+    epochs: int,
+    method: str,
+    mode: str,
+    bits: int,
+    conv_bits: int,
+    nonconv_bits: int,
+    critical_bits: int,
+    critical: str,
+    budget: float | None,
+    residual_bpp: float | None,
+    snr_floor: float | None,
+    seed: int,
+    out: Path,
+) -> None:
     """Compress TARGET given REFERENCE into a .qmtg payload: the quantized generator, and with
     --residual-bpp / --snr-floor the coded residual of its prediction too (hybrid)."""
     from qmtgan.quantize.encode import encode_pair, encode_rate_controlled
@@ -104,8 +137,17 @@ def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: 
     if budget is not None or residual_bpp is not None or snr_floor is not None:
         if not model_dirs:
             raise QmtganError("--bpp, --residual-bpp and --snr-floor choose among trained runs: give --model")
-        r = encode_rate_controlled(reference, target, out, list(model_dirs), budget, bits if budget is None else None,
-                                   residual_bpp, snr_floor, seed)
+        r = encode_rate_controlled(
+            reference,
+            target,
+            out,
+            list(model_dirs),
+            budget,
+            bits if budget is None else None,
+            residual_bpp,
+            snr_floor,
+            seed,
+        )
         click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
                    f"SNR {r['snr_db']:.2f} dB")
         return
@@ -120,13 +162,22 @@ def encode(reference: Path, target: Path, model_dirs: tuple[Path, ...], epochs: 
 
 @click.command()
 @pair_option(multiple=True, help="A pair folder, reported per pair and averaged.")
-@model_option(multiple=True, required=False, help="A trained run; each is scored on the pair it was trained on.")
+@model_option(
+    multiple=True, required=False, help="A trained run; each is scored on the pair it was trained on."
+)
 @list_option("--rates", convert=positive_float, default=(0.02, 0.05, 0.11, 0.15),
              help="Bits per sample of the JPEG2000 and hybrid points.")
-@list_option("--bits", "bits_list", convert=int, default=(4, 8, 32), help="Generator bit widths (32 = float32).")
+@list_option(
+    "--bits", "bits_list", convert=int, default=(4, 8, 32), help="Generator bit widths (32 = float32)."
+)
 @out_option("Report folder.")
-def baselines(pair_dirs: tuple[Path, ...], model_dirs: tuple[Path, ...], rates: list[float], bits_list: list[int],
-              out: Path) -> None:
+def baselines(
+    pair_dirs: tuple[Path, ...],
+    model_dirs: tuple[Path, ...],
+    rates: list[float],
+    bits_list: list[int],
+    out: Path,
+) -> None:
     """Rate-distortion against what a user would fly instead: the reference, gain + offset, linear
     predictors (1x1 and 3x3), JPEG2000 of the target, and each predictor + JPEG2000 of its residual; with
     --model the generators (quantized and hybrid) on the same axes. Writes rd.md, rd.json, rd.png."""

@@ -16,7 +16,9 @@ def scene_header(scene: Scene, patch_size: int) -> dict:
             "transform": list(scene.transform)[:6], "patch_size": patch_size}
 
 
-def to_payload(qmodel: QuantizedModel, generator_config: dict, norm: Normalization, scene: dict) -> fmt.Payload:
+def to_payload(
+    qmodel: QuantizedModel, generator_config: dict, norm: Normalization, scene: dict
+) -> fmt.Payload:
     tensors = []
     for e in qmodel.entries:
         tensors.append({"name": e.info.name, "layer": e.info.layer, "role": e.info.role,

@@ -106,7 +106,9 @@ def _residual_for_snr(pair, payload, prediction, snr_floor: float, log, steps: i
     best = with_residual(payload, pair, prediction, hi)
     reached = snr_db(pair.target.data, best[1], pair.valid)
     if reached < snr_floor:
-        raise QmtganError(f"--snr-floor {snr_floor} dB is out of reach: a {hi} bpp residual gives {reached:.2f} dB")
+        raise QmtganError(
+            f"--snr-floor {snr_floor} dB is out of reach: a {hi} bpp residual gives {reached:.2f} dB"
+        )
     for _ in range(steps):
         mid = math.sqrt(lo * hi)
         try:

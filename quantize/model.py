@@ -44,7 +44,9 @@ class QuantizedModel:
         return sides[0] if self.shared_side else int(sum(sides))
 
 
-def quantize_tensors(tensors: list[tuple[TensorInfo, np.ndarray]], policy: Policy, seed: int = 0) -> QuantizedModel:
+def quantize_tensors(
+    tensors: list[tuple[TensorInfo, np.ndarray]], policy: Policy, seed: int = 0
+) -> QuantizedModel:
     method = get_method(policy.method)
     rng = np.random.default_rng(seed)
     chosen = [(info, w, policy.bits_for(info)) for info, w in tensors]
@@ -59,7 +61,9 @@ def quantize_tensors(tensors: list[tuple[TensorInfo, np.ndarray]], policy: Polic
             entries.append(Entry(info, bits, value=np.asarray(w, np.float32)))
             continue
         if extra:
-            codes, side = method.codes_and_side(np.asarray(w, np.float32), bits, rng, info.channel_axis, **extra)
+            codes, side = method.codes_and_side(
+                np.asarray(w, np.float32), bits, rng, info.channel_axis, **extra
+            )
             q = QTensor(np.asarray(codes).astype(np.uint32), np.asarray(side, np.float32), bits,
                         method.name, info.channel_axis)
         else:

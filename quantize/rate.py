@@ -50,7 +50,9 @@ def generator_label(cfg) -> str:
     return f"{cfg.name} ngf {cfg.ngf} depth {cfg.depth}{residual}"
 
 
-def candidates(runs: list[Path], bits_list: tuple[int, ...], pair: PairData, seed: int = 0) -> list[Candidate]:
+def candidates(
+    runs: list[Path], bits_list: tuple[int, ...], pair: PairData, seed: int = 0
+) -> list[Candidate]:
     """Every (run, bits) payload, encoded for ``pair``'s reference (cheap: no inference)."""
     from qmtgan.train.model_io import load_model
 
@@ -112,15 +114,19 @@ def generator_points(pair: PairData, cands: list[Candidate],
     return points, errors
 
 
-def choose(pair: PairData, cands: list[Candidate], budget_bpp: float) -> tuple[Candidate, RDPoint, np.ndarray]:
+def choose(
+    pair: PairData, cands: list[Candidate], budget_bpp: float
+) -> tuple[Candidate, RDPoint, np.ndarray]:
     """The candidate with the best measured SNR whose bytes fit ``budget_bpp``, its point and
     its prediction."""
     fitting = [c for c in cands if 8.0 * c.nbytes / pair.samples <= budget_bpp]
     if not fitting:
         smallest = min(cands, key=lambda c: c.nbytes)
-        raise QmtganError(f"no configuration meets {budget_bpp:g} bpp on this scene: the smallest, "
-                          f"{smallest.label}, takes {8.0 * smallest.nbytes / pair.samples:.5f} bpp "
-                          f"({smallest.nbytes:,} bytes); train a narrower generator (--ngf) or raise the budget")
+        raise QmtganError(
+            f"no configuration meets {budget_bpp:g} bpp on this scene: the smallest, "
+            f"{smallest.label}, takes {8.0 * smallest.nbytes / pair.samples:.5f} bpp "
+            f"({smallest.nbytes:,} bytes); train a narrower generator (--ngf) or raise the budget"
+        )
     best = None
     for c in fitting:
         prediction = c.prediction(pair)

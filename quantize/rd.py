@@ -36,14 +36,20 @@ class PairData:
 
         pair = load_pair(pair_dir)
         simulation = pair.meta.get("simulation") or {}
-        return cls(name or Path(pair_dir).name, pair.reference, pair.target, pair.valid,
-                   change_mask(simulation, pair.reference.shape), simulation.get("config", {}).get("preset", ""))
+        return cls(
+            name or Path(pair_dir).name,
+            pair.reference,
+            pair.target,
+            pair.valid,
+            change_mask(simulation, pair.reference.shape),
+            simulation.get("config", {}).get("preset", ""),
+        )
 
 
 @dataclass
 class RDPoint:
     pair: str
-    family: str                   # reference | gain-offset | linear | jpeg2000 | linear+jpeg2000 | generator | hybrid
+    family: str  # reference | gain-offset | linear | jpeg2000 | linear+jpeg2000 | generator | hybrid
     label: str
     bytes: int
     bpp: float
@@ -57,7 +63,9 @@ class RDPoint:
 
     def to_dict(self) -> dict:
         """JSON-safe: a non-finite metric (a lossless SNR, an LMSE of a flat image) becomes null."""
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
+        }
 
 
 def score(pair: PairData, family: str, label: str, recon: np.ndarray, nbytes: int,

@@ -42,9 +42,14 @@ def _fmt(v, spec: str) -> str:
 def table(rows: list[dict]) -> str:
     lines = ["| method | pairs | bpp | SNR (dB) | LMSE | SNR in changes | SNR outside |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (list(STYLE).index(r["family"]) if r["family"] in STYLE else 99, r["bpp"])):
-        lines.append(f"| {r['label']} | {r['pairs']} | {_fmt(r['bpp'], '.4f')} | {_fmt(r['snr_db'], '.2f')} | "
-                     f"{_fmt(r['lmse'], '.4f')} | {_fmt(r['snr_change_db'], '.2f')} | {_fmt(r['snr_outside_db'], '.2f')} |")
+    for r in sorted(
+        rows, key=lambda r: (list(STYLE).index(r["family"]) if r["family"] in STYLE else 99, r["bpp"])
+    ):
+        lines.append(
+            f"| {r['label']} | {r['pairs']} | {_fmt(r['bpp'], '.4f')} | {_fmt(r['snr_db'], '.2f')} | "
+            f"{_fmt(r['lmse'], '.4f')} | {_fmt(r['snr_change_db'], '.2f')} | "
+            f"{_fmt(r['snr_outside_db'], '.2f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -74,7 +79,9 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
             color, style = STYLE.get(family, (next(colors), STYLE["hybrid"][1]))
             rs = sorted(rs, key=lambda r: r["bpp"])
             if family in ZERO_RATE:
-                ax.axhline(rs[0][key], color=color, linestyle=style, label=f"{family} ({rs[0]['bpp']:.1e} bpp)")
+                ax.axhline(
+                    rs[0][key], color=color, linestyle=style, label=f"{family} ({rs[0]['bpp']:.1e} bpp)"
+                )
                 continue
             marker = style.rstrip("-")
             line = "-" if style.endswith("-") else "none"

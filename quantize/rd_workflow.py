@@ -123,10 +123,11 @@ def verdict(rows: list[dict], rates: list[float]) -> list[str]:
         lines.append(_line("generator alone (best)", best_gen, "3x3 linear predictor", spatial))
     for rate in rates:
         gen, hyb = _best(rows, "generator", rate), _best(rows, "hybrid", rate)
-        for family, name, ours, what in (("jpeg2000", "JPEG2000 of the target", gen, "best generator"),
-                                          ("linear+jpeg2000", "linear + JPEG2000 residual", hyb, "best hybrid"),
-                                          ("linear-3x3+jpeg2000", "3x3 linear + JPEG2000 residual", hyb,
-                                           "best hybrid")):
+        for family, name, ours, what in (
+            ("jpeg2000", "JPEG2000 of the target", gen, "best generator"),
+            ("linear+jpeg2000", "linear + JPEG2000 residual", hyb, "best hybrid"),
+            ("linear-3x3+jpeg2000", "3x3 linear + JPEG2000 residual", hyb, "best hybrid"),
+        ):
             theirs = _at(rows, family, rate)
             if theirs:
                 lines.append(_line(f"at {rate:g} bpp, {what}", ours, name, theirs))

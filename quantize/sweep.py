@@ -161,7 +161,9 @@ def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: l
     from qmtgan.runtime.errors import QmtganError
 
     if len(model_dirs) != len(pair_dirs) or not model_dirs:
-        raise QmtganError(f"give one --pair per --model (got {len(model_dirs)} models, {len(pair_dirs)} pairs)")
+        raise QmtganError(
+            f"give one --pair per --model (got {len(model_dirs)} models, {len(pair_dirs)} pairs)"
+        )
     subjects = [load_subject(m, p) for m, p in zip(model_dirs, pair_dirs)]
     if len({json_key(s.config) for s in subjects}) != 1:
         raise QmtganError("every --model of one sweep must have the same architecture")

@@ -67,7 +67,9 @@ class LiteRTBackend(Backend):
     def __init__(self, model_path, threads=None, xnnpack=True):
         super().__init__(model_path, threads, xnnpack)
         lite = _litert()
-        resolver = lite.OpResolverType.AUTO if xnnpack else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        resolver = (
+            lite.OpResolverType.AUTO if xnnpack else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
         # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++: shown with -v only
         with _native_output_unless_verbose():
             self.interpreter = lite.Interpreter(model_path=str(self.model_path), num_threads=self.threads,
@@ -85,7 +87,11 @@ class LiteRTBackend(Backend):
         info = np.iinfo(self.input["dtype"])
         rows = tile.shape[1]
         step = max(1, min(rows, self.STAGING_ROWS))
-        if self._staging is None or self._staging.shape[2:] != tile.shape[2:] or self._staging.shape[0] != tile.shape[0]:
+        if (
+            self._staging is None
+            or self._staging.shape[2:] != tile.shape[2:]
+            or self._staging.shape[0] != tile.shape[0]
+        ):
             self._staging = np.empty((tile.shape[0], step, *tile.shape[2:]), np.float32)
         out = np.empty(tile.shape, self.input["dtype"])
         for top in range(0, rows, step):

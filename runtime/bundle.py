@@ -60,16 +60,34 @@ class Manifest:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise QmtganError(f"{where}: manifest 'files' must map file names to sha256 strings")
         for name in files:  # plain names inside the bundle folder: nothing elsewhere is read
-            if name in ("", ".", "..", "manifest.json") or Path(name).name != name or "\\" in name or "\x00" in name:
-                raise QmtganError(f"{where}: manifest lists file {name!r}, not a plain file name in the bundle")
+            if (
+                name in ("", ".", "..", "manifest.json")
+                or Path(name).name != name
+                or "\\" in name
+                or "\x00" in name
+            ):
+                raise QmtganError(
+                    f"{where}: manifest lists file {name!r}, not a plain file name in the bundle"
+                )
         tile = get("tile_size", int)
         if not 1 <= tile <= 8192:
             raise QmtganError(f"{where}: manifest tile_size {tile} is not in 1..8192")
         if d.get("bands") != list(BAND_ORDER):
             raise QmtganError(f"{where}: band order {d.get('bands')} differs from {list(BAND_ORDER)}")
-        manifest = cls(get("name", str), get("backend", str), str(d.get("precision", "")), str(d.get("target", "")),
-                       get("model_file", str), files, tile, Normalization.from_dict(get("normalization", dict)),
-                       get("generator", dict), get("smoke", dict, False), get("elf_machine", str, False), d)
+        manifest = cls(
+            get("name", str),
+            get("backend", str),
+            str(d.get("precision", "")),
+            str(d.get("target", "")),
+            get("model_file", str),
+            files,
+            tile,
+            Normalization.from_dict(get("normalization", dict)),
+            get("generator", dict),
+            get("smoke", dict, False),
+            get("elf_machine", str, False),
+            d,
+        )
         if manifest.model_file not in files:
             raise QmtganError(f"{where}: the manifest's model file is not among its checked files")
         return manifest
@@ -116,12 +134,19 @@ MAX_ARCHIVE_MEMBERS = 1000
 def _check_members(archive: Path, members: list, into: Path) -> None:
     """Refuse absolute paths, '..', links, devices, duplicates and oversized archives."""
     if len(members) > MAX_ARCHIVE_MEMBERS:
-        raise QmtganError(f"{archive}: {len(members)} members, more than a bundle has ({MAX_ARCHIVE_MEMBERS})")
+        raise QmtganError(
+            f"{archive}: {len(members)} members, more than a bundle has ({MAX_ARCHIVE_MEMBERS})"
+        )
     seen = set()
     for m in members:
         parts = Path(m.name).parts
         target = (into / m.name).resolve()
-        if not parts or m.name.startswith("/") or ".." in parts or not str(target).startswith(str(into.resolve())):
+        if (
+            not parts
+            or m.name.startswith("/")
+            or ".." in parts
+            or not str(target).startswith(str(into.resolve()))
+        ):
             raise QmtganError(f"{archive}: member '{m.name}' would escape the target folder")
         if not (m.isfile() or m.isdir()):
             raise QmtganError(f"{archive}: member '{m.name}' is a link or device; refused")

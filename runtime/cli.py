@@ -29,8 +29,12 @@ compress_option = click.option("--compress", type=click.Choice(["zstd", "deflate
               help="0: the encoder's patch grid (what the generator was fitted to); >0: overlapping "
                    "tiles, cross-faded over this many pixels.")
 @click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: all cores).")
-@click.option("--payload", "payload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A hybrid .qmtg of the same generator: its coded residual is added to the bundle's prediction.")
+@click.option(
+    "--payload",
+    "payload_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A hybrid .qmtg of the same generator: its coded residual is added to the bundle's prediction.",
+)
 @overviews_option
 @compress_option
 @out_option("out.tif (or .npy without rasterio)")

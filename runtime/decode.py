@@ -20,9 +20,13 @@ from qmtgan.runtime.scene import BAND_ORDER, Scene
 def check_reference(header: dict, reference: Scene, name: str) -> None:
     """The reference must be the image the payload was made against: bands and grid."""
     if header["bands"] != list(BAND_ORDER):
-        raise QmtganError(f"{name}: band order {header['bands']} differs from this qmtgan's {list(BAND_ORDER)}")
+        raise QmtganError(
+            f"{name}: band order {header['bands']} differs from this qmtgan's {list(BAND_ORDER)}"
+        )
     if reference.band_count != len(header["bands"]):
-        raise QmtganError(f"reference has {reference.band_count} bands, {name} expects {len(header['bands'])}")
+        raise QmtganError(
+            f"reference has {reference.band_count} bands, {name} expects {len(header['bands'])}"
+        )
     scene = header["scene"]
     if reference.shape != (scene["height"], scene["width"]):
         raise QmtganError(f"reference is {reference.shape[0]}x{reference.shape[1]} px, {name} was made "
@@ -37,7 +41,9 @@ def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = F
     return reconstruct(fmt.read(path), reference, str(path), progress)
 
 
-def reconstruct(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
+def reconstruct(
+    payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False
+) -> np.ndarray:
     """The generator's prediction, plus the coded residual of a hybrid payload."""
     pred = predict(payload, reference, name, progress)
     if not payload.header.get("residual"):
@@ -68,7 +74,9 @@ def _decoder(payload: fmt.Payload, reference, name: str) -> tuple[NumpyGenerator
         raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
 
 
-def predict(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False) -> np.ndarray:
+def predict(
+    payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False
+) -> np.ndarray:
     """The generator's prediction of the target (DN, nodata 0), without any residual."""
     generator, norm, tile = _decoder(payload, reference, name)
     pred, _ = run_scene(generator, reference.data, norm, tile, overlap=0, progress=progress)
@@ -109,5 +117,7 @@ def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) 
         raise QmtganError(f"{path}: not a hybrid payload (it has no residual to add)")
     check_reference(payload.header, reference, str(path))
     if {**payload.header["generator"], "patch_size": 0} != {**generator, "patch_size": 0}:
-        raise QmtganError(f"{path}: made for generator {payload.header['generator']}, the bundle runs {generator}")
+        raise QmtganError(
+            f"{path}: made for generator {payload.header['generator']}, the bundle runs {generator}"
+        )
     return _residual(payload, reference, str(path))

@@ -75,7 +75,9 @@ def decode(data: bytes, shape: tuple[int, int, int], dtype: str) -> np.ndarray:
         with _quiet(), MemoryFile(data) as mem, mem.open() as src:
             got = (src.count, src.height, src.width)
             if got != tuple(shape) or src.dtypes[0] != dtype:
-                raise QmtganError(f"JPEG2000 stream is {got} {src.dtypes[0]}, expected {tuple(shape)} {dtype}")
+                raise QmtganError(
+                    f"JPEG2000 stream is {got} {src.dtypes[0]}, expected {tuple(shape)} {dtype}"
+                )
             return src.read()
     except rasterio.errors.RasterioError as exc:
         raise QmtganError(f"JPEG2000 stream does not decode ({exc})") from exc

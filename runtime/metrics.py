@@ -111,7 +111,9 @@ class RunningMetrics:
         self.laplacian_signal += denom
 
     def result(self) -> dict:
-        lmse_value = float("nan") if self.laplacian_signal == 0 else self.laplacian_error / self.laplacian_signal
+        lmse_value = (
+            float("nan") if self.laplacian_signal == 0 else self.laplacian_error / self.laplacian_signal
+        )
         return {"snr_db": _snr(self.signal, self.noise), "psnr_db": _psnr(self.noise, self.count, self.peak),
                 "lmse": float(lmse_value)}
 

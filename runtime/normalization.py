@@ -27,7 +27,9 @@ class Normalization:
     high_percentile: float = HIGH_PERCENTILE
 
     @classmethod
-    def fit(cls, images: list[np.ndarray], valid: np.ndarray, clip_percent: float = LOW_PERCENTILE) -> "Normalization":
+    def fit(
+        cls, images: list[np.ndarray], valid: np.ndarray, clip_percent: float = LOW_PERCENTILE
+    ) -> "Normalization":
         """Fit per-band ranges on the valid pixels of band-first images: the ``clip_percent``
         and 100 - ``clip_percent`` percentiles (0: the full range, nothing clipped; a residual
         generator needs that, since a clipped target pixel is an error it cannot undo)."""
@@ -38,7 +40,9 @@ class Normalization:
         stacked = np.concatenate([img[:, valid] for img in images], axis=1)
         lo, hi = np.percentile(stacked, [clip_percent, 100.0 - clip_percent], axis=1)
         hi = np.maximum(hi, lo + 1.0)  # a constant band still gets a usable range
-        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi), clip_percent, 100.0 - clip_percent)
+        return cls(
+            tuple(float(v) for v in lo), tuple(float(v) for v in hi), clip_percent, 100.0 - clip_percent
+        )
 
     def _arrays(self, bands: int) -> tuple[np.ndarray, np.ndarray]:
         if bands != len(self.low):

@@ -90,7 +90,9 @@ class NumpyGenerator:
         for i in range(1, self.depth + 1):
             x = conv2d_s2(x, self._t(f"conv{i}", "kernel"), self._t(f"conv{i}", "bias"))
             if i > 1:
-                x = instance_norm(x, self._t(f"conv{i}_bn", "gamma"), self._t(f"conv{i}_bn", "beta"), self.eps)
+                x = instance_norm(
+                    x, self._t(f"conv{i}_bn", "gamma"), self._t(f"conv{i}_bn", "beta"), self.eps
+                )
             x = np.where(x > 0, x, 0.2 * x)
             skips.append(x)
         for i in range(1, self.depth + 1):
@@ -98,7 +100,9 @@ class NumpyGenerator:
                 x = np.concatenate([x, skips[self.depth - i]], axis=-1)
             x = conv2d_transpose_s2(x, self._t(f"deconv{i}", "kernel"), self._t(f"deconv{i}", "bias"))
             if i < self.depth:
-                x = instance_norm(x, self._t(f"deconv{i}_bn", "gamma"), self._t(f"deconv{i}_bn", "beta"), self.eps)
+                x = instance_norm(
+                    x, self._t(f"deconv{i}_bn", "gamma"), self._t(f"deconv{i}_bn", "beta"), self.eps
+                )
                 x = np.maximum(x, 0.0)
         if self.residual == "none":
             return np.tanh(x)[None]

@@ -136,7 +136,15 @@ def decode(data: bytes, name: str = "payload") -> Payload:
         payload = _split(header, sections, name)
     except QmtganError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise QmtganError(f"{name}: malformed header ({type(exc).__name__}: {exc})") from exc
     payload.residual = sections.get(b"RES ", b"")
     if bool(payload.residual) != bool(header.get("residual")):

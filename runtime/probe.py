@@ -122,9 +122,17 @@ def measure(backend, tiles: TileSet, norm, warmup: int, runs: int, min_time: flo
     predicted = TileSet.denormalized(timed.pop("outputs"), norm)
     if outputs_path:
         save_outputs(outputs_path, predicted)
-    return ProbeRecord(tiles.tile, len(tiles), backend.threads, init_s, timed["first_s"], timed["latencies_s"],
-                       peak_rss_kb(), this_machine(),
-                       extra={"tile_pass_s": timed["tile_pass_s"], "vs_target": tiles.scores(predicted)}).to_dict()
+    return ProbeRecord(
+        tiles.tile,
+        len(tiles),
+        backend.threads,
+        init_s,
+        timed["first_s"],
+        timed["latencies_s"],
+        peak_rss_kb(),
+        this_machine(),
+        extra={"tile_pass_s": timed["tile_pass_s"], "vs_target": tiles.scores(predicted)},
+    ).to_dict()
 
 
 def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, min_time: float = 0.0,
@@ -133,7 +141,9 @@ def probe(bundle_path: str, tiles_path: str, warmup: int = 2, runs: int = 10, mi
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
     if tiles.tile != bundle.tile:
-        raise QmtganError(f"{tiles_path}: tiles are {tiles.tile} px, the bundle's model takes {bundle.tile} px")
+        raise QmtganError(
+            f"{tiles_path}: tiles are {tiles.tile} px, the bundle's model takes {bundle.tile} px"
+        )
     backend = bundle.backend(threads, xnnpack)
     init_s = time.perf_counter() - t0
     record = measure(backend, tiles, bundle.normalization, warmup, runs, min_time, init_s, outputs_path)
@@ -162,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.05)
     a = ap.parse_args(argv)
     try:
-        record = probe(a.bundle, a.tiles, a.warmup, a.runs, a.min_time, a.threads, a.outputs, not a.no_xnnpack)
+        record = probe(
+            a.bundle, a.tiles, a.warmup, a.runs, a.min_time, a.threads, a.outputs, not a.no_xnnpack
+        )
     except QmtganError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,10 @@ def to_uint16(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 # Codecs of written GeoTIFFs, each with a fast level: DEFLATE is readable by any GDAL or libtiff;
 # ZSTD writes about twice as fast at the same size (GDAL >= 2.3 built with it).
-COMPRESSIONS = {"deflate": {"compress": "deflate", "zlevel": 1}, "zstd": {"compress": "zstd", "zstd_level": 1}}
+COMPRESSIONS = {
+    "deflate": {"compress": "deflate", "zlevel": 1},
+    "zstd": {"compress": "zstd", "zstd_level": 1},
+}
 
 
 def geotiff_profile(bands: int, height: int, width: int, dtype: str, crs, transform,
@@ -53,7 +56,9 @@ def write_geotiff(path: str | os.PathLike, scene: Scene, dtype: str = "uint16",
     array = to_uint16(scene.data, valid) if dtype == "uint16" else scene.data.astype(dtype)
     path = Path(path)
     with atomic_file(path) as tmp:
-        with rasterio.open(tmp, "w", **geotiff_profile(*array.shape, dtype, scene.crs, scene.transform)) as dst:
+        with rasterio.open(
+            tmp, "w", **geotiff_profile(*array.shape, dtype, scene.crs, scene.transform)
+        ) as dst:
             dst.write(array)
             for i, name in enumerate(scene.bands, start=1):
                 dst.set_band_description(i, name)
@@ -180,8 +185,10 @@ def check_free_space(path: Path, needed_bytes: float) -> None:
     folder = path.parent if path.parent.exists() else Path.cwd()
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
-        raise QmtganError(f"{path}: {free / 2**20:.0f} MiB free on its file system, the decoded scene may take "
-                          f"up to {needed_bytes / 2**20:.0f} MiB (uncompressed); free space or write elsewhere")
+        raise QmtganError(
+            f"{path}: {free / 2**20:.0f} MiB free on its file system, the decoded scene may take "
+            f"up to {needed_bytes / 2**20:.0f} MiB (uncompressed); free space or write elsewhere"
+        )
 
 
 class SceneWriter:
@@ -198,7 +205,9 @@ class SceneWriter:
             rasterio = None
         self.path = Path(path) if rasterio else Path(path).with_suffix(".npy")
         self.overviews = overviews and rasterio is not None
-        check_free_space(self.path, bands * height * width * (2 if rasterio else 4) * (4 / 3 if self.overviews else 1))
+        check_free_space(
+            self.path, bands * height * width * (2 if rasterio else 4) * (4 / 3 if self.overviews else 1)
+        )
         self._atomic = atomic_file(self.path)
         tmp = self._atomic.__enter__()
         try:

@@ -43,7 +43,9 @@ class SceneReader:
             if self._array.ndim != 3 or self._array.shape[0] != len(BAND_ORDER):
                 raise QmtganError(f"{self.path}: expected a ({len(BAND_ORDER)}, H, W) array, "
                                   f"found {self._array.shape}")
-            if not (np.issubdtype(self._array.dtype, np.integer) or np.issubdtype(self._array.dtype, np.floating)):
+            if not (
+                np.issubdtype(self._array.dtype, np.integer) or np.issubdtype(self._array.dtype, np.floating)
+            ):
                 raise QmtganError(f"{self.path}: dtype {self._array.dtype} is not numeric")
             self.height, self.width = (int(v) for v in self._array.shape[1:])
             self.crs = self.transform = None
@@ -250,8 +252,9 @@ def compare(target: SceneReader, decoded: SceneReader, block: int = 256) -> dict
             extended = pair if seam is None else np.concatenate([seam, pair], axis=3)
             seam = pair[..., -2:]
             if above is not None:
-                extended = np.concatenate([above[..., left - (extended.shape[3] - pair.shape[3]):right], extended],
-                                          axis=2)
+                extended = np.concatenate(
+                    [above[..., left - (extended.shape[3] - pair.shape[3]) : right], extended], axis=2
+                )
             # the interior of `extended` is this window shifted up and left by one pixel (less
             # the scene's border): the windows' interiors tile the scene's interior once
             running.add_laplacian(extended[0], extended[1], valid_mask(extended[0]) & valid_mask(extended[1]))
@@ -268,7 +271,9 @@ def decode_scene(bundle, reference: str | os.PathLike, out: str | os.PathLike, o
 
     start = time.perf_counter()
     with streaming_gdal(threads), SceneReader(reference) as ref:
-        with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews, compress) as writer:
+        with SceneWriter(
+            out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews, compress
+        ) as writer:
             latencies = stream_scene(bundle.backend(threads), ref, bundle.normalization, bundle.tile, overlap,
                                      with_residual(writer, residual), progress)
         megapixels = ref.height * ref.width / 1e6
@@ -287,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from qmtgan.runtime.bundle import load_bundle
 
-    ap = argparse.ArgumentParser(prog="python -m qmtgan.runtime.stream", description=main.__doc__.split(":")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m qmtgan.runtime.stream", description=main.__doc__.split(":")[0]
+    )
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--reference", required=True, help="12-band GeoTIFF, or band-first (12, H, W) .npy")
     ap.add_argument("--overlap", type=int, default=0)

@@ -68,7 +68,9 @@ class TileSet:
         return {"snr_db": metrics.snr_db(t, p, v), "lmse": metrics.lmse(t, p, v)}
 
 
-def sample_tiles(reference: np.ndarray, target: np.ndarray | None, tile: int, count: int, seed: int = 0) -> TileSet:
+def sample_tiles(
+    reference: np.ndarray, target: np.ndarray | None, tile: int, count: int, seed: int = 0
+) -> TileSet:
     """`count` interior tiles of the encoder grid, chosen with a seeded generator."""
     bands, h, w = reference.shape
     grid = PatchGrid(h, w, tile)
@@ -84,7 +86,9 @@ def sample_tiles(reference: np.ndarray, target: np.ndarray | None, tile: int, co
     return TileSet(ref, tgt, valid)
 
 
-def smoke_tiles(reference: np.ndarray, target: np.ndarray, tile: int, budget_bytes: int, seed: int = 0) -> TileSet:
+def smoke_tiles(
+    reference: np.ndarray, target: np.ndarray, tile: int, budget_bytes: int, seed: int = 0
+) -> TileSet:
     """One tile made of a small fully valid crop of the scene, mirrored out to `tile`; the crop's
     side is chosen so that its DN (both images, uint16) fit in `budget_bytes` (at least 8 px)."""
     bands, h, w = reference.shape
@@ -100,7 +104,9 @@ def smoke_tiles(reference: np.ndarray, target: np.ndarray, tile: int, budget_byt
     rows = mirror_indices(r, tile, h) if side == tile else r + mirror_indices(0, tile, side)
     cols = mirror_indices(c, tile, w) if side == tile else c + mirror_indices(0, tile, side)
     cut = lambda a: a[:, rows][:, :, cols][None].astype(np.float32)
-    return TileSet(cut(reference), cut(target), np.ones((1, tile, tile), bool), crop=side if side < tile else 0)
+    return TileSet(
+        cut(reference), cut(target), np.ones((1, tile, tile), bool), crop=side if side < tile else 0
+    )
 
 
 def _dn_array(a: np.ndarray) -> np.ndarray:
@@ -146,7 +152,9 @@ def load_tiles(path: str | os.PathLike) -> TileSet:
     if tgt is not None and (tgt.shape != ref.shape or tgt.dtype not in (np.float32, np.uint16)):
         raise QmtganError(f"{path}: target tiles {tgt.shape} {tgt.dtype} differ from reference {ref.shape}")
     if valid.shape != (ref.shape[0], ref.shape[2], ref.shape[3]) or valid.dtype != np.bool_:
-        raise QmtganError(f"{path}: valid mask {valid.shape} {valid.dtype}, expected {(ref.shape[0], *ref.shape[2:])} bool")
+        raise QmtganError(
+            f"{path}: valid mask {valid.shape} {valid.dtype}, expected {(ref.shape[0], *ref.shape[2:])} bool"
+        )
     crop = 0
     if "tile" in arrays:
         tile, crop = arrays["tile"], ref.shape[-1]

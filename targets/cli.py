@@ -34,7 +34,9 @@ def show(name: str) -> None:
     click.echo(json.dumps(asdict(board(name)), indent=2))
 
 
-@targets.command("emulate", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@targets.command(
+    "emulate", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def emulate(name: str, command: tuple[str, ...]) -> None:

@@ -16,7 +16,12 @@ from qmtgan.runtime.errors import QmtganError
 
 # The board's libraries, at the host's versions so both sides run the same code: numpy, every
 # backend's, and cloudpickle and psutil (what tvm.exec.rpc_server needs on the board).
-BOARD_PACKAGES = ("numpy", *dict.fromkeys(p for b in BACKENDS.values() for p in b.requires), "cloudpickle", "psutil")
+BOARD_PACKAGES = (
+    "numpy",
+    *dict.fromkeys(p for b in BACKENDS.values() for p in b.requires),
+    "cloudpickle",
+    "psutil",
+)
 # Every manylinux tag a Debian bookworm board (glibc 2.36) can load.
 PIP_PLATFORMS = {"aarch64": ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in range(17, 37)))}
 
@@ -50,7 +55,9 @@ def pinned_requirements(packages=BOARD_PACKAGES) -> list[str]:
 def board_site_packages(arch: str, python_version: str = "3.11") -> Path:
     """The board's Python libraries for `arch` (built once, cached): pip --platform --target."""
     if arch not in PIP_PLATFORMS:
-        raise QmtganError(f"no wheel platform known for architecture '{arch}' (known: {', '.join(PIP_PLATFORMS)})")
+        raise QmtganError(
+            f"no wheel platform known for architecture '{arch}' (known: {', '.join(PIP_PLATFORMS)})"
+        )
     reqs = pinned_requirements()
     key = "-".join(r.replace("==", "-") for r in reqs)
     dest = cache_dir() / "wheels" / f"{arch}-py{python_version}" / "site-packages"

@@ -117,8 +117,14 @@ class LocalDevice(_HostFiles):
     def run(self, argv, env=None, timeout=None):
         import os
 
-        return subprocess.run(self._python_argv(argv), capture_output=True, text=True, timeout=timeout, cwd=self.workdir,
-                              env={**os.environ, **(env or {})})
+        return subprocess.run(
+            self._python_argv(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
+            env={**os.environ, **(env or {})},
+        )
 
 
 class QemuDevice(_HostFiles):
@@ -132,15 +138,25 @@ class QemuDevice(_HostFiles):
     def arch(self) -> str:
         proc = self.run(["python3", "-c", "import platform; print(platform.machine())"], timeout=300)
         if proc.returncode != 0:
-            raise QmtganError(f"{self.describe()}: the emulated python did not start: {proc.stderr.strip()[-500:]}")
+            raise QmtganError(
+                f"{self.describe()}: the emulated python did not start: {proc.stderr.strip()[-500:]}"
+            )
         return proc.stdout.strip()
 
 
 class SshDevice(Device):
     """A board over ssh (BatchMode: keys only, never a password prompt)."""
 
-    def __init__(self, board: Board, host: str, workdir: str, python: str | None = None, port: int | None = None,
-                 identity: str | None = None, options: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        board: Board,
+        host: str,
+        workdir: str,
+        python: str | None = None,
+        port: int | None = None,
+        identity: str | None = None,
+        options: tuple[str, ...] = (),
+    ):
         super().__init__(board, workdir, python)
         require_tool("ssh", "openssh-client", "reaching a board over ssh")
         self.host = host
@@ -160,19 +176,25 @@ class SshDevice(Device):
                               timeout=timeout, stdin=stdin)
         if proc.returncode == 255:  # ssh's own failure: the command never ran
             err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
-            raise QmtganError(f"cannot reach {self.host} over ssh: {err.strip().splitlines()[-1] if err.strip() else 'no reply'}")
+            raise QmtganError(
+                f"cannot reach {self.host} over ssh: "
+                f"{err.strip().splitlines()[-1] if err.strip() else 'no reply'}"
+            )
         return proc
 
     def run(self, argv, env=None, timeout=None):
         argv = self._python_argv(argv)
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        command = f"mkdir -p {shlex.quote(self.workdir)} && cd {shlex.quote(self.workdir)} && {prefix} {shlex.join(argv)}"
+        workdir = shlex.quote(self.workdir)
+        command = f"mkdir -p {workdir} && cd {workdir} && {prefix} {shlex.join(argv)}"
         return self._remote(command, timeout)
 
     def fetch(self, file: str) -> bytes:
         proc = self._remote(f"cat {shlex.quote(self.path(file))}", timeout=600, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
-            raise QmtganError(f"{self.host}: cannot read {self.path(file)}: {proc.stderr.decode(errors='replace').strip()}")
+            raise QmtganError(
+                f"{self.host}: cannot read {self.path(file)}: {proc.stderr.decode(errors='replace').strip()}"
+            )
         return proc.stdout
 
     def put(self, folder: Path, dest: str) -> None:
@@ -184,10 +206,15 @@ class SshDevice(Device):
             # unpacked beside the target and moved into place only once complete: a dropped
             # connection leaves the previous folder (and a temporary the next copy removes)
             tmp = shlex.quote(f"{target}.tmp-copy")
-            proc = self._remote(f"rm -rf {tmp} && mkdir -p {tmp} && tar -xzf - -C {tmp} && rm -rf {q} && mv {tmp} {q}",
-                                timeout=600, stdin=archive)
+            proc = self._remote(
+                f"rm -rf {tmp} && mkdir -p {tmp} && tar -xzf - -C {tmp} && rm -rf {q} && mv {tmp} {q}",
+                timeout=600,
+                stdin=archive,
+            )
         if proc.returncode != 0:
-            raise QmtganError(f"copy to {self.host}:{target} failed: {proc.stderr.decode(errors='replace').strip()}")
+            raise QmtganError(
+                f"copy to {self.host}:{target} failed: {proc.stderr.decode(errors='replace').strip()}"
+            )
 
 
 def connect(board: Board, host: str | None = None, workdir: str | None = None, python: str | None = None,

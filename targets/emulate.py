@@ -44,8 +44,11 @@ def guest_cpuinfo(board: Board) -> str:
         raise QmtganError(f"board {board.name}: no ARM CPU part number known for '{cpu}' "
                           f"(known: {', '.join(ARM_CPU_PARTS)})")
     cores = int(board.tvm_target.get("num-cores", 4))
-    block = ("BogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
-             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {ARM_CPU_PARTS[cpu]:#05x}\nCPU revision\t: 3\n\n")
+    block = (
+        "BogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {ARM_CPU_PARTS[cpu]:#05x}\n"
+        "CPU revision\t: 3\n\n"
+    )
     return "".join(f"processor\t: {n}\n{block}" for n in range(cores))
 
 
@@ -71,9 +74,11 @@ def _unshare() -> list[str]:
                 break
             errors.append(f"{' '.join(argv)}: {proc.stderr.strip()}")
         else:
-            raise QmtganError("the emulated board needs a private mount namespace to show the guest an ARM "
-                              "/proc/cpuinfo, and none could be made here (" + "; ".join(errors) + "): run as "
-                              "root or allow unprivileged user namespaces")
+            raise QmtganError(
+                "the emulated board needs a private mount namespace to show the guest an ARM "
+                "/proc/cpuinfo, and none could be made here (" + "; ".join(errors) + "): run as "
+                "root or allow unprivileged user namespaces"
+            )
     return _unshare_argv
 
 
@@ -118,6 +123,13 @@ def run_emulated(board: Board, argv, env: dict[str, str] | None = None, timeout:
                  cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     """Run `argv` on the emulated board (in `cwd`); its output captured as text."""
     argv = [str(a) for a in argv]
-    if cwd is not None and argv and argv[0] not in (*PYTHON_NAMES, board.python) and not os.path.isabs(argv[0]):
+    if (
+        cwd is not None
+        and argv
+        and argv[0] not in (*PYTHON_NAMES, board.python)
+        and not os.path.isabs(argv[0])
+    ):
         argv[0] = os.path.join(cwd, argv[0])  # a relative program path is relative to cwd
-    return subprocess.run(emulated_argv(board, argv, env), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        emulated_argv(board, argv, env), capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )

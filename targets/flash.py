@@ -35,7 +35,9 @@ from qmtgan.targets.registry import Board, board as board_named
 def check_module_arch(bundle: Bundle, target: Board) -> None:
     built_for = bundle.manifest.elf_machine
     if built_for and built_for != target.arch:
-        raise QmtganError(f"{bundle.path}: the module is built for {built_for}, board {target.name} is {target.arch}")
+        raise QmtganError(
+            f"{bundle.path}: the module is built for {built_for}, board {target.name} is {target.arch}"
+        )
 
 
 def verify_on_device(device: Device, folder: str, digests: dict[str, str]) -> None:
@@ -47,7 +49,8 @@ def verify_on_device(device: Device, folder: str, digests: dict[str, str]) -> No
 
 def _has_requirements(device: Device, backend: str) -> bool:
     probe = " or ".join(f"find_spec({m!r})" for m in BACKENDS[backend].modules)
-    code = f"from importlib.util import find_spec; import sys; sys.exit(0 if find_spec('numpy') and ({probe}) else 1)"
+    code = (f"from importlib.util import find_spec; import sys; "
+            f"sys.exit(0 if find_spec('numpy') and ({probe}) else 1)")
     return device.run(["python3", "-c", code], timeout=300).returncode == 0
 
 
@@ -59,27 +62,47 @@ def ensure_requirements(device: Device, backend: str, install: bool) -> str:
     if not install:
         raise QmtganError(f"{device.describe()}: {device.python} lacks the runtime's requirements {reqs} "
                           "(run flash with --install, or install them on the board)")
-    steps = [[device.python, "-m", "venv", "venv"], ["venv/bin/python", "-m", "pip", "install", "--quiet", *reqs]]
+    steps = [
+        [device.python, "-m", "venv", "venv"],
+        ["venv/bin/python", "-m", "pip", "install", "--quiet", *reqs],
+    ]
     for argv in steps:
         proc = device.run(argv, timeout=1800)
         if proc.returncode != 0:
-            raise QmtganError(f"{device.describe()}: '{' '.join(argv)}' failed: {proc.stderr.strip()[-1000:]}")
+            raise QmtganError(
+                f"{device.describe()}: '{' '.join(argv)}' failed: {proc.stderr.strip()[-1000:]}"
+            )
     device.python = "venv/bin/python"
     if not _has_requirements(device, backend):
         raise QmtganError(f"{device.describe()}: installed {reqs} but the backend still does not import")
     return "installed"
 
 
-def smoke_decode(device: Device, folder: str, bundle: Bundle, tolerance_db: float, threads: int | None) -> dict:
+def smoke_decode(
+    device: Device, folder: str, bundle: Bundle, tolerance_db: float, threads: int | None
+) -> dict:
     smoke = bundle.manifest.smoke
     if not smoke:
-        raise QmtganError(f"{bundle.path}: the manifest has no smoke test (bundle made before qmtgan 0.1; convert again)")
-    args = ["--warmup", "0", "--runs", "1", "--expect-snr", repr(smoke["snr_db"]), "--tolerance", str(tolerance_db)]
+        raise QmtganError(
+            f"{bundle.path}: the manifest has no smoke test (bundle made before qmtgan 0.1; convert again)"
+        )
+    args = [
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--expect-snr",
+        repr(smoke["snr_db"]),
+        "--tolerance",
+        str(tolerance_db),
+    ]
     record = device.probe(folder, f"{folder}/{smoke['file']}", args, threads, timeout=3600,
                           ok_codes=(0, SMOKE_MISMATCH))
     if not record["smoke"]["ok"]:
-        raise QmtganError(f"{device.describe()}: smoke decode SNR {record['smoke']['snr_db']:.4f} dB differs from "
-                          f"the manifest's {smoke['snr_db']:.4f} dB by more than {tolerance_db} dB")
+        raise QmtganError(
+            f"{device.describe()}: smoke decode SNR {record['smoke']['snr_db']:.4f} dB differs from "
+            f"the manifest's {smoke['snr_db']:.4f} dB by more than {tolerance_db} dB"
+        )
     return record
 
 
@@ -89,7 +112,9 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
     check_module_arch(bundle, target)
     arch = device.arch()
     if arch != target.arch:
-        raise QmtganError(f"{device.describe()} reports architecture {arch}, board {target.name} is {target.arch}")
+        raise QmtganError(
+            f"{device.describe()} reports architecture {arch}, board {target.name} is {target.arch}"
+        )
     folder = f"bundles/{bundle.manifest.name}"
     with scratch_dir() as tmp:
         runtime = stage_runtime(Path(tmp) / "runtime")
@@ -100,10 +125,18 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
     verify_on_device(device, RUNTIME_DIR, runtime_digests)
     requirements = ensure_requirements(device, bundle.manifest.backend, install)
     record = smoke_decode(device, folder, bundle, tolerance_db, target.tflite_threads)
-    return {"board": target.name, "device": device.describe(), "arch": arch, "bundle": bundle.manifest.name,
-            "folder": device.path(folder), "files_verified": len(bundle.manifest.files) + 1 + len(runtime_digests),
-            "requirements": requirements, "smoke": record["smoke"], "smoke_latency_s": record["first_s"],
-            "peak_rss_kb": record["peak_rss_kb"]}
+    return {
+        "board": target.name,
+        "device": device.describe(),
+        "arch": arch,
+        "bundle": bundle.manifest.name,
+        "folder": device.path(folder),
+        "files_verified": len(bundle.manifest.files) + 1 + len(runtime_digests),
+        "requirements": requirements,
+        "smoke": record["smoke"],
+        "smoke_latency_s": record["first_s"],
+        "peak_rss_kb": record["peak_rss_kb"],
+    }
 
 
 @click.command()
@@ -122,7 +155,9 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="dB the board's smoke SNR may differ from the manifest's.")
 @click.pass_context
-def flash(ctx, bundle_path, board, host, port, identity, ssh_options, workdir, python, install, tolerance) -> None:
+def flash(
+    ctx, bundle_path, board, host, port, identity, ssh_options, workdir, python, install, tolerance
+) -> None:
     """Copy a bundle to a board, verify it there, and run its smoke decode."""
     ssh_options = aliased(ctx, "ssh_options", ssh_options)
     target = board_named(board)

@@ -134,8 +134,10 @@ def ensure_sysroot(board: Board, log=None) -> Path:
     debootstrap = require_tool(DEBOOTSTRAP, "debootstrap", "building the arm64 sysroot")
     qemu = qemu_binary(board)
     if os.geteuid() != 0:
-        raise QmtganError(f"building the {suite} arm64 sysroot runs debootstrap, which needs root: run this once "
-                          f"as root (with QMTGAN_CACHE={cache_dir()}), then it is reused")
+        raise QmtganError(
+            f"building the {suite} arm64 sysroot runs debootstrap, which needs root: run this once "
+            f"as root (with QMTGAN_CACHE={cache_dir()}), then it is reused"
+        )
     with _lock(dest.parent / f".{dest.name}.lock"):
         if _is_ready(dest, recipe):  # built by another process meanwhile
             return dest
@@ -163,15 +165,19 @@ def _debootstrap(debootstrap: str, suite: str, target: Path, mirror: str) -> Non
     if proc.returncode != 0:
         log_file = target / "debootstrap" / "debootstrap.log"
         detail = log_file.read_text(errors="replace")[-2000:] if log_file.is_file() else ""
-        raise QmtganError(f"debootstrap failed ({' '.join(cmd)}):\n{(proc.stdout + proc.stderr).strip()[-2000:]}"
-                          + (f"\n{detail}" if detail else ""))
+        raise QmtganError(
+            f"debootstrap failed ({' '.join(cmd)}):\n{(proc.stdout + proc.stderr).strip()[-2000:]}"
+            + (f"\n{detail}" if detail else "")
+        )
 
 
 def _unpack_second_stage(root: Path) -> None:
     """Unpack every downloaded package debootstrap's first stage left unpacked."""
     boot = root / "debootstrap"
     base = (boot / "base").read_text().split()
-    debpaths = dict(line.split(None, 1) for line in (boot / "debpaths").read_text().splitlines() if line.strip())
+    debpaths = dict(
+        line.split(None, 1) for line in (boot / "debpaths").read_text().splitlines() if line.strip()
+    )
     missing = [p for p in base if p not in debpaths]
     if missing:
         raise QmtganError(f"debootstrap downloaded no package file for {missing}")
@@ -207,8 +213,27 @@ def _tidy(root: Path, python_version: str) -> None:
 
 def _check_python(qemu: str, board: Board, root: Path) -> None:
     python = root / "usr" / "bin" / f"python{suite_python(board)}"
-    code = "import ctypes, decimal, hashlib, lzma, bz2, sqlite3, ssl, zlib, platform; print(platform.machine())"
-    proc = subprocess.run([qemu, "-L", str(root), "-cpu", board.reach.cpu or "max", "-E", "PYTHONNOUSERSITE=1",
-                           str(python), "-c", code], capture_output=True, text=True, timeout=300)
+    code = (
+        "import ctypes, decimal, hashlib, lzma, bz2, sqlite3, ssl, zlib, platform; print(platform.machine())"
+    )
+    proc = subprocess.run(
+        [
+            qemu,
+            "-L",
+            str(root),
+            "-cpu",
+            board.reach.cpu or "max",
+            "-E",
+            "PYTHONNOUSERSITE=1",
+            str(python),
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0 or proc.stdout.strip() != "aarch64":
-        raise QmtganError(f"the new sysroot's Python does not run under {qemu}:\n{proc.stderr.strip()[-2000:]}")
+        raise QmtganError(
+            f"the new sysroot's Python does not run under {qemu}:\n{proc.stderr.strip()[-2000:]}"
+        )

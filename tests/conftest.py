@@ -67,8 +67,18 @@ def tiny_run(tmp_path_factory, small_pair_dir):
 def tiny_bundles(tiny_run, small_pair_dir, tmp_path_factory):
     """Every format of `qmtgan convert` for the tiny model at 32x32 tiles: (folder, records by name)."""
     out = tmp_path_factory.mktemp("bundles")
-    proc = run_cli("convert", "--model", tiny_run[0], "--pair", small_pair_dir, "--tile", "32", "--explain-int8",
-                   "-o", out)
+    proc = run_cli(
+        "convert",
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "--tile",
+        "32",
+        "--explain-int8",
+        "-o",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     return out, {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
 

@@ -144,8 +144,20 @@ def test_every_command_has_help_and_there_is_a_version():
 def test_one_cli_vocabulary_and_renamed_options_still_work_with_a_notice(tmp_path):
     """-o/--out everywhere, --board for hardware, lists comma-separated or repeated, KEY=VALUE
     checked; an old option name still works once, with a deprecation notice."""
-    for cmd in (["prepare"], ["train"], ["evaluate"], ["quantize", "sweep"], ["encode"], ["baselines"], ["convert"],
-                ["run"], ["decode"], ["demo"], ["bench"], ["targets", "build-runner"]):
+    for cmd in (
+        ["prepare"],
+        ["train"],
+        ["evaluate"],
+        ["quantize", "sweep"],
+        ["encode"],
+        ["baselines"],
+        ["convert"],
+        ["run"],
+        ["decode"],
+        ["demo"],
+        ["bench"],
+        ["targets", "build-runner"],
+    ):
         assert "-o, --out" in run_cli(*cmd, "--help").stdout, cmd
     for cmd in (["flash"], ["targets", "build-runner"]):
         assert "--board" in run_cli(*cmd, "--help").stdout, cmd

@@ -17,16 +17,39 @@ import pytest
 
 from helpers import free_port, run_cli, wait_for_port
 
-FIELDS = ("config", "label", "status", "tile", "tiles", "threads", "model_bytes", "init_ms", "first_ms", "latency_ms",
-          "peak_rss_mb", "snr_vs_float_db", "lmse_vs_float", "snr_vs_target_db", "lmse_vs_target", "megapixels_per_s",
-          "macs_per_tile", "gflops", "peak_gflops", "fraction_of_peak", "peak_formula", "speedup_vs_keras")
+FIELDS = (
+    "config",
+    "label",
+    "status",
+    "tile",
+    "tiles",
+    "threads",
+    "model_bytes",
+    "init_ms",
+    "first_ms",
+    "latency_ms",
+    "peak_rss_mb",
+    "snr_vs_float_db",
+    "lmse_vs_float",
+    "snr_vs_target_db",
+    "lmse_vs_target",
+    "megapixels_per_s",
+    "macs_per_tile",
+    "gflops",
+    "peak_gflops",
+    "fraction_of_peak",
+    "peak_formula",
+    "speedup_vs_keras",
+)
 
 
 @contextlib.contextmanager
 def _serve(*argv: str, port: int):
     """A TVM RPC server or tracker on exactly this loopback port."""
     argv = (*argv, "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
-    proc = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_port(port, proc, lambda: proc.stderr.read())
         yield proc
@@ -51,10 +74,35 @@ def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_facto
     (broken / "model.onnx").write_bytes((broken / "model.onnx").read_bytes()[:-3])
     manifest = json.loads((broken / "manifest.json").read_text())
     (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "onnx-altered"}))
-    proc = run_cli("bench", "--bundles", out_dir, "--bundles", broken, "--only", "onnx,tflite-int8,tvm-host-x86_64,onnx-altered",
-                   "--model", tiny_run[0], "--pair", small_pair_dir, "--boards", "host-x86_64,qemu-aarch64",
-                   "--threads", "1", "--rpc", rpc_server, "--native",
-                   "--tiles", "3", "--runs", "5", "--min-time", "0", "--keep-outputs", "--out", work / "report")
+    proc = run_cli(
+        "bench",
+        "--bundles",
+        out_dir,
+        "--bundles",
+        broken,
+        "--only",
+        "onnx,tflite-int8,tvm-host-x86_64,onnx-altered",
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "--boards",
+        "host-x86_64,qemu-aarch64",
+        "--threads",
+        "1",
+        "--rpc",
+        rpc_server,
+        "--native",
+        "--tiles",
+        "3",
+        "--runs",
+        "5",
+        "--min-time",
+        "0",
+        "--keep-outputs",
+        "--out",
+        work / "report",
+    )
     doc = json.loads((work / "report" / "bench.json").read_text())
     return proc, doc, work / "report"
 
@@ -66,8 +114,15 @@ def test_records_have_every_field_and_sane_values(bench_run):
           if r["status"] == "ok" and r["config"]["backend"] != "tvm-native"}
     native = [r for r in doc["records"] if r["config"]["backend"] == "tvm-native"]
     # the x86 TVM module is not offered to the aarch64 board
-    assert set(ok) == {("keras-fp32", "local"), ("onnx", "local"), ("tflite-int8", "local"),
-                       ("tvm-host-x86_64", "local"), ("tvm-host-x86_64", "rpc"), ("onnx", "qemu"), ("tflite-int8", "qemu")}
+    assert set(ok) == {
+        ("keras-fp32", "local"),
+        ("onnx", "local"),
+        ("tflite-int8", "local"),
+        ("tvm-host-x86_64", "local"),
+        ("tvm-host-x86_64", "rpc"),
+        ("onnx", "qemu"),
+        ("tflite-int8", "qemu"),
+    }
     for r in ok.values():
         assert all(k in r for k in FIELDS), [k for k in FIELDS if k not in r]
         lat = r["latency_ms"]
@@ -81,7 +136,10 @@ def test_records_have_every_field_and_sane_values(bench_run):
     assert [r["status"] for r in native] == ["ok"] and native[0]["snr_vs_float_db"] > 80
     assert native[0]["peak_rss_mb"] < ok[("tvm-host-x86_64", "local")]["peak_rss_mb"]
     assert native[0]["latency_ms"]["count"] >= 5
-    assert ok[("onnx", "local")]["snr_vs_float_db"] > 80 and ok[("tvm-host-x86_64", "rpc")]["snr_vs_float_db"] > 80
+    assert (
+        ok[("onnx", "local")]["snr_vs_float_db"] > 80
+        and ok[("tvm-host-x86_64", "rpc")]["snr_vs_float_db"] > 80
+    )
     assert ok[("tflite-int8", "local")]["model_bytes"] < ok[("onnx", "local")]["model_bytes"]
     emulated = ok[("tflite-int8", "qemu")]
     assert emulated["device"]["arch"] == "aarch64" and emulated["fraction_of_peak"] is None
@@ -103,7 +161,9 @@ def _int8_steps_apart(a: dict, b: dict) -> float:
     manifest = json.loads((Path(a["config"]["bundle"]) / "manifest.json").read_text())
     scale = manifest["output"]["quantization"][0]
     norm = Normalization.from_dict(manifest["normalization"])
-    outputs = [np.stack([norm.forward(t) for t in np.load(r["outputs_file"], allow_pickle=False)]) for r in (a, b)]
+    outputs = [
+        np.stack([norm.forward(t) for t in np.load(r["outputs_file"], allow_pickle=False)]) for r in (a, b)
+    ]
     return float(np.max(np.abs(outputs[0] - outputs[1])) / scale)
 
 
@@ -121,8 +181,14 @@ def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pa
     for r in checked:
         pred = np.load(r["outputs_file"], allow_pickle=False)
         num = sum(float(np.sum(tiles.target[i][:, tiles.valid[i]].astype(np.float64) ** 2)) for i in range(3))
-        den = sum(float(np.sum((tiles.target[i][:, tiles.valid[i]].astype(np.float64) - pred[i][:, tiles.valid[i]]) ** 2))
-                  for i in range(3))
+        den = sum(
+            float(
+                np.sum(
+                    (tiles.target[i][:, tiles.valid[i]].astype(np.float64) - pred[i][:, tiles.valid[i]]) ** 2
+                )
+            )
+            for i in range(3)
+        )
         assert r["snr_vs_target_db"] == pytest.approx(10 * np.log10(num / den), abs=1e-6), r["label"]
     assert metrics.snr_db(tiles.target[0], tiles.target[0] * 1.0 + 1.0) > 0
 
@@ -138,7 +204,9 @@ def test_a_broken_bundle_fails_alone_and_the_exit_code_says_so(bench_run):
     assert "onnx-altered" in (out / "bench.md").read_text()
 
 
-def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(tiny_bundles, small_pair_dir, tmp_path):
+def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(
+    tiny_bundles, small_pair_dir, tmp_path
+):
     from qmtgan.bench.records import Config, Timing
     from qmtgan.bench.rpc import RpcRunner
     from qmtgan.runtime.errors import QmtganError
@@ -148,7 +216,9 @@ def test_rpc_through_a_tracker_with_a_device_key_and_an_unreachable_server(tiny_
     out_dir, _ = tiny_bundles
     reference, target, _, _ = load_pair(small_pair_dir)
     tiles = sample_tiles(reference.data, target.data, 32, 2)
-    config = Config("tvm-host-x86_64", str(out_dir / "tvm-host-x86_64"), "tvm", "fp32", "host-x86_64", "rpc", None)
+    config = Config(
+        "tvm-host-x86_64", str(out_dir / "tvm-host-x86_64"), "tvm", "fp32", "host-x86_64", "rpc", None
+    )
     tracker_port, server_port = free_port(), free_port()
     with _serve("tvm.exec.rpc_tracker", port=tracker_port), \
          _serve("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{tracker_port}", "--key", "qmtgan-test",
@@ -168,11 +238,29 @@ def test_unknown_target_is_refused_before_anything_runs(tiny_bundles, tiny_run, 
     assert proc.returncode == 1 and "unknown target 'pi9'" in proc.stderr and not (tmp_path / "r").exists()
 
 
-def test_unreachable_board_and_timeouts_become_error_records(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
+def test_unreachable_board_and_timeouts_become_error_records(
+    tiny_bundles, tiny_run, small_pair_dir, tmp_path
+):
     out_dir, _ = tiny_bundles
-    proc = run_cli("bench", "--bundles", out_dir, "--only", "onnx,tflite-fp32", "--model", tiny_run[0],
-                   "--pair", small_pair_dir, "--host", "host-x86_64=nobody@127.0.0.1", "--port", str(free_port()),
-                   "--timeout", "1", "--out", tmp_path / "r")
+    proc = run_cli(
+        "bench",
+        "--bundles",
+        out_dir,
+        "--only",
+        "onnx,tflite-fp32",
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "--host",
+        "host-x86_64=nobody@127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--timeout",
+        "1",
+        "--out",
+        tmp_path / "r",
+    )
     doc = json.loads((tmp_path / "r" / "bench.json").read_text())
     errors = {r["config"]["name"]: r["error"] for r in doc["records"]}
     assert all(r["status"] == "error" for r in doc["records"]) and len(errors) == 3
@@ -203,9 +291,30 @@ def test_a_board_over_ssh(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
 
     out_dir, _ = tiny_bundles
     with loopback_sshd(tmp_path / "sshd") as ssh:
-        proc = run_cli("bench", "--bundles", out_dir, "--only", "tflite-int8", "--model", tiny_run[0],
-                       "--pair", small_pair_dir, "--host", f"host-x86_64={ssh.host}", *ssh.flash_args()[2:],
-                       "--python", sys.executable, "--workdir", tmp_path / "board", "--runs", "3", "--min-time", "0", "--out", tmp_path / "r")
+        proc = run_cli(
+            "bench",
+            "--bundles",
+            out_dir,
+            "--only",
+            "tflite-int8",
+            "--model",
+            tiny_run[0],
+            "--pair",
+            small_pair_dir,
+            "--host",
+            f"host-x86_64={ssh.host}",
+            *ssh.flash_args()[2:],
+            "--python",
+            sys.executable,
+            "--workdir",
+            tmp_path / "board",
+            "--runs",
+            "3",
+            "--min-time",
+            "0",
+            "--out",
+            tmp_path / "r",
+        )
     assert proc.returncode == 0, proc.stderr
     records = json.loads((tmp_path / "r" / "bench.json").read_text())["records"]
     remote = [r for r in records if r["config"]["where"] == "ssh"]

@@ -53,7 +53,9 @@ def test_decode_reproduces_the_in_memory_dequantized_model(encoded, tiny_run, re
     assign_weights(generator, in_memory)
     reference = read_scene(ref)
     grid = PatchGrid(*reference.shape, cfg.patch_size)
-    expected = reconstruct_scene(generator, grid.cut(norm.forward(reference.data)), grid, norm, reference.valid)
+    expected = reconstruct_scene(
+        generator, grid.cut(norm.forward(reference.data)), grid, norm, reference.valid
+    )
     with rasterio.open(out) as ds:
         decoded = ds.read().astype(np.float32)
         assert ds.transform == reference.transform and ds.crs == reference.crs
@@ -79,8 +81,10 @@ def test_reference_that_does_not_match_the_payload(encoded, sample_scene, tmp_pa
     from qmtgan.runtime.raster import write_geotiff
     from qmtgan.runtime.scene import Scene
 
-    other = write_geotiff(tmp_path / "other.tif", Scene(sample_scene.data[:, :64, :64].copy(), sample_scene.crs,
-                                                        sample_scene.transform))
+    other = write_geotiff(
+        tmp_path / "other.tif",
+        Scene(sample_scene.data[:, :64, :64].copy(), sample_scene.crs, sample_scene.transform),
+    )
     out = tmp_path / "never.tif"
     proc = run_cli("decode", "--reference", other, encoded, "-o", out)
     assert proc.returncode == 1 and "was made for a 96x128 px reference" in proc.stderr, proc.stderr
@@ -109,9 +113,26 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "sweep"
     # the same (model, pair) twice exercises the average over pairs
-    proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--pair", small_pair_dir, "--model", tiny_run[0],
-                   "--pair", small_pair_dir, "-o", out, "--methods", "symmetric,stochastic,integer",
-                   "--bits", "4,8,32", "--peer", peer)
+    proc = run_cli(
+        "quantize",
+        "sweep",
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "-o",
+        out,
+        "--methods",
+        "symmetric,stochastic,integer",
+        "--bits",
+        "4,8,32",
+        "--peer",
+        peer,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "critical layers" in proc.stdout
     for name in ("table2.md", "table2.csv", "table2.json", "figure2.png", "figure3.png"):
@@ -130,7 +151,17 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
 
 def test_sweep_needs_one_pair_per_model(tiny_run, small_pair_dir, tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--model", tiny_run[0], "--pair", small_pair_dir,
-                   "-o", out)
+    proc = run_cli(
+        "quantize",
+        "sweep",
+        "--model",
+        tiny_run[0],
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "-o",
+        out,
+    )
     assert proc.returncode == 1 and "one --pair per --model" in proc.stderr
     assert not out.exists()

@@ -23,9 +23,21 @@ def bundles(tiny_bundles):
 
 def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     out, records = bundles
-    assert set(records) == {"keras-fp32", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
-                            "tflite-16x8", "onnx", "onnx-int8", "tvm-host-x86_64", "tvm-rpi4", "tvm-rpi5", "tvm-jetson-nano",
-                            "tvm-jetson-orin-nano"}
+    assert set(records) == {
+        "keras-fp32",
+        "tflite-fp32",
+        "tflite-fp16",
+        "tflite-dynamic",
+        "tflite-int8",
+        "tflite-16x8",
+        "onnx",
+        "onnx-int8",
+        "tvm-host-x86_64",
+        "tvm-rpi4",
+        "tvm-rpi5",
+        "tvm-jetson-nano",
+        "tvm-jetson-orin-nano",
+    }
     # stated tolerances: float32 ~ exact; fp16/dynamic/16x8 close; int8 within the 1 dB threshold
     assert records["tflite-fp32"]["snr_vs_float_db"] > 80
     assert records["onnx"]["snr_vs_float_db"] > 80
@@ -38,7 +50,9 @@ def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
     assert manifest["input"]["dtype"] == "int8" and manifest["input"]["shape"] == [1, 32, 32, 12]
     assert manifest["input"]["quantization"][0] > 0
-    assert manifest["measured"]["tflite-int8"]["snr_vs_target_db"] == records["tflite-int8"]["snr_vs_target_db"]
+    assert (
+        manifest["measured"]["tflite-int8"]["snr_vs_target_db"] == records["tflite-int8"]["snr_vs_target_db"]
+    )
     assert len(manifest["files"]["model.tflite"]) == 64 and manifest["bands"][8] == "B8A"
     assert (out / "onnx.tar.gz").stat().st_size > 0
     assert manifest["graph"]["transposed_convolution"].startswith("sub-pixel")
@@ -86,8 +100,17 @@ def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
 def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_path):
     out, records = bundles
     dest = tmp_path / "decoded.tif"
-    proc = run_cli("run", "--bundle", out / "tflite-fp32.tar.gz", "--reference", small_pair_dir / "reference.tif",
-                   "--target", small_pair_dir / "target.tif", "-o", dest)
+    proc = run_cli(
+        "run",
+        "--bundle",
+        out / "tflite-fp32.tar.gz",
+        "--reference",
+        small_pair_dir / "reference.tif",
+        "--target",
+        small_pair_dir / "target.tif",
+        "-o",
+        dest,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # the GeoTIFF is rounded to whole DN, the manifest's SNR is not
@@ -100,9 +123,23 @@ def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_
 def test_the_runtime_imports_no_tensorflow(bundles, small_pair_dir, tmp_path):
     out, _ = bundles
     for name in ("tflite-int8", "onnx", "tvm-host-x86_64"):
-        proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "run", "--bundle", str(out / name), "--reference",
-                               str(small_pair_dir / "reference.tif"), "-o", str(tmp_path / f"{name}.tif")],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                BLOCK_TF,
+                "run",
+                "--bundle",
+                str(out / name),
+                "--reference",
+                str(small_pair_dir / "reference.tif"),
+                "-o",
+                str(tmp_path / f"{name}.tif"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -155,7 +192,9 @@ def test_unknown_backend(bundles, small_pair_dir, tmp_path):
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["backend"] = "coreml"
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    proc = run_cli("run", "--bundle", bad, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif")
+    proc = run_cli(
+        "run", "--bundle", bad, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif"
+    )
     assert proc.returncode == 1 and "unknown backend 'coreml'" in proc.stderr
 
 
@@ -180,7 +219,9 @@ def test_archive_members_that_escape_are_refused(small_pair_dir, tmp_path):
         info = tarfile.TarInfo("bundle/../../escaped.txt")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
-    proc = run_cli("run", "--bundle", evil, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif")
+    proc = run_cli(
+        "run", "--bundle", evil, "--reference", small_pair_dir / "reference.tif", "-o", tmp_path / "x.tif"
+    )
     assert proc.returncode == 1 and "would escape the target folder" in proc.stderr
     assert not (tmp_path.parent / "escaped.txt").exists()
 

@@ -113,7 +113,9 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
                         env={"PYTHONPATH": str(runtime)}, timeout=600, cwd=tmp_path)  # not the repo's qmtgan/
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
-    guest_s = {line.split()[0].rsplit("/", 1)[-1]: float(line.split()[1]) for line in proc.stdout.splitlines()}
+    guest_s = {
+        line.split()[0].rsplit("/", 1)[-1]: float(line.split()[1]) for line in proc.stdout.splitlines()
+    }
 
     def host(bundle):
         backend = bundle.backend(threads=2)
@@ -179,7 +181,9 @@ def test_the_board_decodes_a_scene_streaming_like_the_host(board, emulated_bundl
     from qmtgan.targets.emulate import run_emulated
 
     out = emulated_bundles
-    np.save(tmp_path / "reference.npy", read_reference(small_pair_dir / "reference.tif").data.astype(np.uint16))
+    np.save(
+        tmp_path / "reference.npy", read_reference(small_pair_dir / "reference.tif").data.astype(np.uint16)
+    )
     args = ["-m", "qmtgan.runtime.stream", "--bundle", str(out / "tflite-int8"), "--reference",
             str(tmp_path / "reference.npy"), "--threads", "2", "-o"]
     runtime = stage_runtime(tmp_path / "runtime")

@@ -72,12 +72,16 @@ def test_a_payload_killed_while_written_leaves_the_previous_one(tiny_run, small_
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _digest(dest) == before  # still the 8-bit payload, and it still decodes
     assert {t["bits"] for t in fmt.read(dest).header["tensors"]} >= {8}
-    assert [n for n in _leftovers(tmp_path) if n.startswith(".x.qmtg.tmp-")]  # the killed write's, by name only
+    assert [
+        n for n in _leftovers(tmp_path) if n.startswith(".x.qmtg.tmp-")
+    ]  # the killed write's, by name only
     assert run_cli(*encode(4)).returncode == 0
     assert _leftovers(tmp_path) == [] and _digest(dest) != before
 
 
-def test_a_bench_report_killed_while_written_leaves_the_previous_one(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
+def test_a_bench_report_killed_while_written_leaves_the_previous_one(
+    tiny_bundles, tiny_run, small_pair_dir, tmp_path
+):
     out, _ = tiny_bundles
     report = tmp_path / "bench"
     args = ("bench", "--bundles", out, "--only", "onnx", "--model", tiny_run[0], "--pair", small_pair_dir,
@@ -111,15 +115,22 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tiny_run, tiny_bundle
     # way; what is there is complete (every folder and archive loads and verifies), no temporary
     verify = (f"{sys.executable} -c 'import pathlib, sys; from qmtgan.runtime.bundle import load_bundle; "
               f"[load_bundle(p) for p in pathlib.Path(sys.argv[1]).iterdir()]' $D/b && echo verified")
-    proc = _in_small_tmpfs("200k", f"{qmtgan} convert onnx --model {tiny_run[0]} --pair {small_pair_dir} "
-                                   f"--tile 32 -o $D/b; echo rc=$?; {verify}; echo hidden=$(ls -A $D/b | grep -c '^[.]')",
-                           tmp_path)
+    proc = _in_small_tmpfs(
+        "200k",
+        f"{qmtgan} convert onnx --model {tiny_run[0]} --pair {small_pair_dir} "
+        f"--tile 32 -o $D/b; echo rc=$?; {verify}; echo hidden=$(ls -A $D/b | grep -c '^[.]')",
+        tmp_path,
+    )
     assert "rc=1" in proc.stdout and "no space left on the device" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "verified" in proc.stdout and "hidden=0" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     # a decode refused before it starts: the output could not fit
     out, _ = tiny_bundles
-    proc = _in_small_tmpfs("64k", f"{qmtgan} run --bundle {out / 'onnx'} --reference {small_pair_dir}/reference.tif "
-                                  f"-o $D/out.tif; echo rc=$?; ls -A $D | wc -l", tmp_path)
+    proc = _in_small_tmpfs(
+        "64k",
+        f"{qmtgan} run --bundle {out / 'onnx'} --reference {small_pair_dir}/reference.tif "
+        f"-o $D/out.tif; echo rc=$?; ls -A $D | wc -l",
+        tmp_path,
+    )
     assert "rc=1" in proc.stdout and "MiB free" in proc.stderr, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("0")

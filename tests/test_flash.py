@@ -35,14 +35,33 @@ def test_flash_copies_verifies_and_smoke_decodes_over_ssh(tiny_bundles, ssh, tmp
     assert result["files_verified"] > len(manifest["files"])
 
 
-def test_flash_refuses_wrong_architecture_unreachable_host_and_missing_requirements(tiny_bundles, ssh, tmp_path):
+def test_flash_refuses_wrong_architecture_unreachable_host_and_missing_requirements(
+    tiny_bundles, ssh, tmp_path
+):
     out, _ = tiny_bundles
     wrong_module = _flash(out / "tvm-rpi4", "host-x86_64", ssh, tmp_path / "b1")
-    assert wrong_module.returncode == 1 and "built for aarch64, board host-x86_64 is x86_64" in wrong_module.stderr
+    assert (
+        wrong_module.returncode == 1
+        and "built for aarch64, board host-x86_64 is x86_64" in wrong_module.stderr
+    )
     wrong_board = _flash(out / "onnx", "rpi4", ssh, tmp_path / "b2")
-    assert wrong_board.returncode == 1 and "reports architecture x86_64, board rpi4 is aarch64" in wrong_board.stderr
-    unreachable = run_cli("flash", "--bundle", out / "onnx", "--board", "host-x86_64", "--host", "nobody@127.0.0.1",
-                          "--port", "1", "--workdir", tmp_path / "b3")
+    assert (
+        wrong_board.returncode == 1
+        and "reports architecture x86_64, board rpi4 is aarch64" in wrong_board.stderr
+    )
+    unreachable = run_cli(
+        "flash",
+        "--bundle",
+        out / "onnx",
+        "--board",
+        "host-x86_64",
+        "--host",
+        "nobody@127.0.0.1",
+        "--port",
+        "1",
+        "--workdir",
+        tmp_path / "b3",
+    )
     assert unreachable.returncode == 1 and "cannot reach nobody@127.0.0.1 over ssh" in unreachable.stderr
     unknown = run_cli("flash", "--bundle", out / "onnx", "--board", "pi9", "--host", ssh.host)
     assert unknown.returncode == 1 and "unknown target 'pi9'" in unknown.stderr
@@ -75,7 +94,9 @@ def test_a_file_altered_on_the_board_fails_verification(tiny_bundles, ssh, tmp_p
 @pytest.mark.qemu
 def test_flash_to_the_emulated_board_reproduces_the_int8_smoke_snr(tiny_bundles, tmp_path):
     out, _ = tiny_bundles
-    proc = run_cli("flash", "--bundle", out / "tflite-int8", "--board", "qemu-aarch64", "--workdir", tmp_path / "emu")
+    proc = run_cli(
+        "flash", "--bundle", out / "tflite-int8", "--board", "qemu-aarch64", "--workdir", tmp_path / "emu"
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())

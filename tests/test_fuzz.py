@@ -25,9 +25,11 @@ from helpers import FUZZ
 from qmtgan.runtime.errors import QmtganError
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
-                    max_leaves=20)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
 
 
 def _refused_or_parsed(fn, *args):
@@ -45,12 +47,28 @@ def _valid_payload() -> bytes:
     from qmtgan.runtime import payload as fmt
 
     rng = np.random.default_rng(0)
-    header = {"tensors": [{"name": "w", "shape": [3, 3, 2, 4], "bits": 4, "method": "symmetric", "side": 4,
-                           "channel_axis": 3},
-                          {"name": "b", "shape": [4], "bits": 32, "method": "float", "side": 0, "channel_axis": None}],
-              "shared_side": False}
-    return fmt.encode(fmt.Payload(header, [rng.integers(0, 16, (3, 3, 2, 4)).astype(np.uint32), None],
-                                  [rng.random(4).astype(np.float32), None], [None, rng.random(4).astype(np.float32)]))
+    header = {
+        "tensors": [
+            {
+                "name": "w",
+                "shape": [3, 3, 2, 4],
+                "bits": 4,
+                "method": "symmetric",
+                "side": 4,
+                "channel_axis": 3,
+            },
+            {"name": "b", "shape": [4], "bits": 32, "method": "float", "side": 0, "channel_axis": None},
+        ],
+        "shared_side": False,
+    }
+    return fmt.encode(
+        fmt.Payload(
+            header,
+            [rng.integers(0, 16, (3, 3, 2, 4)).astype(np.uint32), None],
+            [rng.random(4).astype(np.float32), None],
+            [None, rng.random(4).astype(np.float32)],
+        )
+    )
 
 
 VALID_QMTG = _valid_payload()
@@ -80,7 +98,9 @@ def test_qmtg_reader_on_well_formed_containers_with_hostile_content(data):
     from qmtgan.runtime import payload as fmt
 
     if data is None:  # JSON nested deeper than Python's recursion limit
-        deep = fmt.pack_sections(fmt.VERSION, [(b"HEAD", b"[" * 100_000)] + [(t, b"") for t in fmt.SECTIONS[1:]])
+        deep = fmt.pack_sections(
+            fmt.VERSION, [(b"HEAD", b"[" * 100_000)] + [(t, b"") for t in fmt.SECTIONS[1:]]
+        )
         return _refused_or_parsed(_decode_and_dequantize, deep)
     valid = fmt.decode(VALID_QMTG)
     header = json.loads(json.dumps(valid.header))
@@ -125,8 +145,12 @@ def _archive(members) -> bytes:
 
 
 @FUZZ
-@given(st.lists(st.tuples(MEMBER_NAMES, KINDS, st.binary(max_size=64),
-                          st.sampled_from([0, 0, 0, 2**40])), max_size=6) | st.binary(max_size=200).map(lambda b: [b]))
+@given(
+    st.lists(
+        st.tuples(MEMBER_NAMES, KINDS, st.binary(max_size=64), st.sampled_from([0, 0, 0, 2**40])), max_size=6
+    )
+    | st.binary(max_size=200).map(lambda b: [b])
+)
 def test_bundle_archive_loader_refuses_escapes_links_devices_and_lies(members):
     from qmtgan.runtime.bundle import _safe_extract
 
@@ -181,8 +205,25 @@ def _rpi4_lines() -> list[str]:
 
 
 RPI4 = _rpi4_lines()
-TOML_VALUES = st.sampled_from(['"x"', "1", "-3", "2.5", "true", "[1, 2]", '["a"]', "{a = 1}", "1979-05-27", '"""m"""',
-                               "", "= =", "[", "nan", "inf"])
+TOML_VALUES = st.sampled_from(
+    [
+        '"x"',
+        "1",
+        "-3",
+        "2.5",
+        "true",
+        "[1, 2]",
+        '["a"]',
+        "{a = 1}",
+        "1979-05-27",
+        '"""m"""',
+        "",
+        "= =",
+        "[",
+        "nan",
+        "inf",
+    ]
+)
 
 
 @FUZZ
@@ -199,7 +240,9 @@ def test_board_toml_loader_on_hostile_files(data):
         elif action == "drop":
             lines.pop(i)
         elif action == "key":
-            lines.insert(i, data.draw(st.from_regex(r"[a-z_]{1,8}", fullmatch=True)) + " = " + data.draw(TOML_VALUES))
+            lines.insert(
+                i, data.draw(st.from_regex(r"[a-z_]{1,8}", fullmatch=True)) + " = " + data.draw(TOML_VALUES)
+            )
         else:
             lines[i] = data.draw(st.text(max_size=30))
     root = Path(tempfile.mkdtemp(prefix="qmtgan-fuzz-"))

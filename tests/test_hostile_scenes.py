@@ -50,7 +50,9 @@ def _decode(backend, path, tmp_path, tile=TILE):
     norm = Normalization.fit([ref.data], ref.valid)
     dest = tmp_path / "decoded.tif"
     with SceneReader(path) as reader, SceneWriter(dest, 12, *reader.shape, reader.crs, reader.transform) as w:
-        stream_scene(backend, reader, norm, tile, 0, lambda win: w.write(win.row, win.col, win.prediction, win.valid))
+        stream_scene(
+            backend, reader, norm, tile, 0, lambda win: w.write(win.row, win.col, win.prediction, win.valid)
+        )
     with rasterio.open(dest) as ds:
         return ds.read(), ref
 
@@ -69,7 +71,9 @@ def test_saturated_pixels_decode_within_the_sensor_range(conv_backend, small_sce
     assert np.isfinite(x).all() and x.min() >= -1 and x.max() == 1.0  # saturation clips to +1
 
 
-def test_an_all_nodata_tile_inside_a_valid_scene_decodes_to_nodata_there_only(conv_backend, small_scene, tmp_path):
+def test_an_all_nodata_tile_inside_a_valid_scene_decodes_to_nodata_there_only(
+    conv_backend, small_scene, tmp_path
+):
     data = small_scene.data.copy()
     data[:, 32:64, 32:64] = 0  # exactly one grid tile
     path = write_band(tmp_path / "hole.tif", data.astype(np.uint16), small_scene.transform,
@@ -97,8 +101,12 @@ def test_a_scene_one_pixel_larger_than_a_tile(conv_backend, small_scene, tmp_pat
 
 def test_a_one_pixel_wide_scene_is_refused_with_the_tile_size(tiny_bundles, small_scene, tmp_path):
     out, _ = tiny_bundles
-    path = write_band(tmp_path / "thin.tif", small_scene.data[:, :, :1].astype(np.uint16), small_scene.transform,
-                      descriptions=list(BAND_ORDER))
+    path = write_band(
+        tmp_path / "thin.tif",
+        small_scene.data[:, :, :1].astype(np.uint16),
+        small_scene.transform,
+        descriptions=list(BAND_ORDER),
+    )
     dest = tmp_path / "decoded.tif"
     _assert_fails_cleanly(run_cli("run", "--bundle", out / "onnx", "--reference", path, "-o", dest), dest,
                           "patch size 32 is larger than the scene (96x1 px)")
@@ -117,10 +125,19 @@ def test_a_target_at_20_m_in_another_crs_is_reprojected_onto_the_reference_grid(
     dst_crs = "EPSG:32619" if str(small_scene.crs) != "EPSG:32619" else "EPSG:32618"
     h, w = small_scene.shape
     bounds = rasterio.transform.array_bounds(h, w, small_scene.transform)
-    transform, width, height = calculate_default_transform(small_scene.crs, dst_crs, w, h, *bounds, resolution=20)
+    transform, width, height = calculate_default_transform(
+        small_scene.crs, dst_crs, w, h, *bounds, resolution=20
+    )
     moved = np.zeros((12, height, width), np.uint16)
-    reproject(small_scene.data.astype(np.uint16), moved, src_transform=small_scene.transform,
-              src_crs=small_scene.crs, dst_transform=transform, dst_crs=dst_crs, resampling=Resampling.bilinear)
+    reproject(
+        small_scene.data.astype(np.uint16),
+        moved,
+        src_transform=small_scene.transform,
+        src_crs=small_scene.crs,
+        dst_transform=transform,
+        dst_crs=dst_crs,
+        resampling=Resampling.bilinear,
+    )
     target = write_band(tmp_path / "tgt.tif", moved, transform, crs=dst_crs, descriptions=list(BAND_ORDER))
     out = tmp_path / "pair"
     proc = run_cli("prepare", "--reference", reference, "--target", target, "--patch-size", "32", "-o", out)

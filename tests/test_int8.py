@@ -53,7 +53,9 @@ def test_float_layers_stay_float_and_the_rest_int8():
     from qmtgan.train.models.config import GeneratorConfig
     from qmtgan.train.models.registry import build_generator
 
-    model = build_generator(GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16, residual="linear"), batch_size=1)
+    model = build_generator(
+        GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16, residual="linear"), batch_size=1
+    )
     tiles = np.random.default_rng(1).uniform(-1, 1, (4, 16, 16, 12)).astype(np.float32)
     blob = to_tflite(model, "int8", tiles, float_layers=("spectral",))
     interpreter = Interpreter(model_content=blob)

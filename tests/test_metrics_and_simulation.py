@@ -68,7 +68,9 @@ def test_full_range_normalization_clips_nothing(small_scene):
     v = small_scene.valid
     y = norm.forward(small_scene.data)[:, v]
     assert y.min() == -1 and y.max() == 1 and norm.low_percentile == 0 and norm.high_percentile == 100
-    np.testing.assert_allclose(norm.inverse(y[:, :, None])[..., 0], small_scene.data[:, v], rtol=1e-5, atol=0.05)
+    np.testing.assert_allclose(
+        norm.inverse(y[:, :, None])[..., 0], small_scene.data[:, v], rtol=1e-5, atol=0.05
+    )
     assert Normalization.from_dict(norm.to_dict()) == norm
     # a record written before the percentiles were stored still reads as the default ones
     old = {k: v for k, v in norm.to_dict().items() if "percentile" not in k}

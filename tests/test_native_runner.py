@@ -111,8 +111,13 @@ def test_host_runner_matches_the_python_backends(runners, modules, tiles, python
     # and so do they in a .npy of format version 2.0 (4-byte header length)
     with open(tmp_path / "tiles-v2.npy", "wb") as f:
         np.lib.format.write_array(f, tiles, version=(2, 0))
-    proc = subprocess.run([str(host), "--module", "./model.so", "--input", "tiles-v2.npy", "--output", "v2.npy"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [str(host), "--module", "./model.so", "--input", "tiles-v2.npy", "--output", "v2.npy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "v2.npy"), out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.so", "out.npy", "raw.npy", "tiles-v2.npy",
@@ -155,15 +160,28 @@ def test_bad_inputs_fail_clearly_without_output(runners, modules, tiles, tmp_pat
     data = (tmp_path / "cut.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(data[:-8])
     cases = [
-        (["--module", module, "--input", "f64.npy"], ["f64.npy", "expected dtype float32", "'<f8' (float64)"]),
-        (["--module", module, "--input", "short.f32", "--raw", "--shape", f"4,{TILE},{TILE},12"],
-         ["short.f32", f"is {tiles.nbytes} bytes", f"found {tiles.nbytes - 100} bytes", "truncated"]),
+        (
+            ["--module", module, "--input", "f64.npy"],
+            ["f64.npy", "expected dtype float32", "'<f8' (float64)"],
+        ),
+        (
+            ["--module", module, "--input", "short.f32", "--raw", "--shape", f"4,{TILE},{TILE},12"],
+            ["short.f32", f"is {tiles.nbytes} bytes", f"found {tiles.nbytes - 100} bytes", "truncated"],
+        ),
         (["--module", module, "--input", "fortran.npy"], ["fortran.npy", "expected C order"]),
         (["--module", module, "--input", "cut.npy"], ["cut.npy", f"needs {tiles.nbytes} bytes", "truncated"]),
-        (["--module", str(tmp_path / "missing.so"), "--input", "good.npy"], ["missing.so", "module not found"]),
-        (["--module", str(modules / "tvm-rpi4" / "model.so"), "--input", "good.npy"],
-         ["module is built for aarch64, this qmtg-run is x86_64"]),
-        (["--module", module, "--input", "small.npy"], ["on input of shape (1, 16, 16, 12) failed", "mismatch"]),
+        (
+            ["--module", str(tmp_path / "missing.so"), "--input", "good.npy"],
+            ["missing.so", "module not found"],
+        ),
+        (
+            ["--module", str(modules / "tvm-rpi4" / "model.so"), "--input", "good.npy"],
+            ["module is built for aarch64, this qmtg-run is x86_64"],
+        ),
+        (
+            ["--module", module, "--input", "small.npy"],
+            ["on input of shape (1, 16, 16, 12) failed", "mismatch"],
+        ),
         (["--module", module, "--input", "good.npy", "--raw"], ["--raw and --shape"]),
     ]
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -188,7 +206,9 @@ def test_build_errors_name_what_is_missing(monkeypatch, tmp_path):
     # wheels without the expected libraries: CMake's own message comes back
     bogus = {"TVM_RUNTIME_LIB_DIR": tmp_path, "TVM_FFI_LIB_DIR": tmp_path, "TVM_FFI_INCLUDE_DIR": tmp_path}
     monkeypatch.setattr(native, "tvm_paths", lambda b: bogus)
-    with pytest.raises(QmtganError, match=r"(?s)configuring qmtg-run for host-x86_64 failed.*has no libtvm_runtime"):
+    with pytest.raises(
+        QmtganError, match=r"(?s)configuring qmtg-run for host-x86_64 failed.*has no libtvm_runtime"
+    ):
         native.build_runner(board("host-x86_64"), tmp_path / "bogus")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(QmtganError, match="apt-get install cmake"):
@@ -217,8 +237,27 @@ def test_npy_reader_of_the_binary_under_fuzzing(runners, tmp_path):
     valid = buf.getvalue()
     header_at = 10 if valid[6] == 1 else 12
     header = valid[header_at:valid.index(b"\n", header_at) + 1].decode("latin1")
-    fields = st.sampled_from(["'<f4'", "'>f4'", "'<f8'", "'|u1'", "'<f4", "''", "True", "False", "(2, 3, 4, 12)",
-                              "(-1, 3)", "(99999999999, 99999999999)", "()", "(0,)", "(2,", "((2),)", "'x'", "{}"])
+    fields = st.sampled_from(
+        [
+            "'<f4'",
+            "'>f4'",
+            "'<f8'",
+            "'|u1'",
+            "'<f4",
+            "''",
+            "True",
+            "False",
+            "(2, 3, 4, 12)",
+            "(-1, 3)",
+            "(99999999999, 99999999999)",
+            "()",
+            "(0,)",
+            "(2,",
+            "((2),)",
+            "'x'",
+            "{}",
+        ]
+    )
 
     def npy(data) -> bytes:
         kind = data.draw(st.sampled_from(["header", "bytes", "cut"]))
@@ -227,7 +266,9 @@ def test_npy_reader_of_the_binary_under_fuzzing(runners, tmp_path):
         if kind == "cut":
             return valid[:data.draw(st.integers(0, len(valid)))]
         text = header
-        for key in data.draw(st.lists(st.sampled_from(["'descr': ", "'fortran_order': ", "'shape': "]), max_size=3)):
+        for key in data.draw(
+            st.lists(st.sampled_from(["'descr': ", "'fortran_order': ", "'shape': "]), max_size=3)
+        ):
             start = text.find(key)
             end = text.find(", '", start + len(key))
             end = text.find("}", start) if end < 0 else end
@@ -247,7 +288,9 @@ def test_npy_reader_of_the_binary_under_fuzzing(runners, tmp_path):
             path = tmp_path / f"f{i}.npy"
             path.write_bytes(npy(data))
             files.append(str(path))
-        proc = subprocess.run([str(host), "--check-input", *files], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [str(host), "--check-input", *files], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode in (0, 1), proc.stderr  # no signal, no crash
         lines = proc.stdout.splitlines()
         assert len(lines) == NPY_BATCH, proc.stdout[-2000:]

@@ -99,8 +99,11 @@ def test_bad_bit_widths_and_methods():
 
 
 def _tiny_tensors():
-    infos = [TensorInfo("c/kernel", "c", "kernel", (3, 3, 2, 4), -1), TensorInfo("c/bias", "c", "bias", (4,), -1),
-             TensorInfo("n/gamma", "n", "gamma", (4,), -1)]
+    infos = [
+        TensorInfo("c/kernel", "c", "kernel", (3, 3, 2, 4), -1),
+        TensorInfo("c/bias", "c", "bias", (4,), -1),
+        TensorInfo("n/gamma", "n", "gamma", (4,), -1),
+    ]
     return [(i, RNG.normal(0, 0.1, i.shape).astype(np.float32)) for i in infos]
 
 

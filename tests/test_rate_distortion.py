@@ -34,10 +34,15 @@ def residual_run(tmp_path_factory, small_pair_dir):
 
     reference, target, meta, _ = load_pair(small_pair_dir)
     run_dir = tmp_path_factory.mktemp("residual") / "run"
-    train(reference, target, run_dir, GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear",
-                                                      spectral_kernel=3),
-          TrainConfig(epochs=3, val_every=3, learning_rate=1e-3, loss="l2", adversarial=False, norm_clip=0.0),
-          data_identity(small_pair_dir, meta), progress=False)
+    train(
+        reference,
+        target,
+        run_dir,
+        GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear", spectral_kernel=3),
+        TrainConfig(epochs=3, val_every=3, learning_rate=1e-3, loss="l2", adversarial=False, norm_clip=0.0),
+        data_identity(small_pair_dir, meta),
+        progress=False,
+    )
     return run_dir
 
 
@@ -50,15 +55,24 @@ def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
     by_family = {}
     for p in points:
         by_family.setdefault(p.family, []).append(p)
-    assert set(by_family) == {"reference", "gain-offset", "linear", "linear-3x3", "jpeg2000", "linear+jpeg2000",
-                              "linear-3x3+jpeg2000"}
+    assert set(by_family) == {
+        "reference",
+        "gain-offset",
+        "linear",
+        "linear-3x3",
+        "jpeg2000",
+        "linear+jpeg2000",
+        "linear-3x3+jpeg2000",
+    }
     for family in ("jpeg2000", "linear+jpeg2000", "linear-3x3+jpeg2000"):
         assert [p.requested_bpp for p in by_family[family]] == RATES
         for p in by_family[family]:
             assert abs(p.bpp / p.requested_bpp - 1) <= 0.05, (p.label, p.bpp)
             assert p.bpp == pytest.approx(8 * p.bytes / small_pair.samples)
     ref = by_family["reference"][0]
-    assert ref.bytes == 0 and ref.snr_db == snr_db(small_pair.target.data, small_pair.reference.data, small_pair.valid)
+    assert ref.bytes == 0 and ref.snr_db == snr_db(
+        small_pair.target.data, small_pair.reference.data, small_pair.valid
+    )
     # the robust cross-band fit beats a per-band one where the pair did not change
     assert by_family["linear"][0].snr_outside_db > by_family["gain-offset"][0].snr_outside_db
     assert by_family["linear+jpeg2000"][1].snr_db > by_family["linear+jpeg2000"][0].snr_db
@@ -85,7 +99,9 @@ def test_residual_generator_with_a_zero_last_layer_returns_its_base(residual, sp
     from qmtgan.train.models.config import GeneratorConfig
     from qmtgan.train.models.registry import build_generator
 
-    cfg = GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual=residual, spectral_kernel=spectral_kernel)
+    cfg = GeneratorConfig(
+        ngf=4, depth=3, kernel=3, patch_size=32, residual=residual, spectral_kernel=spectral_kernel
+    )
     model = build_generator(cfg, batch_size=1)
     rng = np.random.default_rng(0)
     tile = rng.uniform(-1, 1, (1, 32, 32, 12)).astype(np.float32)
@@ -130,7 +146,9 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
     payload = fmt.read(out)
     assert payload.header["residual"]["codec"] == "jpeg2000" and len(payload.residual) > 0
     got = snr_db(small_pair.target.data, read_scene(decoded).data, small_pair.valid)
-    assert got == pytest.approx(reported, abs=0.006)  # printed to 0.01 dB; the GeoTIFF holds the same whole DN
+    assert got == pytest.approx(
+        reported, abs=0.006
+    )  # printed to 0.01 dB; the GeoTIFF holds the same whole DN
     from qmtgan.runtime.decode import predict
 
     prediction_only = snr_db(small_pair.target.data, predict(payload, small_pair.reference), small_pair.valid)
@@ -148,7 +166,9 @@ def test_format_1_payloads_still_decode(residual_run, small_pair_dir, tmp_path, 
     v2 = fmt.read(out)
     data = out.read_bytes()
     count = 5
-    directory = [fmt._DIR_ENTRY.unpack_from(data, fmt._PREFIX.size + i * fmt._DIR_ENTRY.size) for i in range(count)]
+    directory = [
+        fmt._DIR_ENTRY.unpack_from(data, fmt._PREFIX.size + i * fmt._DIR_ENTRY.size) for i in range(count)
+    ]
     offset = fmt._PREFIX.size + count * fmt._DIR_ENTRY.size
     sections = []
     for tag, length, _ in directory:
@@ -169,13 +189,17 @@ def test_format_1_payloads_still_decode(residual_run, small_pair_dir, tmp_path, 
         fmt.read(bad)
 
 
-def test_encode_bpp_meets_its_budget_and_refuses_an_impossible_one(residual_run, small_pair_dir, small_pair, tmp_path):
+def test_encode_bpp_meets_its_budget_and_refuses_an_impossible_one(
+    residual_run, small_pair_dir, small_pair, tmp_path
+):
     ref, tgt = small_pair_dir / "reference.tif", small_pair_dir / "target.tif"
     params = json.loads((residual_run / "model.json").read_text())
     assert params["generator"]["residual"] == "linear"
     budget = 1.0
     out = tmp_path / "rc.qmtg"
-    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bpp", budget, "-o", out)
+    proc = run_cli(
+        "encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bpp", budget, "-o", out
+    )
     assert proc.returncode == 0, proc.stderr
     assert "chosen:" in proc.stdout
     assert 8 * out.stat().st_size / small_pair.samples <= budget
@@ -204,8 +228,22 @@ def test_baselines_command_writes_the_report(residual_run, small_pair_dir, tmp_p
 def test_residual_generator_deploys_in_every_runtime(residual_run, small_pair_dir, tmp_path):
     """The residual generator through convert (TFLite, ONNX, TVM) and `qmtgan run` without TensorFlow."""
     out = tmp_path / "bundles"
-    proc = run_cli("convert", "tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "tvm-host-x86_64", "--model", residual_run,
-                   "--pair", small_pair_dir, "--tile", "32", "-o", out)
+    proc = run_cli(
+        "convert",
+        "tflite-fp32",
+        "tflite-int8",
+        "onnx",
+        "onnx-int8",
+        "tvm-host-x86_64",
+        "--model",
+        residual_run,
+        "--pair",
+        small_pair_dir,
+        "--tile",
+        "32",
+        "-o",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     records = {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
     for name in ("tflite-fp32", "onnx", "tvm-host-x86_64"):
@@ -219,25 +257,75 @@ def test_residual_generator_deploys_in_every_runtime(residual_run, small_pair_di
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     assert manifest["generator"]["residual"] == "linear" and manifest["generator"]["spectral_kernel"] == 3
     dest = tmp_path / "run.tif"
-    proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "run", "--bundle", str(out / "onnx"), "--reference",
-                           str(small_pair_dir / "reference.tif"), "--target", str(small_pair_dir / "target.tif"),
-                           "-o", str(dest)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_TF,
+            "run",
+            "--bundle",
+            str(out / "onnx"),
+            "--reference",
+            str(small_pair_dir / "reference.tif"),
+            "--target",
+            str(small_pair_dir / "target.tif"),
+            "-o",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - records["onnx"]["snr_vs_target_db"]) < 0.05
+    assert (
+        abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - records["onnx"]["snr_vs_target_db"])
+        < 0.05
+    )
     # a hybrid payload's residual on top of the bundle's prediction: what `decode` gives, to 0.05 dB
     hybrid = tmp_path / "hybrid.qmtg"
-    proc = run_cli("encode", "--reference", small_pair_dir / "reference.tif", "--target", small_pair_dir / "target.tif",
-                   "--model", residual_run, "--bits", "32", "--residual-bpp", "1.0", "-o", hybrid)
+    proc = run_cli(
+        "encode",
+        "--reference",
+        small_pair_dir / "reference.tif",
+        "--target",
+        small_pair_dir / "target.tif",
+        "--model",
+        residual_run,
+        "--bits",
+        "32",
+        "--residual-bpp",
+        "1.0",
+        "-o",
+        hybrid,
+    )
     assert proc.returncode == 0, proc.stderr
     reported = float(proc.stdout.rsplit("SNR ", 1)[1].split(" dB")[0])
-    proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "run", "--bundle", str(out / "onnx"), "--reference",
-                           str(small_pair_dir / "reference.tif"), "--target", str(small_pair_dir / "target.tif"),
-                           "--payload", str(hybrid), "-o", str(tmp_path / "hybrid.tif")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_TF,
+            "run",
+            "--bundle",
+            str(out / "onnx"),
+            "--reference",
+            str(small_pair_dir / "reference.tif"),
+            "--target",
+            str(small_pair_dir / "target.tif"),
+            "--payload",
+            str(hybrid),
+            "-o",
+            str(tmp_path / "hybrid.tif"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - reported) < 0.05
     proc = run_cli("run", "--bundle", out / "onnx", "--reference", small_pair_dir / "reference.tif",
                    "--payload", small_pair_dir / "pair.json", "-o", tmp_path / "bad.tif")
-    assert proc.returncode != 0 and "not a .qmtg payload" in proc.stderr and not (tmp_path / "bad.tif").exists()
+    assert (
+        proc.returncode != 0 and "not a .qmtg payload" in proc.stderr and not (tmp_path / "bad.tif").exists()
+    )
 
 
 def test_warm_start_begins_from_the_previous_generator(residual_run, small_pair_dir, tmp_path):
@@ -249,22 +337,38 @@ def test_warm_start_begins_from_the_previous_generator(residual_run, small_pair_
 
     reference, target, meta, _ = load_pair(small_pair_dir)
     run_dir = tmp_path / "warm"
-    train(reference, target, run_dir, GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear",
-                                                      spectral_kernel=3),
-          TrainConfig(epochs=1, learning_rate=1e-9, loss="l2", adversarial=False, norm_clip=0.0,
-                      init=str(residual_run)), data_identity(small_pair_dir, meta), progress=False)
+    train(
+        reference,
+        target,
+        run_dir,
+        GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear", spectral_kernel=3),
+        TrainConfig(
+            epochs=1, learning_rate=1e-9, loss="l2", adversarial=False, norm_clip=0.0, init=str(residual_run)
+        ),
+        data_identity(small_pair_dir, meta),
+        progress=False,
+    )
     before, after = load_model(residual_run)[0], load_model(run_dir)[0]
     for layer in ("conv1", "deconv3"):
-        np.testing.assert_allclose(after.get_layer(layer).kernel.numpy(), before.get_layer(layer).kernel.numpy(),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            after.get_layer(layer).kernel.numpy(), before.get_layer(layer).kernel.numpy(), atol=1e-6
+        )
     assert json.loads((run_dir / "model.json").read_text())["training"]["config"]["init"] == str(residual_run)
     with pytest.raises(Exception, match="is not this one"):
-        train(reference, target, tmp_path / "other", GeneratorConfig(ngf=2, depth=3, kernel=3, patch_size=32,
-                                                                      residual="linear"),
-              TrainConfig(epochs=1, init=str(residual_run)), data_identity(small_pair_dir, meta), progress=False)
+        train(
+            reference,
+            target,
+            tmp_path / "other",
+            GeneratorConfig(ngf=2, depth=3, kernel=3, patch_size=32, residual="linear"),
+            TrainConfig(epochs=1, init=str(residual_run)),
+            data_identity(small_pair_dir, meta),
+            progress=False,
+        )
 
 
-def test_snr_floor_adds_the_smallest_residual_that_reaches_it(residual_run, small_pair_dir, small_pair, tmp_path):
+def test_snr_floor_adds_the_smallest_residual_that_reaches_it(
+    residual_run, small_pair_dir, small_pair, tmp_path
+):
     from qmtgan.runtime import payload as fmt
     from qmtgan.runtime.decode import predict, reconstruct
     from qmtgan.runtime.metrics import snr_db

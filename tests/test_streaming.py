@@ -87,7 +87,14 @@ def test_scene_writer_matches_the_whole_scene_writer_and_is_atomic(conv_backend,
     dest = tmp_path / "streamed.tif"
     with SceneReader(odd_scene) as reader:
         with SceneWriter(dest, 12, *reader.shape, reader.crs, reader.transform, overviews=True) as writer:
-            stream_scene(conv_backend, reader, norm, TILE, 0, lambda w: writer.write(w.row, w.col, w.prediction, w.valid))
+            stream_scene(
+                conv_backend,
+                reader,
+                norm,
+                TILE,
+                0,
+                lambda w: writer.write(w.row, w.col, w.prediction, w.valid),
+            )
     with rasterio.open(whole) as a, rasterio.open(dest) as b:
         assert np.array_equal(a.read(), b.read())
         assert b.crs == a.crs and b.transform == a.transform and b.nodata == 0
@@ -130,7 +137,10 @@ def test_mosaic_mirrors_the_scene(small_pair_dir, tmp_path):
 
     proc = run_cli("prepare", "--mosaic", "300", "--pair", small_pair_dir, "-o", tmp_path / "m")
     assert proc.returncode == 0, proc.stderr
-    with rasterio.open(small_pair_dir / "reference.tif") as src, rasterio.open(tmp_path / "m" / "reference.tif") as m:
+    with (
+        rasterio.open(small_pair_dir / "reference.tif") as src,
+        rasterio.open(tmp_path / "m" / "reference.tif") as m,
+    ):
         a, b = src.read(), m.read()
         assert b.shape == (12, 300, 300) and m.descriptions == src.descriptions
     h, w = a.shape[1:]
@@ -200,7 +210,9 @@ def test_a_read_failing_mid_scene_is_a_clear_error_and_leaves_no_file(conv_backe
     ref = read_reference(small_pair_dir / "reference.tif")
     norm = Normalization.fit([ref.data], ref.valid)
     data = bytearray((small_pair_dir / "reference.tif").read_bytes())
-    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)  # the header survives, a compressed block does not
+    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(
+        4096
+    )  # the header survives, a compressed block does not
     corrupt = tmp_path / "in" / "corrupt.tif"
     corrupt.parent.mkdir()
     corrupt.write_bytes(bytes(data))
@@ -235,5 +247,9 @@ def test_fifty_decodes_in_one_process_keep_memory_flat(tiny_bundles, small_pair_
     rows = soak(out / "tflite-int8", small_pair_dir / "reference.tif", passes=50)
     s = summary(rows)
     assert s["passes"] == 50 and s["rss_growth_after_settle_mib"] < SOAK_GROWTH_BOUND_MIB, s
-    write_report(tmp_path / "soak", rows, {"bundle": "tiny", "reference": "small pair", "host": {"cpu": "this"}})
-    assert (tmp_path / "soak" / "soak.png").stat().st_size > 0 and "growth" in (tmp_path / "soak" / "soak.md").read_text()
+    write_report(
+        tmp_path / "soak", rows, {"bundle": "tiny", "reference": "small pair", "host": {"cpu": "this"}}
+    )
+    assert (tmp_path / "soak" / "soak.png").stat().st_size > 0 and "growth" in (
+        tmp_path / "soak" / "soak.md"
+    ).read_text()

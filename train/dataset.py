@@ -25,8 +25,13 @@ class PatchSet:
         return int(self.reference.shape[0])
 
 
-def make_patch_set(reference: Scene, target: Scene, patch_size: int,
-                   normalization: Normalization | None = None, clip_percent: float = LOW_PERCENTILE) -> PatchSet:
+def make_patch_set(
+    reference: Scene,
+    target: Scene,
+    patch_size: int,
+    normalization: Normalization | None = None,
+    clip_percent: float = LOW_PERCENTILE,
+) -> PatchSet:
     valid = reference.valid & target.valid
     grid = PatchGrid(*reference.shape, patch_size)
     norm = normalization or Normalization.fit([reference.data, target.data], valid, clip_percent)

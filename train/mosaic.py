@@ -16,7 +16,9 @@ from qmtgan.runtime.tiling import mirror_indices
 STRIP_ROWS = 512
 
 
-def write_mosaic(source: str | os.PathLike, size: int, out: str | os.PathLike, progress: bool = False) -> Path:
+def write_mosaic(
+    source: str | os.PathLike, size: int, out: str | os.PathLike, progress: bool = False
+) -> Path:
     """A size x size GeoTIFF of `source`'s bands (same dtype, descriptions and pixel size; the
     origin is the source's)."""
     import rasterio
@@ -42,7 +44,9 @@ def write_mosaic(source: str | os.PathLike, size: int, out: str | os.PathLike, p
                     dst.set_band_description(i, name)
             for top in range(0, size, STRIP_ROWS):
                 strip = rows[top:top + STRIP_ROWS]
-                dst.write(data[:, strip][:, :, cols], window=rasterio.windows.Window(0, top, size, len(strip)))
+                dst.write(
+                    data[:, strip][:, :, cols], window=rasterio.windows.Window(0, top, size, len(strip))
+                )
                 if bar:
                     bar.update(len(strip))
     if bar:

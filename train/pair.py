@@ -131,7 +131,9 @@ def load_pair(pair_dir: str | Path) -> Pair:
     meta = load_record(pair_dir / "pair.json", PAIR_SCHEMA, "a pair folder")
     manifest = load_record(pair_dir / "patches.json", "qmtgan.patches/1", "a patch manifest")
     verify_files(pair_dir, meta.get("sha256", {}))
-    return Pair(pair_dir, read_scene(pair_dir / "reference.tif"), read_scene(pair_dir / "target.tif"), meta, manifest)
+    return Pair(
+        pair_dir, read_scene(pair_dir / "reference.tif"), read_scene(pair_dir / "target.tif"), meta, manifest
+    )
 
 
 def data_identity(pair_dir: str | Path, meta: dict) -> dict:

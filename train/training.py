@@ -124,7 +124,9 @@ def _initialize(generator, gcfg: GeneratorConfig, tcfg: TrainConfig, patches) ->
 
         previous, cfg, _, _ = load_model(tcfg.init)
         if replace(cfg, patch_size=gcfg.patch_size) != gcfg:
-            raise QmtganError(f"--init {tcfg.init}: its generator {cfg.to_dict()} is not this one {gcfg.to_dict()}")
+            raise QmtganError(
+                f"--init {tcfg.init}: its generator {cfg.to_dict()} is not this one {gcfg.to_dict()}"
+            )
         assign_weights(generator, [np.asarray(v.numpy()) for layer in previous.layers
                                    for v in layer.trainable_weights])
     if gcfg.residual == "linear":

@@ -26,7 +26,9 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.residual not in RESIDUALS:
-            raise QmtganError(f"generator residual must be one of {', '.join(RESIDUALS)}, got '{self.residual}'")
+            raise QmtganError(
+                f"generator residual must be one of {', '.join(RESIDUALS)}, got '{self.residual}'"
+            )
         if self.spectral_kernel < 1 or self.spectral_kernel % 2 == 0:
             raise QmtganError(f"spectral_kernel must be odd and positive, got {self.spectral_kernel}")
         if self.spectral_kernel != 1 and self.residual != "linear":
