@@ -21,7 +21,7 @@ class LoopbackSsh:
     user: str
     port: int
     identity: Path
-
+    pid: int = 0     # the listening sshd
     @property
     def host(self) -> str:
         return f"{self.user}@127.0.0.1"
@@ -33,7 +33,8 @@ class LoopbackSsh:
 
 
 @contextlib.contextmanager
-def loopback_sshd(folder: Path):
+def loopback_sshd(folder: Path, extra_config: tuple[str, ...] = ()):
+    """`extra_config`: more sshd_config lines (e.g. a SetEnv for the sessions)."""
     assert Path(SSHD).exists(), "sshd missing: apt-get install openssh-server"
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "client_key"):
@@ -47,12 +48,12 @@ def loopback_sshd(folder: Path):
         f"ListenAddress 127.0.0.1:{port}", f"HostKey {folder / 'host_key'}",
         f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", ""]))
+        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", *extra_config, ""]))
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
                             stdout=subprocess.DEVNULL, stderr=open(folder / "sshd.log", "w"))
     try:
         wait_for_port(port, proc, lambda: (folder / "sshd.log").read_text())
-        yield LoopbackSsh(getpass.getuser(), port, folder / "client_key")
+        yield LoopbackSsh(getpass.getuser(), port, folder / "client_key", proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -104,3 +104,50 @@ def test_flash_to_the_emulated_board_reproduces_the_int8_smoke_snr(tiny_bundles,
     # XNNPACK int8 on the emulated Cortex-A72 reproduces the x86 result; the SNR's float sums
     # may round differently on another CPU, so agreement is to 1e-6 dB, not bit for bit
     assert result["smoke"]["snr_db"] == pytest.approx(manifest["smoke"]["snr_db"], abs=1e-6)
+
+
+def test_a_board_that_drops_the_connection_mid_copy_keeps_its_previous_bundle(tiny_bundles, tmp_path):
+    """The board's sshd killed (with its sessions) while it unpacks a bundle: flash fails with one
+    clear error, the board still holds the previous, verified bundle, and flashing again over a
+    new connection completes. The board's `tar` is slowed (a wrapper first on its PATH, set by
+    the sshd) so that the kill lands during the copy."""
+    import hashlib
+    import subprocess
+    import time
+
+    import psutil
+
+    from sshd import loopback_sshd
+
+    out, _ = tiny_bundles
+    slow = tmp_path / "slowbin"
+    slow.mkdir()
+    (slow / "tar").write_text("#!/bin/sh\nsleep 3\nexec /usr/bin/env PATH=/usr/bin:/bin tar \"$@\"\n")
+    (slow / "tar").chmod(0o755)
+    board = tmp_path / "board"
+    installed = board / "bundles" / "tflite-int8"
+    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in installed.iterdir()}  # noqa: E731
+    with loopback_sshd(tmp_path / "sshd1") as ssh:
+        assert _flash(out / "tflite-int8", "host-x86_64", ssh, board).returncode == 0
+    before = digest()
+    with loopback_sshd(tmp_path / "sshd2", (f"SetEnv PATH={slow}:/usr/bin:/bin",)) as ssh:
+        argv = [sys.executable, "-m", "qmtgan", "flash", "--bundle", str(out / "tflite-int8"), "--board",
+                "host-x86_64", *ssh.flash_args(), "--workdir", str(board), "--python", sys.executable]
+        flash = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        partial = board / "bundles" / "tflite-int8.tmp-copy"
+        for _ in range(300):  # until the board has started unpacking
+            if partial.exists():
+                break
+            time.sleep(0.05)
+        assert partial.exists(), "the copy never started"
+        server = psutil.Process(ssh.pid)
+        for p in [*server.children(recursive=True), server]:  # the connection drops
+            p.kill()
+        _, stderr = flash.communicate(timeout=120)
+    assert flash.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "copy to" in stderr or "ssh" in stderr, stderr
+    assert digest() == before  # the previous bundle, whole
+    with loopback_sshd(tmp_path / "sshd3") as ssh:
+        proc = _flash(out / "tflite-int8", "host-x86_64", ssh, board)
+        assert proc.returncode == 0, proc.stderr
+    assert not partial.exists() and digest() == before  # same bundle, copied again and verified
