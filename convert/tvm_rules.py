@@ -29,7 +29,7 @@ def _vector_lanes(target) -> int:
 
     try:
         return max(4, llvm_get_vector_width(target) // 32)
-    except Exception:  # noqa: BLE001 - a target LLVM cannot describe: NEON-sized vectors
+    except Exception:
         return 4
 
 
@@ -108,7 +108,7 @@ def _rules():
             for block in reversed(after):  # bias, activation: applied as each output is finished
                 try:
                     sch.reverse_compute_inline(block)
-                except Exception:  # noqa: BLE001 - an epilogue that cannot be inlined keeps its loops
+                except Exception:
                     parallel_vectorize(sch, block, _vector_lanes(target))
             block = main.block_rv
             loops = sch.get_loops(block)

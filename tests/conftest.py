@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_HOME", str(Path(__file__).resolve().parents[1] / ".keras"))
 
-from helpers import run_cli  # noqa: E402
-from qmtgan.runtime.scene import Scene  # noqa: E402
+from helpers import run_cli
+from qmtgan.runtime.scene import Scene
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_a_payload_killed_while_written_leaves_the_previous_one(tiny_run, small_
     from qmtgan.runtime import payload as fmt
 
     dest = tmp_path / "x.qmtg"
-    encode = lambda bits: ("encode", "--reference", small_pair_dir / "reference.tif", "--target",  # noqa: E731
+    encode = lambda bits: ("encode", "--reference", small_pair_dir / "reference.tif", "--target",
                            small_pair_dir / "target.tif", "--model", tiny_run[0], "--method", "symmetric",
                            "--bits", str(bits), "-o", dest)
     assert run_cli(*encode(8)).returncode == 0

@@ -126,7 +126,7 @@ def test_a_board_that_drops_the_connection_mid_copy_keeps_its_previous_bundle(ti
     (slow / "tar").chmod(0o755)
     board = tmp_path / "board"
     installed = board / "bundles" / "tflite-int8"
-    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in installed.iterdir()}  # noqa: E731
+    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in installed.iterdir()}
     with loopback_sshd(tmp_path / "sshd1") as ssh:
         assert _flash(out / "tflite-int8", "host-x86_64", ssh, board).returncode == 0
     before = digest()
