@@ -5,7 +5,8 @@ reduction rules.
 
   Convolution   a function whose main block reduces (conv2d after legalization, with its padding
                 and fused epilogue): the padded copy made in parallel (a condition in the inner
-                loop would stop vectorization), the epilogue inlined, the output channel, row and
+                loop would stop vectorization), the epilogue inlined, the output channels taken
+                CHANNEL_BLOCK at a time (each input vector feeds that many sums), the channel, row and
                 column tile loops fused and parallel, the columns split by the vector width with
                 the inner part vectorized under the reduction loops, and the accumulator
                 initialised separately (decompose_reduction) so the update is a plain
@@ -21,6 +22,7 @@ import logging
 log = logging.getLogger(__name__)
 
 RULES = ("convolution", "elementwise")
+CHANNEL_BLOCK = 4  # output channels computed together by the convolution rule (0: one at a time)
 
 
 def _vector_lanes(target) -> int:
@@ -120,8 +122,16 @@ def _rules():
                 sch.parallel(sch.fuse(*space[:-1]) if len(space) > 2 else space[0])
                 return sch
             outer, inner = sch.split(space[-1], [None, lanes])
-            sch.reorder(*space[:-1], outer, *reduce, inner)
-            sch.parallel(sch.fuse(*space[:-1]))
+            channels = extent(sch, space[-3]) if len(space) >= 3 else None
+            if CHANNEL_BLOCK and channels and channels % CHANNEL_BLOCK == 0 and channels > CHANNEL_BLOCK:
+                # several output channels per input load: each vector read feeds CHANNEL_BLOCK sums
+                c_outer, c_inner = sch.split(space[-3], [None, CHANNEL_BLOCK])
+                sch.reorder(*space[:-3], c_outer, space[-2], outer, *reduce, c_inner, inner)
+                sch.parallel(sch.fuse(*space[:-3], c_outer, space[-2]))
+                sch.unroll(c_inner)
+            else:
+                sch.reorder(*space[:-1], outer, *reduce, inner)
+                sch.parallel(sch.fuse(*space[:-1]))
             sch.vectorize(inner)
             init = sch.decompose_reduction(block, reduce[0])  # last: the update is then no reduction block
             sch.vectorize(sch.get_loops(init)[-1])
