@@ -212,8 +212,9 @@ class SceneWriter:
         tmp = self._atomic.__enter__()
         try:
             if rasterio is None:
-                self._array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                        shape=(bands, height, width))
+                from qmtgan.runtime.npy_window import NpyWindows
+
+                self._npy = NpyWindows(tmp, (bands, height, width), np.float32)
                 self._dst = None
             else:
                 profile = geotiff_profile(bands, height, width, "uint16", crs, transform, compress)
@@ -229,11 +230,7 @@ class SceneWriter:
         """prediction: (bands, h, w) float DN at (row, col)."""
         _, h, w = prediction.shape
         if self._dst is None:
-            from qmtgan.runtime.stream import release_mapped
-
-            self._array[:, row:row + h, col:col + w] = np.where(valid, prediction, 0.0)
-            self._array.flush()  # written back, then dropped from this process's memory
-            release_mapped(self._array)
+            self._npy.write(row, col, np.where(valid, prediction, 0.0))
             return
         from rasterio.windows import Window
 
@@ -247,8 +244,7 @@ class SceneWriter:
                 if ok and self.overviews:
                     self._build_overviews()
             else:
-                self._array.flush()
-                del self._array
+                self._npy.close()
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())
             raise

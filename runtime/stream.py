@@ -36,18 +36,17 @@ class SceneReader:
         self.path = Path(path)
         self._ds = None
         if self.path.suffix.lower() == ".npy":
+            from qmtgan.runtime.npy_window import NpyWindows
+
             try:
-                self._array = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
+                self._npy = NpyWindows(self.path)
+            except OSError as exc:
                 raise QmtganError(f"{self.path}: not a readable .npy array ({exc})") from exc
-            if self._array.ndim != 3 or self._array.shape[0] != len(BAND_ORDER):
+            if self._npy.shape[0] != len(BAND_ORDER):
+                self._npy.close()
                 raise QmtganError(f"{self.path}: expected a ({len(BAND_ORDER)}, H, W) array, "
-                                  f"found {self._array.shape}")
-            if not (
-                np.issubdtype(self._array.dtype, np.integer) or np.issubdtype(self._array.dtype, np.floating)
-            ):
-                raise QmtganError(f"{self.path}: dtype {self._array.dtype} is not numeric")
-            self.height, self.width = (int(v) for v in self._array.shape[1:])
+                                  f"found {self._npy.shape}")
+            self.height, self.width = self._npy.shape[1:]
             self.crs = self.transform = None
         else:
             from qmtgan.runtime.raster import band_index, open_raster
@@ -71,8 +70,8 @@ class SceneReader:
         if self._ds is None:
             from qmtgan.runtime.raster import check_finite
 
-            data = np.array(self._array[:, row:row + height, col:col + width], dtype)
-            release_mapped(self._array)
+            data = self._npy.read(row, col, height, width)
+            data = data if dtype is None else data.astype(dtype, copy=False)
             if np.issubdtype(data.dtype, np.floating):
                 check_finite(data, str(self.path))
             return data
@@ -94,6 +93,8 @@ class SceneReader:
     def close(self) -> None:
         if self._ds is not None:
             self._ds.close()
+        else:
+            self._npy.close()
 
     def __enter__(self) -> "SceneReader":
         return self
@@ -110,16 +111,6 @@ class Window:
     col: int
     prediction: np.ndarray
     valid: np.ndarray
-
-
-def release_mapped(array: np.ndarray) -> None:
-    """Drop a memory-mapped array's pages from this process (they stay in the page cache): pages
-    a scene's windows touched would otherwise all count as resident memory."""
-    import mmap
-
-    mapping = getattr(array, "_mmap", None)
-    if mapping is not None and hasattr(mapping, "madvise"):
-        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def valid_mask(reference: np.ndarray) -> np.ndarray:
