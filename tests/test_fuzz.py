@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -175,25 +176,31 @@ MANIFEST_KEYS = st.sampled_from(["name", "backend", "model_file", "files", "tile
                                  "generator", "bands", "smoke", "elf_machine", "schema"])
 
 
-@FUZZ
-@given(st.dictionaries(MANIFEST_KEYS, JSON, max_size=4), st.binary(max_size=40))
-def test_bundle_manifest_loader_on_hostile_records(overrides, raw):
-    from qmtgan.runtime.bundle import load_bundle, write_bundle
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """One real bundle whose manifest.json each example replaces."""
+    from qmtgan.runtime.bundle import write_bundle
     from qmtgan.runtime.normalization import Normalization
 
-    root = Path(tempfile.mkdtemp(prefix="qmtgan-fuzz-"))
-    try:
-        norm = Normalization(tuple([0.0] * 12), tuple([1.0] * 12))
-        dest = write_bundle(root / "b", {"name": "b", "backend": "onnxruntime", "model_file": "model.onnx",
-                                         "tile_size": 32, "normalization": norm.to_dict(), "generator": {}},
-                            {"model.onnx": b"model"})
-        manifest = json.loads((dest / "manifest.json").read_text())
-        (dest / "manifest.json").write_text(json.dumps({**manifest, **overrides}))
-        _refused_or_parsed(load_bundle, dest)
-        (dest / "manifest.json").write_bytes(raw)
-        _refused_or_parsed(load_bundle, dest)
-    finally:
-        shutil.rmtree(root)
+    norm = Normalization(tuple([0.0] * 12), tuple([1.0] * 12))
+    return write_bundle(tmp_path_factory.mktemp("bundle") / "b",
+                        {"name": "b", "backend": "onnxruntime", "model_file": "model.onnx", "tile_size": 32,
+                         "normalization": norm.to_dict(), "generator": {}}, {"model.onnx": b"model"})
+
+
+@FUZZ
+@given(st.dictionaries(MANIFEST_KEYS, JSON, max_size=4), st.binary(max_size=40))
+def test_bundle_manifest_loader_on_hostile_records(bundle_dir, overrides, raw):
+    from qmtgan.runtime.bundle import load_bundle
+
+    original = bundle_dir / "manifest.json.orig"
+    if not original.exists():
+        shutil.copy(bundle_dir / "manifest.json", original)
+    manifest = json.loads(original.read_text())
+    (bundle_dir / "manifest.json").write_text(json.dumps({**manifest, **overrides}))
+    _refused_or_parsed(load_bundle, bundle_dir)
+    (bundle_dir / "manifest.json").write_bytes(raw)
+    _refused_or_parsed(load_bundle, bundle_dir)
 
 
 # --- board TOML ------------------------------------------------------------------------------
