@@ -192,17 +192,19 @@ def check_free_space(path: Path, needed_bytes: float) -> None:
 
 
 class SceneWriter:
-    """A decoded scene written window by window: a tiled, compressed uint16 GeoTIFF (a
-    band-first float32 .npy where rasterio is not installed), whole DN, nodata 0 where the
-    reference has none. The file appears under its name only once every window is written
+    """A decoded scene written window by window: a tiled, compressed uint16 GeoTIFF of whole DN
+    (a band-first float32 .npy when the name ends in .npy or rasterio is not installed), nodata
+    0 where the reference has none. The file appears under its name only once every window is written
     (and the overviews built, if asked); a failure leaves nothing behind."""
 
     def __init__(self, path: str | os.PathLike, bands: int, height: int, width: int, crs=None, transform=None,
                  overviews: bool = False, compress: str = "deflate"):
-        try:
-            import rasterio
-        except ImportError:
-            rasterio = None
+        rasterio = None
+        if Path(path).suffix.lower() != ".npy":  # a .npy name is written as .npy, rasterio or not
+            try:
+                import rasterio
+            except ImportError:
+                pass
         self.path = Path(path) if rasterio else Path(path).with_suffix(".npy")
         self.overviews = overviews and rasterio is not None
         check_free_space(
