@@ -61,41 +61,36 @@ def _rules():
         else:
             sch.parallel(loops[0])
 
-    def unless_refused(schedule):
-        """A rule whose primitives TVM refuses for this function does not apply (None): the
-        function keeps its default, unscheduled loops."""
-        def apply(self, func, target, tunable):
+    def rule(schedule):
+        """A dlight rule's apply(): for a PrimFunc on a CPU target, `schedule(sch, blocks, target)`
+        on its normalized blocks. A rule whose primitives TVM refuses for this function does not
+        apply (None): the function keeps its default, unscheduled loops."""
+        def apply(self, func, target, _tunable):
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
             try:
-                return schedule(self, func, target, tunable)
+                sch = s_tir.Schedule(func)
+                infos = normalize_prim_func(sch)
+                return schedule(sch, infos, target) if infos else None
             except (s_tir.ScheduleError, RuntimeError) as exc:  # TVM raises its errors as RuntimeError too
                 log.debug(f"{type(self).__name__} does not apply: {exc}")
                 return None
         return apply
 
     class Elementwise(CPUScheduleRule):
-        @unless_refused
-        def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        @staticmethod
+        def _schedule(sch, infos, target):
+            if any(not info.is_injective() for info in infos):
                 return None
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if not infos or any(not info.is_injective() for info in infos):
-                return None
-            blocks = [info.block_rv for info in infos]
-            remaining = try_inline(sch, blocks)
-            for block in remaining:
+            for block in try_inline(sch, [info.block_rv for info in infos]):
                 parallel_vectorize(sch, block, _vector_lanes(target))
             return sch
 
+        apply = rule(_schedule)
+
     class Convolution(CPUScheduleRule):
-        @unless_refused
-        def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-                return None
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if not infos:
-                return None
+        @staticmethod
+        def _schedule(sch, infos, target):
             reductions = [info for info in infos if not info.is_injective()]
             if len(reductions) != 1:
                 return None
@@ -136,6 +131,8 @@ def _rules():
             init = sch.decompose_reduction(block, reduce[0])  # last: the update is then no reduction block
             sch.vectorize(sch.get_loops(init)[-1])
             return sch
+
+        apply = rule(_schedule)
 
     return Convolution(), Elementwise()
 

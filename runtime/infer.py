@@ -21,7 +21,6 @@ import numpy as np
 from qmtgan.runtime.backends import Backend
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.normalization import Normalization
-from qmtgan.runtime.tiling import PatchGrid
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -47,31 +46,26 @@ def ramp(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     return w
 
 
-def run_scene(backend: Backend, reference: np.ndarray, norm: Normalization, tile: int,
-              overlap: int = 32, progress: bool = False) -> tuple[np.ndarray, list[float]]:
-    """(bands, H, W) reference DN -> (bands, H, W) predicted target DN, and per-tile seconds."""
-    bands, h, w = reference.shape
-    if overlap == 0:
-        return _run_grid(backend, reference, norm, tile, progress)
-    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    x = norm.forward(reference).transpose(1, 2, 0)  # H, W, bands
-    acc = np.zeros((h, w, bands), np.float32)
-    weight = np.zeros((h, w, 1), np.float32)
-    latencies = []
-    positions = [(r, c) for r in rows for c in cols]
-    bar = _bar(len(positions), progress)
-    for r, c in positions:
-        t0 = time.perf_counter()
-        y = backend.run(np.ascontiguousarray(x[None, r : r + tile, c : c + tile]))[0]
-        latencies.append(time.perf_counter() - t0)
-        win = np.outer(ramp(tile, overlap, r == 0, r == rows[-1]), ramp(tile, overlap, c == 0, c == cols[-1]))
-        acc[r : r + tile, c : c + tile] += y * win[..., None]
-        weight[r : r + tile, c : c + tile] += win[..., None]
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
-    return norm.inverse((acc / weight).transpose(2, 0, 1)), latencies
+def run_scene(
+    backend: Backend,
+    reference: np.ndarray,
+    norm: Normalization,
+    tile: int,
+    overlap: int = 32,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[float]]:
+    """(bands, H, W) reference DN -> (bands, H, W) predicted target DN, and per-tile seconds: the
+    streaming decoder (runtime/stream.py) over a scene in memory, its windows gathered."""
+    from qmtgan.runtime.stream import ArrayScene, stream_scene
+
+    out = np.empty(reference.shape, np.float32)
+
+    def gather(window) -> None:
+        _, h, w = window.prediction.shape
+        out[:, window.row : window.row + h, window.col : window.col + w] = window.prediction
+
+    latencies = stream_scene(backend, ArrayScene(reference), norm, tile, overlap, gather, progress)
+    return out, latencies
 
 
 def _bar(total: int, progress: bool):
@@ -97,10 +91,3 @@ def run_tiles(backend: Backend, tiles: np.ndarray, progress: bool = False) -> tu
     if bar:
         bar.close()
     return out, latencies
-
-
-def _run_grid(backend: Backend, reference: np.ndarray, norm: Normalization, tile: int,
-              progress: bool) -> tuple[np.ndarray, list[float]]:
-    grid = PatchGrid(reference.shape[1], reference.shape[2], tile)
-    out, latencies = run_tiles(backend, grid.cut(norm.forward(reference)), progress)
-    return norm.inverse(grid.stitch(out)), latencies

@@ -28,7 +28,51 @@ from qmtgan.runtime.scene import BAND_ORDER, NODATA
 from qmtgan.runtime.tiling import PatchGrid, mirror_indices
 
 
-class SceneReader:
+class WindowSource:
+    """Windows of a (bands, H, W) scene: subclasses give `height`, `width` and `read`."""
+
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def band_count(self) -> int:
+        return len(BAND_ORDER)
+
+    def read(self, row: int, col: int, height: int, width: int, dtype=np.float32) -> np.ndarray:
+        raise NotImplementedError
+
+    def tile(self, row: int, col: int, size: int, dtype=np.float32) -> np.ndarray:
+        """(bands, size, size): the window, mirror-padded where it runs past the scene."""
+        rows, cols = mirror_indices(row, size, self.height), mirror_indices(col, size, self.width)
+        r0, c0 = int(rows.min()), int(cols.min())
+        block = self.read(r0, c0, int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1, dtype)
+        if rows[-1] == row + size - 1 and cols[-1] == col + size - 1:
+            return block  # wholly inside: no copy
+        return block[:, rows - r0][:, :, cols - c0]
+
+
+
+class ArrayScene(WindowSource):
+    """Windows of a band-first scene already in memory (the whole-array path)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.height, self.width = (int(v) for v in data.shape[1:])
+
+    @property
+    def band_count(self) -> int:
+        return int(self.data.shape[0])
+
+    def read(self, row: int, col: int, height: int, width: int, dtype=np.float32) -> np.ndarray:
+        window = self.data[:, row:row + height, col:col + width]
+        return window if dtype is None else window.astype(dtype, copy=False)
+
+
+class SceneReader(WindowSource):
     """Windows of a 12-band reference in BAND_ORDER, as float32 DN: a GeoTIFF (bands found by
     their descriptions) or a band-first .npy (memory-mapped, no georeference)."""
 
@@ -56,14 +100,6 @@ class SceneReader:
             self.height, self.width = self._ds.height, self._ds.width
             self.crs, self.transform = self._ds.crs, self._ds.transform
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    @property
-    def band_count(self) -> int:
-        return len(BAND_ORDER)
-
     def read(self, row: int, col: int, height: int, width: int, dtype=np.float32) -> np.ndarray:
         """(bands, height, width) DN of the window at (row, col), inside the scene, as `dtype`
         (None: the file's own, e.g. uint16 at half the memory of float32)."""
@@ -80,15 +116,6 @@ class SceneReader:
         from qmtgan.runtime.raster import read_bands
 
         return read_bands(self._ds, self._index, self.path, Window(col, row, width, height), dtype)
-
-    def tile(self, row: int, col: int, size: int, dtype=np.float32) -> np.ndarray:
-        """(bands, size, size): the window, mirror-padded where it runs past the scene."""
-        rows, cols = mirror_indices(row, size, self.height), mirror_indices(col, size, self.width)
-        r0, c0 = int(rows.min()), int(cols.min())
-        block = self.read(r0, c0, int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1, dtype)
-        if rows[-1] == row + size - 1 and cols[-1] == col + size - 1:
-            return block  # wholly inside: no copy
-        return block[:, rows - r0][:, :, cols - c0]
 
     def close(self) -> None:
         if self._ds is not None:
@@ -117,7 +144,7 @@ def valid_mask(reference: np.ndarray) -> np.ndarray:
     return np.all(reference != NODATA, axis=0)
 
 
-def stream_scene(backend: Backend, reader: SceneReader, norm: Normalization, tile: int, overlap: int,
+def stream_scene(backend: Backend, reader: WindowSource, norm: Normalization, tile: int, overlap: int,
                  emit: Callable[[Window], None], progress: bool = False) -> list[float]:
     """Run the scene tile by tile and `emit` each final window; returns per-tile seconds."""
     if overlap == 0:
