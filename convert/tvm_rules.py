@@ -158,11 +158,54 @@ def prepare_passes(target) -> list:
             *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
 
 
-def pipeline(target, apply_database: bool = False):
-    """Prepare, [apply the current MetaSchedule database's records,] schedule every function left
-    without one by the rules, lower and finalize."""
+def database_pass(target, applied: dict | None = None):
+    """MetaScheduleApplyDatabase (the current database's best schedule for every PrimFunc it has
+    a record for; a record replays on the workload it was tuned on, so it also serves a function
+    equal to it up to names) that keeps going where a record does not replay: the rules then
+    schedule that function. `applied` counts "database" and "skipped"."""
     import tvm
-    from tvm import relax
+    from tvm import tirx
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    counts = applied if applied is not None else {}
+    for key in ("database", "skipped"):
+        counts.setdefault(key, 0)
+
+    def best_schedule(db, func, name: str):
+        try:
+            sch = db.query_schedule(_normalize_mod(func), target, name)
+        except Exception as exc:  # TVM reports a failed replay as one of its errors
+            counts["skipped"] += 1
+            log.warning(f"TVM: the tuning record of {name} does not replay ({type(exc).__name__}); "
+                        "the rules schedule it")
+            return None
+        counts["database"] += sch is not None
+        return sch
+
+    @tvm.transform.module_pass(opt_level=0, name="ApplyDatabaseTolerant")
+    def _apply(mod, _ctx):
+        db = ms.database.Database.current()
+        mod = mod.clone()  # the caller's module stays as it was
+        for gv, func in list(mod.functions.items()):
+            if not isinstance(func, tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+                continue
+            sch = best_schedule(db, func, gv.name_hint)
+            if sch is None:
+                continue
+            scheduled = sch.mod["main"]
+            for key, value in func.attrs.items():  # the original attributes, as the TVM pass keeps them
+                scheduled = scheduled.with_attr(key, value)
+            mod[gv] = scheduled.with_attr("tirx.is_scheduled", True)
+        return mod
+
+    return _apply
+
+
+def pipeline(target, apply_database: bool = False, applied: dict | None = None):
+    """Prepare, [apply the current MetaSchedule database's records (`applied` counts them),]
+    schedule every function left without one by the rules, lower and finalize."""
+    import tvm
     from tvm.s_tir import dlight
 
     @tvm.transform.module_pass(opt_level=0)
@@ -171,7 +214,7 @@ def pipeline(target, apply_database: bool = False):
         with target:
             passes = prepare_passes(target)
             if apply_database:
-                passes.append(relax.transform.MetaScheduleApplyDatabase())
+                passes.append(database_pass(target, applied))
             passes += [dlight.ApplyDefaultSchedule(*_rules())]
             return tvm.transform.Sequential(passes + cpu.dataflow_lower_passes(target)
                                             + cpu.finalize_passes(target))(mod)

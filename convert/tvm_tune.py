@@ -6,7 +6,7 @@ tuning tasks), `extract_tasks` lists them. `trials` is the database's total budg
 (`trials.json` counts what was spent): a later run with a larger one spends the difference on
 every task, the search seeded by the records; with no more budget only tasks without a record
 are tuned (`tune_tasks`). The build applies the
-database (`MetaScheduleApplyDatabase`) before lowering. Functions without a record are compiled
+database before lowering (`tvm_rules.database_pass`). Functions without a record are compiled
 as in an untuned build.
 
 The database lives in `<root>/<board>/database_{workload,tuning_record}.json` (+ logs/), one per
@@ -90,7 +90,70 @@ def _open_database(work_dir: Path, target):
         log.warning(f"{work_dir} was tuned for {stamp.read_text()}, now {spec}: its records are reused "
                     "(use another --tuning-db to tune from scratch)")
     stamp.write_text(spec)
-    return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    try:
+        return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    except Exception:  # TVM raises its own error types for a record it cannot replay
+        _set_aside_records_that_do_not_load(work_dir)
+        return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+
+
+def _loads(work_dir: Path, records: list[str]) -> bool:
+    """Whether MetaSchedule loads these record lines next to the database's workloads."""
+    import shutil
+    import tempfile
+
+    from tvm.s_tir import meta_schedule as ms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(work_dir / "database_workload.json", tmp)
+        Path(tmp, "database_tuning_record.json").write_text("".join(f"{r}\n" for r in records))
+        try:
+            ms.database.JSONDatabase(work_dir=tmp, module_equality="structural")
+            return True
+        except Exception:
+            return False
+
+
+def _set_aside_records_that_do_not_load(work_dir: Path) -> None:
+    """MetaSchedule refuses a whole database when one record's trace does not replay on its
+    workload. Such records (their trace names blocks of another, structurally equal function)
+    are found by bisection and moved to database_tuning_record.rejected.json; the rest load."""
+    from qmtgan.runtime.atomic import write_text_atomic
+
+    path = work_dir / "database_tuning_record.json"
+    records = [line for line in path.read_text().splitlines() if line.strip()]
+
+    def bad(lines: list[str], start: int) -> list[int]:
+        if _loads(work_dir, lines):
+            return []
+        if len(lines) == 1:
+            return [start]
+        half = len(lines) // 2
+        return bad(lines[:half], start) + bad(lines[half:], start + half)
+
+    rejected = set(bad(records, 0))
+    if len(rejected) == len(records) and records:
+        raise QmtganError(f"{work_dir}: MetaSchedule cannot load any of its {len(records)} tuning records "
+                          "(tune again with another --tuning-db)")
+    aside = work_dir / "database_tuning_record.rejected.json"
+    kept = "".join(f"{r}\n" for i, r in enumerate(records) if i not in rejected)
+    previous = aside.read_text() if aside.exists() else ""
+    write_text_atomic(aside, previous + "".join(f"{records[i]}\n" for i in sorted(rejected)))
+    write_text_atomic(path, kept)
+    log.warning(f"{work_dir}: {len(rejected)} of {len(records)} tuning records do not replay on their "
+                f"workload; set aside in {aside.name}, the other {len(records) - len(rejected)} are used")
+
+
+def _as_known_workload(db, task):
+    """The task over the database's own copy of its workload when the database has a
+    structurally equal one: MetaSchedule files the new records under that workload, so their
+    traces must name its blocks (the same layer gets other names after any change to the graph)."""
+    from tvm.s_tir.meta_schedule.extracted_task import ExtractedTask
+
+    mod = task.dispatched[0]
+    if not db.has_workload(mod):
+        return task
+    return ExtractedTask(task.task_name, task.mod, task.target, [db.commit_workload(mod).mod], task.weight)
 
 
 def _is_tuned(db, task) -> bool:
@@ -233,6 +296,7 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, *, board: Board | 
     spent = _trials_spent(work_dir)
     untuned = [t for t in tasks if not _is_tuned(db, t)]
     todo, budget = plan_trials(trials, spent, tasks, untuned)
+    todo = [_as_known_workload(db, t) for t in todo]
     stats = {
         "tasks": len(tasks),
         "tuned_before": len(tasks) - len(untuned),
@@ -294,15 +358,17 @@ def tune_with_stats(mod, target, work_dir: Path, trials: int, *, board: Board | 
     return db, stats
 
 
-def compile_with_database(mod, target, database):
+def compile_with_database(mod, target, database, applied: dict | None = None):
     """Prepare, apply the database's best schedules (the rules of tvm_rules.py schedule the
-    functions it has no record for), lower and build (a relax VMExecutable)."""
+    functions it has no record for, or whose record does not replay; `applied` counts them),
+    lower and build (a relax VMExecutable)."""
     import tvm
 
     from qmtgan.convert.tvm_rules import pipeline
 
     with database:
-        return tvm.compile(mod, target=target, relax_pipeline=pipeline(target, apply_database=True))
+        return tvm.compile(mod, target=target,
+                           relax_pipeline=pipeline(target, apply_database=True, applied=applied))
 
 
 def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board, out_so: Path,
@@ -342,15 +408,18 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
     log.info(f"TVM: building {board.name} with {stats['tuned_now']}/{stats['tasks']} tasks from the database"
              + ("" if stats["tuned_now"] else " (none: the module is untuned)"))
     t1 = time.perf_counter()
-    executable = compile_with_database(mod, target, db)
+    applied: dict = {}
+    executable = compile_with_database(mod, target, db, applied)
     export_module(executable, board, out_so)
     from qmtgan.convert.tvm_rules import RULES
+
 
     return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t1,
             "input_name": name,
             "tvm_schedules": {"rules": list(RULES), "database": str(work_dir),
-                              "source": source if stats["tuned_now"] else None,
-                              "functions_from_database": stats["tuned_now"], "functions": stats["tasks"]},
+                              "source": source if applied["database"] else None,
+                              "functions_from_database": applied["database"], "functions": stats["tasks"],
+                              "records_that_do_not_replay": applied["skipped"]},
             "tvm_tuning": {"trials": trials, "database": str(work_dir), "tuned_tasks": stats["tuned_now"],
                            "tasks": stats["tasks"], "tuned_before": stats["tuned_before"],
                            "trials_run": stats["trials_run"], "tune_s": round(tune_s, 1),

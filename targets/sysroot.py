@@ -22,6 +22,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -158,10 +159,19 @@ def ensure_sysroot(board: Board, log=None) -> Path:
     return dest
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the builder dies, so a killed build leaves
+    no debootstrap writing into the abandoned temporary."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _debootstrap(debootstrap: str, suite: str, target: Path, mirror: str) -> None:
     cmd = [debootstrap, "--foreign", "--arch", "arm64", "--variant=minbase",
            f"--include={','.join(PYTHON_PACKAGES)}", suite, str(target), mirror]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_die_with_parent)
     if proc.returncode != 0:
         log_file = target / "debootstrap" / "debootstrap.log"
         detail = log_file.read_text(errors="replace")[-2000:] if log_file.is_file() else ""

@@ -58,6 +58,36 @@ def test_every_artifact_runs_in_its_runtime_and_agrees_with_keras(bundles):
     assert manifest["graph"]["transposed_convolution"].startswith("sub-pixel")
 
 
+def test_the_output_clip_is_one_clip_and_the_tvm_module_holds_no_output_sized_constant(tmp_path):
+    """tf2onnx writes the residual output's clip as Min/Max against (1, 1, 1, 1) constants; the
+    export makes it one Clip (same outputs in ONNX Runtime), so TVM folds no output-sized arrays
+    into the module. A small linear-residual generator, untrained (the graph is what matters)."""
+    import onnx
+    import onnxruntime as ort
+
+    from qmtgan.convert.onnx_export import to_onnx
+    from qmtgan.convert.tvm_build import compile_onnx
+    from qmtgan.targets.registry import board
+    from qmtgan.train.models.registry import build_generator, default_config
+
+    tile = 64
+    model = build_generator(default_config("multitempgan", ngf=4, depth=2, patch_size=tile,
+                                           residual="linear", spectral_kernel=3))
+    onnx_bytes = to_onnx(model)
+    ops = [n.op_type for n in onnx.load_model_from_string(onnx_bytes).graph.node]
+    assert ops.count("Clip") == 1 and "Min" not in ops and "Max" not in ops
+    x = np.random.default_rng(0).normal(0, 2, (1, tile, tile, 12)).astype(np.float32)
+    y = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"reference": x})[0]
+    np.testing.assert_allclose(y, model(x, training=False).numpy(), atol=1e-5)
+    assert np.abs(y).max() == 1.0  # the clip is active on this input
+
+    so = tmp_path / "model.so"
+    compile_onnx(onnx_bytes, x.shape, board("host-x86_64"), so)
+    symbols = subprocess.run(["nm", "-S", so], capture_output=True, text=True, check=True).stdout
+    blob = next(int(line.split()[1], 16) for line in symbols.splitlines() if "__tvm_ffi__library_bin" in line)
+    assert blob < len(onnx_bytes) + x.nbytes  # the weights and the VM code; two output arrays would not fit
+
+
 def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     """--explain-int8: the per-op table travels in the bundle and the manifest names the three
     worst ops; ONNX Runtime's quantizer leaves no convolution in float and records each

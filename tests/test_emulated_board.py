@@ -200,3 +200,43 @@ def test_the_board_decodes_a_scene_streaming_like_the_host(board, emulated_bundl
     step_dn = scale * (np.asarray(norm.high) - np.asarray(norm.low)) / 2  # one output LSB, in DN, per band
     diff = np.abs(np.load(tmp_path / "board.npy") - np.load(tmp_path / "host.npy"))
     assert (diff <= step_dn[:, None, None] * 1.001 + 1e-3).all(), float(diff.max())
+
+
+@pytest.mark.network
+def test_a_sysroot_build_killed_midway_is_never_used_and_a_rerun_completes(board, tmp_path, monkeypatch):
+    """kill -9 the builder while debootstrap downloads: no sysroot under the final name, the
+    debootstrap it started dies with it, and the next build sweeps the half-built tree and
+    completes (downloads the arm64 base again: network)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from qmtgan.targets import sysroot
+
+    cache = tmp_path / "cache"
+    code = ("from qmtgan.targets.registry import board; from qmtgan.targets.sysroot import ensure_sysroot; "
+            f"ensure_sysroot(board({BOARD!r}))")
+    builder = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "QMTGAN_CACHE": str(cache)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parent = cache / "sysroot"
+    deadline = time.monotonic() + 300
+    while not any(len(list(t.glob("var/cache/apt/archives/*.deb"))) >= 5
+                  for t in parent.glob(".bookworm-arm64.tmp-*")):
+        assert builder.poll() is None, f"the build ended before it could be killed: {builder.stderr.read()}"
+        assert time.monotonic() < deadline, "debootstrap downloaded nothing in 300 s"
+        time.sleep(0.2)
+    os.kill(builder.pid, signal.SIGKILL)
+    builder.wait()
+    half_built = list(parent.glob(".bookworm-arm64.tmp-*"))
+    assert len(half_built) == 1 and not (parent / "bookworm-arm64").exists()
+    # debootstrap got SIGKILL with its parent (its last download may finish writing first)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", str(half_built[0])], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "debootstrap outlived the killed build"
+        time.sleep(0.2)
+
+    monkeypatch.setenv("QMTGAN_CACHE", str(cache))
+    dest = sysroot.ensure_sysroot(board, log=lambda msg: None)  # checks the guest Python runs
+    assert dest == parent / "bookworm-arm64" and (dest / sysroot.STAMP).is_file()
+    assert not list(parent.glob(".bookworm-arm64.tmp-*"))

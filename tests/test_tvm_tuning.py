@@ -89,3 +89,99 @@ def test_the_schedule_rules_apply_to_every_convolution_and_keep_the_function():
     got = (got[0] if not hasattr(got, "numpy") else got).numpy()
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(got, session.run(None, {"x": x})[0], atol=1e-5)
+
+
+def _doubling_workload(prefix: str):
+    """A small PrimFunc whose buffers and block are named after `prefix`: two prefixes give
+    functions equal in structure, with other block names (the same layer in two graphs)."""
+    from tvm import te
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    a = te.placeholder((64, 64), name=f"{prefix}_a")
+    b = te.compute((64, 64), lambda i, j: a[i, j] * 2.0 + 1.0, name=f"{prefix}_b")
+    return _normalize_mod(te.create_prim_func([a, b]).with_attr("global_symbol", "fused_double"))
+
+
+def _record(db, workload, traced, prefix: str, target):
+    """A tuning record (made by hand: two schedule primitives) whose trace names `prefix`'s block,
+    filed under `workload`."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    sch = s_tir.Schedule(traced)
+    loops = sch.get_loops(sch.get_sblock(f"{prefix}_b"))
+    sch.parallel(loops[0])
+    sch.vectorize(loops[1])
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(workload), [1e-3], target,
+                                                     ms.arg_info.ArgInfo.from_prim_func(workload["main"])))
+
+
+def test_records_whose_trace_names_other_blocks_are_set_aside_and_the_rest_load(tmp_path, caplog):
+    """MetaSchedule files a record of a function structurally equal to a known workload under
+    that workload, and then refuses to load the whole database when the trace names other
+    blocks. Such records are set aside; the database loads with the others."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from qmtgan.convert.tvm_tune import _open_database
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    old, renamed = _doubling_workload("lv1"), _doubling_workload("lv2")
+    tvm.ir.assert_structural_equal(old, renamed)
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path), module_equality="structural")
+    _record(db, old, old, "lv1", target)
+    _record(db, old, renamed, "lv2", target)  # what a tuning run of the renamed function leaves
+    with pytest.raises(Exception):  # TVM's own error type
+        ms.database.JSONDatabase(work_dir=str(tmp_path), module_equality="structural")
+
+    db = _open_database(tmp_path, target)
+    assert len(db) == 1 and db.query_schedule(old, target, "main") is not None
+    assert len((tmp_path / "database_tuning_record.rejected.json").read_text().splitlines()) == 1
+    assert any("1 of 2 tuning records do not replay" in r.getMessage() for r in caplog.records)
+
+
+def test_records_apply_to_functions_equal_up_to_names_and_one_that_does_not_replay_is_left_to_the_rules(
+        tmp_path):
+    import numpy as np
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.extracted_task import ExtractedTask
+
+    from qmtgan.convert.tvm_rules import database_pass
+    from qmtgan.convert.tvm_tune import _as_known_workload
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    old, renamed = _doubling_workload("lv1"), _doubling_workload("lv2")
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path), module_equality="structural")
+    _record(db, old, old, "lv1", target)
+
+    applied: dict = {}
+    mod = tvm.IRModule({"fused_double": renamed["main"]})
+    with db, target:
+        scheduled = database_pass(target, applied)(mod)
+    assert applied == {"database": 1, "skipped": 0}
+    func = scheduled["fused_double"]
+    assert func.attrs["tirx.is_scheduled"]
+    assert "T.parallel" in func.script() and "T.vectorized" in func.script()
+    x = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    y = tvm.runtime.tensor(np.zeros_like(x))
+    tvm.compile(scheduled, target=target)["fused_double"](tvm.runtime.tensor(x), y)
+    np.testing.assert_allclose(y.numpy(), 2 * x + 1)
+
+    # a record whose trace names other blocks than its workload's (in memory: a database on disk
+    # with one is repaired when opened) is skipped, and the function keeps its own loops
+    (tmp_path / "broken").mkdir()
+    broken = ms.database.JSONDatabase(work_dir=str(tmp_path / "broken"), module_equality="structural")
+    _record(broken, old, renamed, "lv2", target)
+    applied = {}
+    with broken, target:
+        unscheduled = database_pass(target, applied)(mod)
+    assert applied == {"database": 0, "skipped": 1}
+    assert "tirx.is_scheduled" not in unscheduled["fused_double"].attrs
+
+    task = ExtractedTask("fused_double", renamed, target, [renamed], 1)
+    assert "lv1_b" in _as_known_workload(db, task).dispatched[0].script()
+    fresh = ExtractedTask("other", _doubling_workload("lv3"), target, [_doubling_workload("lv3")], 1)
+    (tmp_path / "empty").mkdir()
+    empty = ms.database.JSONDatabase(work_dir=str(tmp_path / "empty"), module_equality="structural")
+    assert _as_known_workload(empty, fresh) is fresh
