@@ -159,13 +159,26 @@ def _check_members(archive: Path, members: list, into: Path) -> None:
                           f"({MAX_ARCHIVE_BYTES})")
 
 
+def _extract(tar: tarfile.TarFile, members: list, into: Path) -> None:
+    """Extract checked members with tarfile's "data" filter, or where Python predates it
+    (before 3.11.4, e.g. Debian 12's 3.11.2) with what it adds to `_check_members`: no setuid,
+    setgid or sticky bits, no group or other write permission, owned by this user."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(into, members=members, filter="data")
+        return
+    for m in members:
+        m.mode = (m.mode & 0o755) | (0o700 if m.isdir() else 0o600)
+        m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+    tar.extractall(into, members=members)
+
+
 def _safe_extract(archive: Path, into: Path) -> Path:
     """Extract a checked archive (`_check_members`); return its one top folder."""
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             _check_members(archive, members, into)
-            tar.extractall(into, members=members, filter="data")
+            _extract(tar, members, into)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise QmtganError(f"{archive}: not a readable bundle archive ({exc})") from exc
     tops = {Path(m.name).parts[0] for m in members}

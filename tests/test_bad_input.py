@@ -255,9 +255,12 @@ def test_missing_system_packages_stop_with_the_exact_command():
     from qmtgan.targets.registry import TARGETS_DIR
 
     script = str(TARGETS_DIR / "system_packages.sh")
+    # the script on stdin: `nobody` may not be allowed into the checkout (a clone under /root)
     as_user = ["su", "nobody", "-s", "/bin/sh", "-c"] if os.geteuid() == 0 else ["sh", "-c"]
     env = {"PATH": "/usr/bin:/bin", "QMTGAN_SYSTEM_PACKAGES": "qmtgan-no-such-package dpkg"}
-    proc = subprocess.run([*as_user, f"sh {script}"], capture_output=True, text=True, env=env, timeout=60)
+    with open(script) as stdin:
+        proc = subprocess.run([*as_user, "sh -s"], stdin=stdin, capture_output=True, text=True, env=env,
+                              timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "missing: qmtgan-no-such-package" in proc.stderr and "install them with:" in proc.stderr
     assert "apt-get install -y -qq --no-install-recommends qmtgan-no-such-package'" in proc.stderr

@@ -256,6 +256,36 @@ def test_archive_members_that_escape_are_refused(small_pair_dir, tmp_path):
     assert not (tmp_path.parent / "escaped.txt").exists()
 
 
+@pytest.mark.parametrize("data_filter", [True, False], ids=["data-filter", "python-without-data-filter"])
+def test_extracted_members_lose_setuid_and_foreign_write_bits_and_owners(tmp_path, monkeypatch, data_filter):
+    """tarfile's "data" filter where Python has it (>= 3.11.4), the same effect where it does not
+    (Debian 12's 3.11.2)."""
+    import os
+    import stat
+
+    from qmtgan.runtime.bundle import _extract
+
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "b.tar"
+    with tarfile.open(archive, "w") as tar:
+        folder = tarfile.TarInfo("bundle")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o777
+        tar.addfile(folder)
+        info = tarfile.TarInfo("bundle/model.bin")
+        info.size, info.mode, info.uid, info.gid, info.uname = 3, 0o6777, 4242, 4242, "somebody"
+        tar.addfile(info, io.BytesIO(b"abc"))
+    (tmp_path / "out").mkdir()
+    with tarfile.open(archive) as tar:
+        _extract(tar, tar.getmembers(), tmp_path / "out")
+    extracted = tmp_path / "out" / "bundle" / "model.bin"
+    mode = stat.S_IMODE(extracted.stat().st_mode)
+    assert extracted.read_bytes() == b"abc"
+    assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH) and mode & 0o600 == 0o600
+    assert not stat.S_IMODE((tmp_path / "out" / "bundle").stat().st_mode) & stat.S_IWOTH
+    assert extracted.stat().st_uid == os.getuid()
+
+
 def test_aarch64_modules_are_arm_elfs_for_their_boards(bundles, small_pair_dir, tmp_path):
     from qmtgan.convert.tvm_build import elf_machine
 
