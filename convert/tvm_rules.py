@@ -194,7 +194,7 @@ def database_pass(target, applied: dict | None = None):
             if sch is None:
                 continue
             scheduled = sch.mod["main"]
-            for key, value in func.attrs.items():  # the original attributes, as the TVM pass keeps them
+            for key, value in (func.attrs or {}).items():  # the original attributes, as TVM keeps them
                 scheduled = scheduled.with_attr(key, value)
             mod[gv] = scheduled.with_attr("tirx.is_scheduled", True)
         return mod
