@@ -34,6 +34,7 @@ def fuse_clips(graph) -> int:
 
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     consumers: dict[str, list] = {}
+    producers = {name: node for node in graph.node for name in node.output}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
@@ -44,8 +45,8 @@ def fuse_clips(graph) -> int:
 
     fused = 0
     for low in [n for n in graph.node if n.op_type == "Max" and len(n.input) == 2]:
-        high = next((n for n in graph.node if n.op_type == "Min" and low.input[0] in n.output), None)
-        if high is None or len(high.input) != 2 or len(consumers.get(low.input[0], [])) != 1:
+        high = producers.get(low.input[0])
+        if high is None or high.op_type != "Min" or len(high.input) != 2 or len(consumers[low.input[0]]) != 1:
             continue
         lo, hi = bound(low.input[1]), bound(high.input[1])
         if lo is None or hi is None or lo > hi:

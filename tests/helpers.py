@@ -32,6 +32,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
                           text=True, cwd=cwd, timeout=timeout)
 
 
+def run_cli_without_tf(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process where TensorFlow, Keras and tf2onnx cannot be imported."""
+    return subprocess.run([sys.executable, "-c", BLOCK_TF, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def write_band(path: Path, array: np.ndarray, transform, crs="EPSG:32618", descriptions=None) -> Path:
     import rasterio
 

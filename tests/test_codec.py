@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import rasterio
 
-import subprocess
-import sys
 
-from helpers import BLOCK_TF, run_cli
+from helpers import run_cli, run_cli_without_tf
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +39,7 @@ def test_decode_reproduces_the_in_memory_dequantized_model(encoded, tiny_run, re
 
     ref, _, _ = reference_target
     out = tmp_path / "target_hat.tif"
-    proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "decode", "--reference", str(ref), str(encoded),
-                           "-o", str(out)], capture_output=True, text=True, timeout=300)
+    proc = run_cli_without_tf("decode", "--reference", ref, encoded, "-o", out, timeout=300)
     assert proc.returncode == 0, proc.stderr  # decoding needs no TensorFlow
 
     generator, cfg, norm, _ = load_model(tiny_run[0])

@@ -7,13 +7,12 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 
-from helpers import BLOCK_TF, run_cli, write_band
+from helpers import run_cli, run_cli_without_tf, write_band
 
 
 @pytest.fixture(scope="module")
@@ -153,23 +152,9 @@ def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_
 def test_the_runtime_imports_no_tensorflow(bundles, small_pair_dir, tmp_path):
     out, _ = bundles
     for name in ("tflite-int8", "onnx", "tvm-host-x86_64"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                BLOCK_TF,
-                "run",
-                "--bundle",
-                str(out / name),
-                "--reference",
-                str(small_pair_dir / "reference.tif"),
-                "-o",
-                str(tmp_path / f"{name}.tif"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = run_cli_without_tf("run", "--bundle", out / name, "--reference",
+                                  small_pair_dir / "reference.tif", "-o", tmp_path / f"{name}.tif",
+                                  timeout=300)
         assert proc.returncode == 0, proc.stderr
 
 

@@ -5,13 +5,11 @@ TensorFlow training, real TFLite and ONNX Runtime)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from helpers import BLOCK_TF, run_cli
+from helpers import run_cli, run_cli_without_tf
 
 # The small pair has 96 x 128 x 12 samples; its JPEG2000 streams carry a few hundred bytes of
 # headers, so its rates are higher than a full scene's.
@@ -136,8 +134,7 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
     assert proc.returncode == 0, proc.stderr
     reported = float(proc.stdout.rsplit("SNR ", 1)[1].split(" dB")[0])
     decoded = tmp_path / "decoded.tif"
-    proc = subprocess.run([sys.executable, "-c", BLOCK_TF, "decode", "--reference", str(ref), str(out),
-                           "-o", str(decoded)], capture_output=True, text=True)
+    proc = run_cli_without_tf("decode", "--reference", ref, out, "-o", decoded)
     assert proc.returncode == 0, proc.stderr
     from qmtgan.runtime import payload as fmt
     from qmtgan.runtime.metrics import snr_db
@@ -257,24 +254,9 @@ def test_residual_generator_deploys_in_every_runtime(residual_run, small_pair_di
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     assert manifest["generator"]["residual"] == "linear" and manifest["generator"]["spectral_kernel"] == 3
     dest = tmp_path / "run.tif"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            BLOCK_TF,
-            "run",
-            "--bundle",
-            str(out / "onnx"),
-            "--reference",
-            str(small_pair_dir / "reference.tif"),
-            "--target",
-            str(small_pair_dir / "target.tif"),
-            "-o",
-            str(dest),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli_without_tf("run", "--bundle", out / "onnx", "--reference",
+                              small_pair_dir / "reference.tif", "--target", small_pair_dir / "target.tif",
+                              "-o", dest)
     assert proc.returncode == 0, proc.stderr
     assert (
         abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - records["onnx"]["snr_vs_target_db"])
@@ -299,26 +281,9 @@ def test_residual_generator_deploys_in_every_runtime(residual_run, small_pair_di
     )
     assert proc.returncode == 0, proc.stderr
     reported = float(proc.stdout.rsplit("SNR ", 1)[1].split(" dB")[0])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            BLOCK_TF,
-            "run",
-            "--bundle",
-            str(out / "onnx"),
-            "--reference",
-            str(small_pair_dir / "reference.tif"),
-            "--target",
-            str(small_pair_dir / "target.tif"),
-            "--payload",
-            str(hybrid),
-            "-o",
-            str(tmp_path / "hybrid.tif"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli_without_tf("run", "--bundle", out / "onnx", "--reference",
+                              small_pair_dir / "reference.tif", "--target", small_pair_dir / "target.tif",
+                              "--payload", hybrid, "-o", tmp_path / "hybrid.tif")
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout.strip().splitlines()[-1])["snr_db"] - reported) < 0.05
     proc = run_cli("run", "--bundle", out / "onnx", "--reference", small_pair_dir / "reference.tif",
