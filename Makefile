@@ -63,6 +63,7 @@ bench: venv $(DEMO)/report.md
 	  --model $(DEMO)/model --pair $(DEMO)/pair --threads 1,2 --tiles 4 --runs 10 --min-time 2 --out $(RESULTS)/bench
 	$(BIN)/python -m qmtgan.bench.full_tile --bundle $(DEMO)/bundles/tflite-int8 --pair $(DEMO)/pair \
 	  --cache $(RESULTS)/cache --out $(RESULTS)/bench
+	$(BIN)/python -m qmtgan.bench.width --pair $(DEMO)/pair --out $(RESULTS)/bench
 
 # MetaSchedule tuning of the host TVM module (minutes to hours; reuses its database next time).
 tune: venv $(DEMO)/report.md

@@ -53,6 +53,16 @@ def latency_stats(seconds: list[float]) -> dict:
     }
 
 
+def throughput(macs: int, mean_s: float, peak: dict) -> dict:
+    """Useful work per second: 2 x the convolutions' MACs per tile over the mean latency, and
+    its fraction of the machine's peak (machine.py) when there is one."""
+    gflops = 2 * macs / mean_s / 1e9
+    peak_gflops = peak.get("peak_gflops")
+    return {"macs_per_tile": macs, "gflops": gflops, "peak_gflops": peak_gflops,
+            "fraction_of_peak": gflops / peak_gflops if peak_gflops else None,
+            "peak_formula": peak.get("formula")}
+
+
 def error_record(config: Config, error: str, stderr: str | None = None) -> dict:
     """`stderr`: the failed worker's whole stderr (the message has only its end)."""
     return {
@@ -78,10 +88,8 @@ def make_record(
 ) -> dict:
     lat = latency_stats(probe["latencies_s"])
     mean_s = lat["mean"] / 1000
-    gflops = 2 * macs / mean_s / 1e9
     vs_float = tiles.scores(predicted, against=float_outputs) if float_outputs is not None else {}
     vs_target = tiles.scores(predicted)
-    peak_gflops = peak.get("peak_gflops")
     return {
         "schema": SCHEMA,
         "config": asdict(config),
@@ -101,11 +109,7 @@ def make_record(
         "snr_vs_target_db": vs_target.get("snr_db"),
         "lmse_vs_target": vs_target.get("lmse"),
         "megapixels_per_s": probe["tile"] ** 2 / mean_s / 1e6,
-        "macs_per_tile": macs,
-        "gflops": gflops,
-        "peak_gflops": peak_gflops,
-        "fraction_of_peak": gflops / peak_gflops if peak_gflops else None,
-        "peak_formula": peak.get("formula"),
+        **throughput(macs, mean_s, peak),
         "speedup_vs_keras": keras_mean_ms / lat["mean"] if keras_mean_ms else None,
         "device": probe.get("machine"),
         "versions": probe.get("versions"),

@@ -321,3 +321,40 @@ def test_a_board_over_ssh(tiny_bundles, tiny_run, small_pair_dir, tmp_path):
     assert len(remote) == 1 and remote[0]["status"] == "ok" and remote[0]["peak_rss_mb"] > 0
     assert remote[0]["snr_vs_float_db"] > 30
     assert (tmp_path / "board" / "bundles" / "tflite-int8" / "model.tflite").is_file()
+
+
+def _demo_structure_macs(ngf: int, tile: int, bands: int = 12, depth: int = 5, k: int = 5) -> int:
+    """The MultiTempGAN's convolution MACs per tile, counted from its definition (linear residual,
+    3x3 spectral map): conv_i at tile / 2^i, deconv_i from tile / 2^(depth + 1 - i)."""
+    down = [ngf * min(2**i, 8) for i in range(depth)]
+    up = down[-2::-1] + [bands]
+    macs, cin = 0, bands
+    for i, w in enumerate(down, start=1):
+        macs += (tile // 2**i) ** 2 * k * k * cin * w
+        cin = w
+    for i, w in enumerate(up, start=1):
+        cin = up[i - 2] + down[depth - i] if i > 1 else down[-1]
+        macs += (tile // 2 ** (depth + 1 - i)) ** 2 * k * k * cin * w
+    return macs + tile * tile * 9 * bands * bands
+
+
+def test_the_width_benchmark_counts_the_work_and_times_every_runtime(small_pair_dir, tmp_path):
+    """The demo's generator and one twice as wide, through TFLite and ONNX Runtime: each row's
+    MACs match the generator's definition and its GFLOP/s and fraction of peak follow from them."""
+    out = tmp_path / "width"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmtgan.bench.width", "--pair", str(small_pair_dir), "--generators", "demo,ngf8",
+         "--runtimes", "tflite,onnxruntime", "--threads", "1", "--tile", "32", "--tiles", "2", "--runs", "3",
+         "--min-time", "0", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "width.json").read_text())
+    rows = result["rows"]
+    assert [(r["generator"], r["runtime"]) for r in rows] == [
+        ("demo", "tflite"), ("demo", "onnxruntime"), ("ngf8", "tflite"), ("ngf8", "onnxruntime")]
+    for row in rows:
+        assert row["macs_per_tile"] == _demo_structure_macs(row["ngf"], 32)
+        assert row["latency_ms"]["count"] >= 3 and row["latency_ms"]["min"] > 0
+        assert row["gflops"] == pytest.approx(2 * row["macs_per_tile"] / (row["latency_ms"]["mean"] / 1000) / 1e9)
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / result["peak"]["peak_gflops"])
+    assert result["sgemm_gflops"] > 0 and (out / "width.png").stat().st_size > 0
+    assert (out / "width.md").read_text().count("| ngf8 | 8 |") == 2
