@@ -65,8 +65,9 @@ def export(generator: str, tile: int, runtimes: list[str], folder: Path) -> dict
 
 def time_in_fresh_process(runtime: str, model: Path, inputs: Path, threads: int, runs: int,
                           min_time: float) -> dict:
-    args = [sys.executable, "-m", "qmtgan.bench.width", "worker", "--model", str(model), "--backend", runtime,
-            "--tiles", str(inputs), "--threads", str(threads), "--runs", str(runs), "--min-time", str(min_time)]
+    args = [sys.executable, "-m", "qmtgan.bench.width", "worker", "--model", str(model),
+            "--backend", runtime, "--tiles", str(inputs), "--threads", str(threads), "--runs", str(runs),
+            "--min-time", str(min_time)]
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{runtime} on {model} failed:\n{proc.stderr[-4000:]}")
@@ -111,7 +112,8 @@ def markdown(result: dict) -> str:
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['generator']} | {row['ngf']} | {row['parameters']:,} | {row['macs_per_tile'] / 1e6:.0f} | "
+            f"| {row['generator']} | {row['ngf']} | {row['parameters']:,} | "
+            f"{row['macs_per_tile'] / 1e6:.0f} | "
             f"{row['runtime']} | {row['threads']} | {row['latency_ms']['mean']:.2f} | "
             f"{row['latency_ms']['p50']:.2f} | {row['gflops']:.1f} | {100 * row['fraction_of_peak']:.1f} % | "
             f"{100 * row['gflops'] / sgemm:.1f} % |")
@@ -140,6 +142,33 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def measure(a: argparse.Namespace, generators: list[str], runtimes: list[str], threads: list[int]) -> dict:
+    """Every (generator, runtime, threads), each timed in a fresh process; the report's JSON."""
+    from tqdm import tqdm
+
+    from qmtgan.runtime.scratch import scratch_dir
+
+    peak, rows = host_peak(), []
+    with scratch_dir(prefix="qmtgan-width-") as tmp:
+        inputs = Path(tmp) / "inputs.npy"
+        np.save(inputs, normalized_tiles(a.pair, a.tile, a.tiles), allow_pickle=False)
+        jobs = [(g, r, t) for g in generators for r in runtimes for t in threads]
+        exported: dict[str, dict] = {}
+        for generator, runtime, n in tqdm(jobs, desc="width", unit="config"):
+            if generator not in exported:
+                exported[generator] = export(generator, a.tile, runtimes, Path(tmp) / generator)
+            model = exported[generator]
+            timed = time_in_fresh_process(runtime, Path(tmp) / generator / MODEL_FILES[runtime], inputs, n,
+                                          a.runs, a.min_time)
+            lat = latency_stats(timed["latencies_s"])
+            rows.append({"generator": generator, "ngf": model["config"]["ngf"], "runtime": runtime,
+                         "threads": n, "parameters": model["parameters"], "config": model["config"],
+                         "latency_ms": lat, "peak_rss_kb": timed["peak_rss_kb"],
+                         **throughput(model["macs_per_tile"], lat["mean"] / 1000, peak)})
+    return {"schema": "qmtgan.bench-width/1", "tile": a.tile, "host": describe_host(), "peak": peak,
+            "sgemm_gflops": measured_sgemm_gflops(), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:
@@ -161,29 +190,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown generator or runtime: {', '.join(unknown)} "
                          f"(generators: {', '.join(GENERATORS)}; runtimes: {', '.join(MODEL_FILES)})")
     threads = [int(t) for t in a.threads.split(",")]
-    from tqdm import tqdm
+    from qmtgan.runtime.errors import QmtganError
 
-    from qmtgan.runtime.scratch import scratch_dir
-
-    peak, rows = host_peak(), []
-    with scratch_dir(prefix="qmtgan-width-") as tmp:
-        inputs = Path(tmp) / "inputs.npy"
-        np.save(inputs, normalized_tiles(a.pair, a.tile, a.tiles), allow_pickle=False)
-        jobs = [(g, r, t) for g in generators for r in runtimes for t in threads]
-        exported: dict[str, dict] = {}
-        for generator, runtime, n in tqdm(jobs, desc="width", unit="config"):
-            if generator not in exported:
-                exported[generator] = export(generator, a.tile, runtimes, Path(tmp) / generator)
-            model = exported[generator]
-            timed = time_in_fresh_process(runtime, Path(tmp) / generator / MODEL_FILES[runtime], inputs, n,
-                                          a.runs, a.min_time)
-            lat = latency_stats(timed["latencies_s"])
-            rows.append({"generator": generator, "ngf": model["config"]["ngf"], "runtime": runtime, "threads": n,
-                         "parameters": model["parameters"], "config": model["config"], "latency_ms": lat,
-                         "peak_rss_kb": timed["peak_rss_kb"],
-                         **throughput(model["macs_per_tile"], lat["mean"] / 1000, peak)})
-    result = {"schema": "qmtgan.bench-width/1", "tile": a.tile, "host": describe_host(), "peak": peak,
-              "sgemm_gflops": measured_sgemm_gflops(), "rows": rows}
+    try:
+        result = measure(a, generators, runtimes, threads)
+    except QmtganError as exc:
+        raise SystemExit(f"error: {exc}") from None
     a.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(a.out / "width.json", json.dumps(result, indent=1))
     write_text_atomic(a.out / "width.md", markdown(result))

@@ -342,10 +342,14 @@ def test_the_width_benchmark_counts_the_work_and_times_every_runtime(small_pair_
     """The demo's generator and one twice as wide, through TFLite and ONNX Runtime: each row's
     MACs match the generator's definition and its GFLOP/s and fraction of peak follow from them."""
     out = tmp_path / "width"
+    refused = subprocess.run([sys.executable, "-m", "qmtgan.bench.width", "--pair", str(small_pair_dir),
+                              "--generators", "demo,huge", "--out", str(out)], capture_output=True, text=True)
+    assert refused.returncode == 1 and "unknown generator or runtime: huge" in refused.stderr
+    assert not out.exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "qmtgan.bench.width", "--pair", str(small_pair_dir), "--generators", "demo,ngf8",
-         "--runtimes", "tflite,onnxruntime", "--threads", "1", "--tile", "32", "--tiles", "2", "--runs", "3",
-         "--min-time", "0", "--out", str(out)], capture_output=True, text=True)
+        [sys.executable, "-m", "qmtgan.bench.width", "--pair", str(small_pair_dir),
+         "--generators", "demo,ngf8", "--runtimes", "tflite,onnxruntime", "--threads", "1", "--tile", "32",
+         "--tiles", "2", "--runs", "3", "--min-time", "0", "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "width.json").read_text())
     rows = result["rows"]
@@ -354,7 +358,8 @@ def test_the_width_benchmark_counts_the_work_and_times_every_runtime(small_pair_
     for row in rows:
         assert row["macs_per_tile"] == _demo_structure_macs(row["ngf"], 32)
         assert row["latency_ms"]["count"] >= 3 and row["latency_ms"]["min"] > 0
-        assert row["gflops"] == pytest.approx(2 * row["macs_per_tile"] / (row["latency_ms"]["mean"] / 1000) / 1e9)
+        mean_s = row["latency_ms"]["mean"] / 1000
+        assert row["gflops"] == pytest.approx(2 * row["macs_per_tile"] / mean_s / 1e9)
         assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / result["peak"]["peak_gflops"])
     assert result["sgemm_gflops"] > 0 and (out / "width.png").stat().st_size > 0
     assert (out / "width.md").read_text().count("| ngf8 | 8 |") == 2
