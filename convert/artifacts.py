@@ -129,7 +129,7 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
 
 def onnx_int8(graph, ctx: Int8Context) -> Artifact:
     from qmtgan.convert.onnx_export import to_onnx
-    from qmtgan.convert.onnx_int8 import ACTIVATIONS, CALIBRATIONS, float_convolutions, quantize_onnx
+    from qmtgan.convert.onnx_int8 import ACTIVATIONS, CALIBRATIONS, WEIGHTS, float_convolutions, quantize_onnx
 
     float_model = to_onnx(graph)
     tried: dict[str, tuple[bytes, object]] = {}
@@ -141,7 +141,7 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
     left_float = float_convolutions(blob)
     if left_float:
         log.warning(f"onnx-int8 left convolution(s) in float: {', '.join(left_float)}")
-    record = {"calibration": best, "activations": ACTIVATIONS, "weights": "QInt8 per channel, symmetric",
+    record = {"calibration": best, "activations": ACTIVATIONS, "weights": f"{WEIGHTS} per channel, symmetric",
               "format": "QDQ", "float_convolutions": left_float,
               "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
     art = Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)

@@ -1,6 +1,12 @@
-"""ONNX -> int8 ONNX with ONNX Runtime's static quantization: QDQ format, int8 weights per
-output channel, int8 activations calibrated on the scene's tiles. Each calibration method is
-tried and the caller keeps the one that measures best."""
+"""ONNX -> int8 ONNX with ONNX Runtime's static quantization: QDQ format, 8-bit weights per
+output channel, 8-bit activations calibrated on the scene's tiles. Each calibration method is
+tried and the caller keeps the one that measures best.
+
+Weights and activations are both unsigned (U8U8). With signed weights (U8S8, S8S8) ONNX Runtime
+multiplies with VPMADDUBSW on x86 CPUs that have AVX2 but no VNNI (Intel Haswell to Skylake,
+AMD Zen 2 and 3), whose 16-bit pair sums saturate: the same model then decodes differently, and
+much worse, there than on a VNNI or ARM CPU. U8U8 has no such step and gives the same outputs
+on all of them."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.scratch import scratch_dir
 
 ACTIVATIONS = "QUInt8"
+WEIGHTS = "QUInt8"
 CALIBRATIONS = ("MinMax", "Entropy", "Percentile")
 
 
@@ -42,7 +49,8 @@ def quantize_onnx(float_model: bytes, representative: np.ndarray, calibration: s
         with native_output_captured():
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(dst), Tiles(name), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=getattr(QuantType, ACTIVATIONS), weight_type=QuantType.QInt8,
+                            activation_type=getattr(QuantType, ACTIVATIONS),
+                            weight_type=getattr(QuantType, WEIGHTS),
                             calibrate_method=getattr(CalibrationMethod, calibration),
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
         return dst.read_bytes()

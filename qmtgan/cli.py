@@ -37,8 +37,10 @@ def main(verbose: int = 0, quiet: bool = False) -> None:
     from qmtgan import logs, quiet_import
 
     logs.configure(-1 if quiet else verbose)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose >= 2 else "2")
-    if verbose < 2:
+    if verbose >= 2:  # asked for on the command line: wins over an inherited TF_CPP_MIN_LOG_LEVEL
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet_import.install()  # TensorFlow's start-up banners, printed from C++ at import
     os.environ.setdefault("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".cache", "qmtgan", "keras"))
 

@@ -1,5 +1,6 @@
 """Helpers the tests import: the real CLI in a fresh process (optionally with TensorFlow
-blocked), real GeoTIFF bands, and local ports for the servers the tests start."""
+blocked), the device runtime run on another (emulated) CPU, real GeoTIFF bands, and local ports
+for the servers the tests start."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ class Block:
 sys.meta_path.insert(0, Block())
 from qmtgan.cli import main
 main(sys.argv[1:])
+"""
+
+# The device runtime on another CPU: runs each bundle on the same tiles (.npy), saves its outputs.
+# argv: tiles.npy, then bundle folder and output .npy pairs; prints each bundle's seconds a tile.
+RUN_BUNDLES = r"""
+import sys, time
+import numpy as np
+from qmtgan.runtime.bundle import load_bundle
+tiles = np.load(sys.argv[1], allow_pickle=False)
+for bundle_dir, out_path in zip(sys.argv[2::2], sys.argv[3::2]):
+    backend = load_bundle(bundle_dir).backend(threads=2)
+    t0 = time.perf_counter()
+    np.save(out_path, np.stack([backend.run(t[None])[0] for t in tiles]), allow_pickle=False)
+    print(bundle_dir, (time.perf_counter() - t0) / len(tiles))
 """
 
 

@@ -12,24 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import RUN_BUNDLES, run_cli
 
 pytestmark = pytest.mark.qemu
 
 BOARD = "qemu-aarch64"
-
-# The guest side: the staged device runtime (numpy only) runs each bundle on the same tiles.
-GUEST = r"""
-import sys, time
-import numpy as np
-from qmtgan.runtime.bundle import load_bundle
-tiles = np.load(sys.argv[1], allow_pickle=False)
-for bundle_dir, out_path in zip(sys.argv[2::2], sys.argv[3::2]):
-    backend = load_bundle(bundle_dir).backend(threads=2)
-    t0 = time.perf_counter()
-    np.save(out_path, np.stack([backend.run(t[None])[0] for t in tiles]), allow_pickle=False)
-    print(bundle_dir, (time.perf_counter() - t0) / len(tiles))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +94,7 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
 
     runtime = stage_runtime(tmp_path / "runtime")
     t0 = time.perf_counter()
-    proc = run_emulated(board, ["python3", "-c", GUEST, tmp_path / "tiles.npy", out / "tflite-int8",
+    proc = run_emulated(board, ["python3", "-c", RUN_BUNDLES, tmp_path / "tiles.npy", out / "tflite-int8",
                                 tmp_path / "int8.npy", out / "tvm-rpi4", tmp_path / "tvm.npy",
                                 out / "onnx-int8", tmp_path / "onnx-int8.npy"],
                         env={"PYTHONPATH": str(runtime)}, timeout=600, cwd=tmp_path)  # not the repo's qmtgan/
