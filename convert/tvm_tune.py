@@ -413,7 +413,6 @@ def compile_tuned(onnx_bytes: bytes, input_shape: tuple[int, ...], board: Board,
     export_module(executable, board, out_so)
     from qmtgan.convert.tvm_rules import RULES
 
-
     return {"tvm": tvm.__version__, "target": board.tvm_target, "compile_s": time.perf_counter() - t1,
             "input_name": name,
             "tvm_schedules": {"rules": list(RULES), "database": str(work_dir),

@@ -41,6 +41,25 @@ for bundle_dir, out_path in zip(sys.argv[2::2], sys.argv[3::2]):
 """
 
 
+def scene_tiles(normalization, pair_dir: Path, npy: Path) -> np.ndarray:
+    """Six 32x32 tiles of the pair's real reference, normalized as a bundle expects, also saved
+    to `npy` for a run on another CPU (RUN_BUNDLES)."""
+    from qmtgan.runtime.raster import read_reference
+
+    x = normalization.forward(read_reference(pair_dir / "reference.tif").data).transpose(1, 2, 0)
+    tiles = np.stack([x[r:r + 32, c:c + 32] for r in (0, 32) for c in (0, 32, 64)]).astype(np.float32)
+    np.save(npy, tiles, allow_pickle=False)
+    return tiles
+
+
+def run_bundle_here(bundle, tiles: np.ndarray) -> tuple[np.ndarray, float]:
+    """The bundle's outputs on this host (2 threads, as RUN_BUNDLES), and its seconds a tile."""
+    backend = bundle.backend(threads=2)
+    t = time.perf_counter()
+    y = np.stack([backend.run(tile[None])[0] for tile in tiles])
+    return y, (time.perf_counter() - t) / len(tiles)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real `qmtgan` entry point in a fresh process."""
     return subprocess.run([sys.executable, "-m", "qmtgan", *map(str, args)], capture_output=True,

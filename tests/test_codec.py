@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import rasterio
 
-
 from helpers import run_cli, run_cli_without_tf
 
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import RUN_BUNDLES, run_cli
+from helpers import RUN_BUNDLES, run_bundle_here, run_cli, scene_tiles
 
 pytestmark = pytest.mark.qemu
 
@@ -79,7 +79,6 @@ def test_a_cross_compiled_program_runs_with_the_sysroot_libraries(board, tmp_pat
 
 def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, small_pair_dir, tmp_path):
     from qmtgan.runtime.bundle import load_bundle
-    from qmtgan.runtime.raster import read_reference
     from qmtgan.targets.device_files import stage_runtime
     from qmtgan.targets.emulate import run_emulated
 
@@ -87,10 +86,7 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
     int8, tvm, onnx = (load_bundle(out / name) for name in ("tflite-int8", "tvm-rpi4", "onnx"))
     assert int8.manifest.precision == "int8" and int8.manifest.record["input"]["dtype"] == "int8"
     assert tvm.manifest.elf_machine == "aarch64" and tvm.manifest.record["tvm_target"]["mcpu"] == "cortex-a72"
-    # six 32x32 tiles of the real scene, normalized as the bundles expect
-    x = int8.normalization.forward(read_reference(small_pair_dir / "reference.tif").data).transpose(1, 2, 0)
-    tiles = np.stack([x[r:r + 32, c:c + 32] for r in (0, 32) for c in (0, 32, 64)]).astype(np.float32)
-    np.save(tmp_path / "tiles.npy", tiles, allow_pickle=False)
+    tiles = scene_tiles(int8.normalization, small_pair_dir, tmp_path / "tiles.npy")
 
     runtime = stage_runtime(tmp_path / "runtime")
     t0 = time.perf_counter()
@@ -104,14 +100,8 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
         line.split()[0].rsplit("/", 1)[-1]: float(line.split()[1]) for line in proc.stdout.splitlines()
     }
 
-    def host(bundle):
-        backend = bundle.backend(threads=2)
-        t = time.perf_counter()
-        y = np.stack([backend.run(tile[None])[0] for tile in tiles])
-        return y, (time.perf_counter() - t) / len(tiles)
-
-    host_int8, host_int8_s = host(int8)
-    host_onnx, host_onnx_s = host(onnx)
+    host_int8, host_int8_s = run_bundle_here(int8, tiles)
+    host_onnx, host_onnx_s = run_bundle_here(onnx, tiles)
     emu_int8 = np.load(tmp_path / "int8.npy", allow_pickle=False)
     emu_tvm = np.load(tmp_path / "tvm.npy", allow_pickle=False)
     assert emu_int8.shape == emu_tvm.shape == tiles.shape
@@ -130,7 +120,7 @@ def test_int8_tflite_and_tvm_aarch64_match_the_host(board, emulated_bundles, sma
     # ONNX Runtime's int8 kernels differ between aarch64 and x86 (accumulation, requantization):
     # stated tolerance, 0.02 in the [-1, 1] output (about 2.5 steps of an 8-bit output)
     emu_onnx8 = np.load(tmp_path / "onnx-int8.npy", allow_pickle=False)
-    host_onnx8, _ = host(load_bundle(out / "onnx-int8"))
+    host_onnx8, _ = run_bundle_here(load_bundle(out / "onnx-int8"), tiles)
     assert float(np.max(np.abs(emu_onnx8 - host_onnx8))) < 0.02
 
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import RUN_BUNDLES
+from helpers import RUN_BUNDLES, run_bundle_here, scene_tiles
 
 pytestmark = pytest.mark.qemu
 
@@ -35,7 +35,6 @@ def run_as_intel_haswell(*args) -> subprocess.CompletedProcess:
 
 def test_int8_bundles_decode_alike_on_an_intel_cpu_without_vnni(tiny_bundles, small_pair_dir, tmp_path):
     from qmtgan.runtime.bundle import load_bundle
-    from qmtgan.runtime.raster import read_reference
 
     cpu = run_as_intel_haswell("-c", CPU_FEATURES)
     assert cpu.returncode == 0, cpu.stderr[-2000:]
@@ -43,18 +42,13 @@ def test_int8_bundles_decode_alike_on_an_intel_cpu_without_vnni(tiny_bundles, sm
 
     out, _ = tiny_bundles
     int8, onnx8 = load_bundle(out / "tflite-int8"), load_bundle(out / "onnx-int8")
-    x = int8.normalization.forward(read_reference(small_pair_dir / "reference.tif").data).transpose(1, 2, 0)
-    tiles = np.stack([x[r:r + 32, c:c + 32] for r in (0, 32) for c in (0, 32, 64)]).astype(np.float32)
-    np.save(tmp_path / "tiles.npy", tiles, allow_pickle=False)
+    tiles = scene_tiles(int8.normalization, small_pair_dir, tmp_path / "tiles.npy")
     proc = run_as_intel_haswell("-c", RUN_BUNDLES, tmp_path / "tiles.npy", out / "tflite-int8",
                                 tmp_path / "int8.npy", out / "onnx-int8", tmp_path / "onnx8.npy")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    def here(bundle):
-        backend = bundle.backend(threads=2)
-        return np.stack([backend.run(tile[None])[0] for tile in tiles])
-
     step = int8.manifest.record["output"]["quantization"][0]
-    assert float(np.max(np.abs(np.load(tmp_path / "int8.npy") - here(int8)))) <= step * 1.001
+    here_int8, here_onnx8 = run_bundle_here(int8, tiles)[0], run_bundle_here(onnx8, tiles)[0]
+    assert float(np.max(np.abs(np.load(tmp_path / "int8.npy") - here_int8))) <= step * 1.001
     # ONNX Runtime's int8 with signed weights saturates on AVX2 without VNNI (0.48 here); U8U8 does not
-    assert float(np.max(np.abs(np.load(tmp_path / "onnx8.npy") - here(onnx8)))) < 0.02
+    assert float(np.max(np.abs(np.load(tmp_path / "onnx8.npy") - here_onnx8))) < 0.02
