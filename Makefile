@@ -15,7 +15,7 @@ RESULTS := results
 BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-16x8,onnx,onnx-int8
 TRIALS ?= 2000
 
-.PHONY: venv deps demo test test-fast lint fuzz bench tune clean
+.PHONY: venv deps demo test test-fast lint fuzz bench tune real clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench: venv $(DEMO)/report.md
 	$(BIN)/python -m qmtgan.bench.full_tile --bundle $(DEMO)/bundles/tflite-int8 --pair $(DEMO)/pair \
 	  --cache $(RESULTS)/cache --out $(RESULTS)/bench
 	$(BIN)/python -m qmtgan.bench.width --pair $(DEMO)/pair --out $(RESULTS)/bench
+
+# The codec on the real Sentinel-2 pairs (OSCD layout; OSCD=<folder> points at your own copy).
+OSCD ?= ../shared/data/oscd
+real: venv
+	$(BIN)/qmtgan real --pairs $(OSCD) --out $(RESULTS)/real
 
 # MetaSchedule tuning of the host TVM module (minutes to hours; reuses its database next time).
 tune: venv $(DEMO)/report.md

@@ -99,6 +99,7 @@ def bench(
     from qmtgan.bench.harness import Plan, run_bench
     from qmtgan.bench.records import Timing
     from qmtgan.runtime.errors import QmtganError
+    from qmtgan.targets.devices import ssh_destination
     from qmtgan.targets.registry import board
 
     if not (bundle_folders and model_dir and pair_dir):
@@ -107,7 +108,7 @@ def bench(
     targets = board_names
     for name in targets:
         board(name)  # unknown board: one clear error before anything runs
-    host_map = {board(name).name: addr for name, addr in hosts.items()}
+    host_map = {board(name).name: ssh_destination(addr) for name, addr in hosts.items()}
     bundles = _bundle_dirs(bundle_folders, only)
     if not bundles:
         raise QmtganError(f"no bundle (a folder with manifest.json) in {', '.join(map(str, bundle_folders))}")
@@ -155,4 +156,25 @@ def demo(out: Path, epochs: int, seed: int) -> None:
     click.echo(f"report: {out / 'report.md'}  (JSON: {out / 'report.json'}, previews: {out / 'preview'})")
 
 
-COMMANDS = [demo, bench]
+@click.command()
+@click.option("--pairs", "root", type=click.Path(path_type=Path), default=Path("../shared/data/oscd"),
+              show_default=True, help="Folder of real pairs: CITY/imgs_1 (reference), CITY/imgs_2 (target).")
+@list_option("--cities", help="Only these places (default: every pair found).")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
+@list_option("--rates", convert=float, default=(0.05, 0.11, 0.15, 0.45), help="Total bits per sample.")
+@list_option("--bits", convert=int, default=(4, 8), help="Generator bit widths.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--int8/--no-int8", default=True, show_default=True,
+              help="Also build each pair's int8 bundles and measure their loss against float.")
+@out_option("Report folder.", default=Path("results/real"))
+def real(root: Path, cities: list[str], epochs: int, rates: list[float], bits: list[int], seed: int,
+         int8: bool, out: Path) -> None:
+    """The codec against the classical methods on real Sentinel-2 pairs: per pair and mean, at
+    each scene's size and projected to the paper's; writes OUT/real.md (+ JSON, PNG, rd/)."""
+    from qmtgan.bench.real_pairs import run_real
+
+    run_real(root, out, epochs, tuple(rates), tuple(bits), cities or None, seed, int8)
+    click.echo((out / "real.md").read_text())
+
+
+COMMANDS = [demo, bench, real]

@@ -14,6 +14,7 @@ import numpy as np
 
 from qmtgan.bench.records import Config, Timing, error_record, make_record
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.names import safe_label
 from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.runtime.tileset import TileSet
 
@@ -33,14 +34,18 @@ class Plan:
 
 
 def _manifest(bundle: Path) -> dict:
+    """The bundle's verified manifest record; a bundle that fails its checks becomes a record
+    that carries the error (its configurations are reported as failed, the rest still run)."""
+    from qmtgan.runtime.bundle import load_bundle
+
     try:
-        return json.loads((bundle / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        return dict(load_bundle(bundle).manifest.record)
+    except QmtganError as exc:
         return {
-            "name": bundle.name,
+            "name": safe_label(bundle.name),
             "backend": "?",
             "precision": "?",
-            "_error": f"unreadable manifest ({exc})",
+            "_error": str(exc),
         }
 
 
@@ -188,7 +193,7 @@ class Harness:
 
         try:
             if manifest.get("_error"):
-                raise QmtganError(f"{config.bundle}: {manifest['_error']}")
+                raise QmtganError(manifest["_error"])  # load_bundle's message names the bundle
             expected = tuple(self.tiles.reference.shape)
             probe, predicted = self._runner(config).run(config, self.timing, expected)
             if config.backend == "keras" and self.float_outputs is None:
@@ -239,7 +244,7 @@ def run_bench(plan: Plan, model_dir: Path, pair_dir: Path, tile_count: int, timi
     from qmtgan.train.pair import load_pair
 
     configs = expand(plan)
-    tiles_sizes = {m.get("tile_size") for _, m in configs if m}
+    tiles_sizes = {m["tile_size"] for _, m in configs if m and not m.get("_error")}
     if len(tiles_sizes) > 1:
         raise QmtganError(
             f"the bundles use different tile sizes {sorted(tiles_sizes)}; bench one size at a time"

@@ -14,6 +14,7 @@ import numpy as np
 
 from qmtgan.bench.records import Config, Timing
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.names import safe_label
 from qmtgan.runtime.probe import ProbeRecord
 from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.targets.devices import RUNTIME_DIR, Device, bounded, last_json_line
@@ -48,7 +49,7 @@ class DeviceRunner(Runner):
 
     def _send_bundle(self, config: Config) -> str:
         """The bundle's folder on the device, copied there once."""
-        folder = f"bundles/{config.name}"
+        folder = f"bundles/{safe_label(config.name)}"
         if config.bundle not in self.sent:
             self.device.put(Path(config.bundle), folder)
             self.sent.add(config.bundle)
@@ -56,7 +57,7 @@ class DeviceRunner(Runner):
 
     def run(self, config, timing, expected_shape):
         folder = self._send_bundle(config)
-        out = f"bench/{config.name}-{config.threads or 0}.npy"
+        out = f"bench/{safe_label(config.name)}-{config.threads or 0}.npy"
         record = self.device.probe(
             folder, TILES, ["--outputs", out, *timing.args()], config.threads, timing.timeout_s
         )
@@ -106,16 +107,17 @@ class NativeRunner(DeviceRunner):
         bundle = load_bundle(config.bundle)
         tiles = load_tiles(self.tiles_file)
         folder = self._send_bundle(config)
+        inputs = f"native-in/{safe_label(config.name)}"
         with scratch_dir() as tmp:
             np.save(Path(tmp) / "input.npy", tiles.normalized(bundle.normalization), allow_pickle=False)
-            self.device.put(Path(tmp), f"native-in/{config.name}")
-        out = f"native-in/{config.name}/output.npy"
+            self.device.put(Path(tmp), inputs)
+        out = f"{inputs}/output.npy"
         argv = [
             f"./native/{self.runner_name}",
             "--module",
             f"./{folder}/{bundle.manifest.model_file}",
             "--input",
-            f"native-in/{config.name}/input.npy",
+            f"{inputs}/input.npy",
             "--output",
             out,
             "--warmup",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from qmtgan.runtime.backends import elf_machine as elf_machine_of
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.targets.registry import Board
 
@@ -63,5 +64,4 @@ def elf_machine(path: Path) -> str:
     head = Path(path).read_bytes()[:20]
     if head[:4] != b"\x7fELF":
         raise QmtganError(f"{path}: not an ELF file")
-    machine = int.from_bytes(head[18:20], "little")
-    return {62: "x86_64", 183: "aarch64", 40: "arm"}.get(machine, f"e_machine {machine}")
+    return elf_machine_of(head)

@@ -11,11 +11,15 @@ One small class per kind; each yields (label, reconstruction, bytes, requested b
   jpeg2000          JPEG2000 of the target at each requested rate
   linear+jpeg2000   the linear predictor plus JPEG2000 of its residual, at each total rate
   linear-3x3+jpeg2000  the same with the 3x3 predictor
+  klt+jpeg2000      a spectral KLT (PCA over the bands) of the target, then JPEG2000 of its
+                    components in one codestream, the transform's floats counted
+  linear-3x3+klt+jpeg2000  the 3x3 predictor plus the same coding of its residual
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -208,6 +212,83 @@ class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
     kernel = 3
 
 
+@dataclass(frozen=True)
+class Klt:
+    """An orthonormal spectral transform fitted to an image's valid pixels: components =
+    basis.T @ (x - mean), stored as int16 in steps of `step` (the smallest power of two that
+    keeps the largest component in range). Orthonormal, so an error in the components is the
+    same squared error in the bands, and OpenJPEG's rate allocation over the components of one
+    codestream (post-compression rate-distortion optimization, by squared error) is an
+    allocation over the bands' error too."""
+    mean: np.ndarray    # (bands,)
+    basis: np.ndarray   # (bands, bands), columns by decreasing variance
+    step: float
+
+    @property
+    def side_bytes(self) -> int:
+        return (self.mean.size + self.basis.size + 1) * FLOAT_BYTES
+
+    @classmethod
+    def fit(cls, image: np.ndarray, valid: np.ndarray) -> "Klt":
+        x = image[:, valid].astype(np.float64)
+        mean = x.mean(axis=1)
+        variance, basis = np.linalg.eigh(np.cov(x))
+        basis = basis[:, np.argsort(variance)[::-1]].astype(np.float32)
+        peak = float(np.max(np.abs(basis.T @ (x - mean[:, None])))) if x.size else 0.0
+        step = float(2.0 ** max(0, int(np.ceil(np.log2(max(peak, 1.0) / 32000.0)))))
+        return cls(mean.astype(np.float32), basis, step)
+
+    def forward(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        bands, h, w = image.shape
+        comps = self.basis.T @ (image.reshape(bands, -1) - self.mean[:, None])
+        comps = np.clip(np.rint(comps / self.step), -32768, 32767).reshape(bands, h, w)
+        comps[:, ~valid] = 0  # nodata codes as the mean: no edge for the wavelet to spend bits on
+        return comps.astype(np.int16)
+
+    def inverse(self, comps: np.ndarray) -> np.ndarray:
+        bands, h, w = comps.shape
+        x = self.basis @ (comps.reshape(bands, -1).astype(np.float32) * self.step) + self.mean[:, None]
+        return x.reshape(bands, h, w)
+
+
+def klt_code(pair: PairData, image: np.ndarray, bpp: float) -> tuple[np.ndarray, int, "jpeg2000.RateResult"]:
+    """`image` (float, bands-first) through the KLT and JPEG2000 at `bpp` in all, the transform's
+    floats included: (decoded image, bytes, rate result)."""
+    klt = Klt.fit(image, pair.valid)
+    comps = klt.forward(image, pair.valid)
+    coded = jpeg2000.encode_at_bpp(comps, bpp - 8.0 * klt.side_bytes / pair.samples)
+    decoded = klt.inverse(jpeg2000.decode(coded.data, comps.shape, "int16"))
+    return decoded, klt.side_bytes + len(coded.data), coded
+
+
+class KltJpeg2000OfTarget(Baseline):
+    family = "klt+jpeg2000"
+    rate_driven = True
+
+    def _run_impl(self, pair, rates):
+        for bpp in rates:
+            decoded, nbytes, coded = klt_code(pair, pair.target.data, bpp)
+            recon = np.clip(np.rint(decoded), 0, 65535).astype(np.float32)
+            recon[:, ~pair.valid] = 0.0
+            yield (f"KLT + JPEG2000 @ {bpp:g}", recon, nbytes, bpp,
+                   {"quality": coded.quality, "rate_tries": coded.tries})
+
+
+class SpatialLinearPlusKltJpeg2000(Baseline):
+    family = "linear-3x3+klt+jpeg2000"
+    rate_driven = True
+
+    def _run_impl(self, pair, rates):
+        coef, prediction = linear_prediction(pair, 3)
+        side = coef.size * FLOAT_BYTES
+        residual = pair.target.data - prediction
+        for bpp in rates:
+            decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples)
+            recon = add_residual(prediction, decoded, pair.valid)
+            yield (f"linear 3x3 + KLT + JPEG2000 residual @ {bpp:g}", recon, side + nbytes, bpp,
+                   {"quality": coded.quality, "rate_tries": coded.tries})
+
+
 BASELINES: tuple[type[Baseline], ...] = (
     ReferenceAsPrediction,
     GainOffset,
@@ -216,6 +297,8 @@ BASELINES: tuple[type[Baseline], ...] = (
     Jpeg2000OfTarget,
     LinearPlusJpeg2000,
     SpatialLinearPlusJpeg2000,
+    KltJpeg2000OfTarget,
+    SpatialLinearPlusKltJpeg2000,
 )
 
 

@@ -83,20 +83,25 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
               "quality": coded.quality}
     hybrid = fmt.Payload({**payload.header, "residual": record}, payload.codes, payload.sides, payload.floats,
                          coded.data)
-    recon = add_residual(prediction, decode_residual(coded.data, record), pair.valid)
+    recon = add_residual(prediction, decode_residual(coded.data, record, residual.shape), pair.valid)
     return hybrid, recon, coded
 
 
-def generator_points(pair: PairData, cands: list[Candidate],
-                     hybrid_rates: list[float]) -> tuple[list[RDPoint], list[str]]:
+def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[float],
+                     project_pixels: int | None = None) -> tuple[list[RDPoint], list[str]]:
     """A point per candidate, and a hybrid point per total rate its own bytes leave room for;
-    and the hybrids the residual codec could not make."""
+    and the hybrids the residual codec could not make. With ``project_pixels``, also each
+    hybrid projected to a scene of that many pixels (family "hybrid-projected")."""
     points, errors = [], []
     for c in cands:
         prediction = c.prediction(pair)
         p = score(pair, "generator", c.label, prediction, c.nbytes, bits=c.bits, run=str(c.run))
         log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
         points.append(p)
+        if project_pixels:
+            got, errs = projected_hybrids(pair, c, prediction, hybrid_rates, project_pixels)
+            points += got
+            errors += errs
         for total in hybrid_rates:
             room = total - p.bpp
             if room <= 0.1 * total:  # the weights alone use (nearly) all of it
@@ -111,6 +116,29 @@ def generator_points(pair: PairData, cands: list[Candidate],
                       len(fmt.encode(hybrid)), total, bits=c.bits, run=str(c.run))
             log.info(f"  {h.label}: {h.bpp:.4f} bpp, SNR {h.snr_db:.2f} dB")
             points.append(h)
+    return points, errors
+
+
+def projected_hybrids(pair: PairData, c: Candidate, prediction: np.ndarray, rates: list[float],
+                      pixels: int) -> tuple[list[RDPoint], list[str]]:
+    """The hybrid as it would be on a scene of ``pixels`` pixels, assuming the generator's
+    per-pixel quality holds there: the same weights spread over that many samples, the residual
+    coded at the rate they leave, measured on this scene. Its bytes are given per this scene's
+    samples (residual bytes + weight bytes x this scene's pixels / ``pixels``), so its bpp is
+    the projected total rate."""
+    points, errors = [], []
+    h, w = pair.reference.shape
+    weights = c.nbytes * (h * w) / pixels
+    for total in rates:
+        room = total - 8.0 * weights / pair.samples
+        try:
+            _, recon, coded = with_residual(c.payload, pair, prediction, room)
+        except QmtganError as exc:
+            errors.append(f"{pair.name}: {c.label} + residual @ {total:g}, projected: {exc}")
+            continue
+        points.append(score(pair, "hybrid-projected", f"{c.label} + JPEG2000 residual @ {total:g}, projected",
+                            recon, round(weights + len(coded.data)), total, bits=c.bits, run=str(c.run),
+                            pixels=pixels, weight_bytes=c.nbytes))
     return points, errors
 
 

@@ -15,7 +15,8 @@ from qmtgan.runtime.atomic import atomic_file, write_text_atomic
 
 STYLE = {"reference": ("k", "--"), "gain-offset": ("0.5", ":"), "linear": ("C7", "-."),
          "linear-3x3": ("C5", "-."), "jpeg2000": ("C0", "o-"), "linear+jpeg2000": ("C2", "s-"),
-         "linear-3x3+jpeg2000": ("C4", "v-"), "generator": ("C3", "^"), "hybrid": ("C1", "D-")}
+         "linear-3x3+jpeg2000": ("C4", "v-"), "klt+jpeg2000": ("C9", "P-"),
+         "linear-3x3+klt+jpeg2000": ("C8", "X-"), "generator": ("C3", "^"), "hybrid": ("C1", "D-")}
 ZERO_RATE = {"reference", "gain-offset", "linear", "linear-3x3"}  # drawn as horizontal lines
 
 
@@ -29,8 +30,10 @@ def average(points: list[RDPoint]) -> list[dict]:
         def mean(attr: str):
             vals = [getattr(p, attr) for p in ps if getattr(p, attr) is not None]
             return float(np.mean(vals)) if vals else None
+        snrs = [p.snr_db for p in ps]
         rows.append({"family": family, "label": label, "pairs": len(ps), "bpp": mean("bpp"),
-                     "snr_db": mean("snr_db"), "lmse": mean("lmse"), "snr_change_db": mean("snr_change_db"),
+                     "snr_db": mean("snr_db"), "snr_min_db": float(min(snrs)), "snr_max_db": float(max(snrs)),
+                     "lmse": mean("lmse"), "snr_change_db": mean("snr_change_db"),
                      "snr_outside_db": mean("snr_outside_db")})
     return rows
 
@@ -39,15 +42,21 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _spread(row: dict) -> str:
+    if row.get("snr_min_db") is None or row["pairs"] < 2:
+        return "-"
+    return f"{row['snr_min_db']:.2f}..{row['snr_max_db']:.2f}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| method | pairs | bpp | SNR (dB) | LMSE | SNR in changes | SNR outside |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | pairs | bpp | SNR (dB) | SNR min..max | LMSE | SNR in changes | SNR outside |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(
         rows, key=lambda r: (list(STYLE).index(r["family"]) if r["family"] in STYLE else 99, r["bpp"])
     ):
         lines.append(
             f"| {r['label']} | {r['pairs']} | {_fmt(r['bpp'], '.4f')} | {_fmt(r['snr_db'], '.2f')} | "
-            f"{_fmt(r['lmse'], '.4f')} | {_fmt(r['snr_change_db'], '.2f')} | "
+            f"{_spread(r)} | {_fmt(r['lmse'], '.4f')} | {_fmt(r['snr_change_db'], '.2f')} | "
             f"{_fmt(r['snr_outside_db'], '.2f')} |"
         )
     return "\n".join(lines)

@@ -39,7 +39,7 @@ def runs_by_pair(pair_dirs: list[Path], model_dirs: list[Path]) -> dict[Path, li
 
 
 def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...],
-                part: str) -> tuple[list[RDPoint], list[str]]:
+                part: str, project_pixels: int | None = None) -> tuple[list[RDPoint], list[str]]:
     """One pair's baseline points (part "baselines") or generator and hybrid points ("generators"),
     and what could not be computed."""
     pair = PairData.load(pair_dir)
@@ -48,7 +48,7 @@ def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tupl
         return run_baselines(pair, rates)
     log.info(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
     try:
-        return generator_points(pair, candidates(runs, bits, pair), rates)
+        return generator_points(pair, candidates(runs, bits, pair), rates, project_pixels)
     except QmtganError as exc:
         log.info(f"  generators: not computed: {exc}")
         return [], [f"{pair.name}: generators: {exc}"]
@@ -71,23 +71,25 @@ def _single_threaded_children():
 
 
 def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float], bits: tuple[int, ...],
-              out: Path) -> dict:
+              out: Path, project_pixels: int | None = None) -> dict:
     """Each pair's baselines and generators run as separate jobs in worker processes (JPEG2000
-    coding is single-threaded), at most one per core."""
+    coding is single-threaded), at most one per core. With ``project_pixels``, the hybrids are
+    also projected to a scene of that many pixels."""
     jobs = [(pair, runs, part) for pair, runs in runs_by_pair(pair_dirs, model_dirs).items()
             for part in ("baselines", "generators") if part == "baselines" or runs]
     workers = min(len(jobs), os.cpu_count() or 1)
     points: list[RDPoint] = []
     errors: list[str] = []
     if workers <= 1:
-        results = [pair_points(p, r, rates, bits, part) for p, r, part in jobs]
+        results = [pair_points(p, r, rates, bits, part, project_pixels) for p, r, part in jobs]
     else:
         # spawn: the caller may hold TensorFlow's threads, which a fork would copy half-alive;
         # one BLAS thread per worker, since the workers already fill the cores
         with _single_threaded_children(), ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"), initializer=logs.configure,
                 initargs=(logs.verbosity(),)) as pool:
-            futures = [pool.submit(pair_points, p, r, rates, bits, part) for p, r, part in jobs]
+            futures = [pool.submit(pair_points, p, r, rates, bits, part, project_pixels)
+                       for p, r, part in jobs]
             results = [f.result() for f in futures]
     for got, errs in results:
         points += got
@@ -127,6 +129,8 @@ def verdict(rows: list[dict], rates: list[float]) -> list[str]:
             ("jpeg2000", "JPEG2000 of the target", gen, "best generator"),
             ("linear+jpeg2000", "linear + JPEG2000 residual", hyb, "best hybrid"),
             ("linear-3x3+jpeg2000", "3x3 linear + JPEG2000 residual", hyb, "best hybrid"),
+            ("klt+jpeg2000", "KLT + JPEG2000 of the target", hyb, "best hybrid"),
+            ("linear-3x3+klt+jpeg2000", "3x3 linear + KLT + JPEG2000 residual", hyb, "best hybrid"),
         ):
             theirs = _at(rows, family, rate)
             if theirs:

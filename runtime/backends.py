@@ -34,6 +34,16 @@ class Backend(ABC):
     def run(self, tile: np.ndarray) -> np.ndarray:
         """(1, t, t, bands) normalized float32 -> the generator's normalized output."""
 
+    @staticmethod
+    def file_kind(head: bytes) -> str | None:
+        """What the first bytes of a model file say it is for this backend: None when they fit,
+        else what they look like (a model file is checked before the library parses it)."""
+        return None
+
+    def input_shape(self) -> tuple | None:
+        """The model's input shape as the library reports it (None where it does not say)."""
+        return None
+
 
 def _native_output_unless_verbose():
     import contextlib
@@ -78,6 +88,13 @@ class LiteRTBackend(Backend):
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._staging = None  # float32 rows the input is quantized in (allocated once)
+
+    @staticmethod
+    def file_kind(head: bytes) -> str | None:
+        return None if head[4:8] == b"TFL3" else "not a TFLite flatbuffer (no TFL3 identifier)"
+
+    def input_shape(self) -> tuple | None:
+        return tuple(int(v) for v in self.input["shape"])
 
     def _quantized_input(self, tile: np.ndarray) -> np.ndarray:
         """rint(tile / scale + zero), clipped, computed a band of rows at a time in one small
@@ -133,6 +150,15 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    @staticmethod
+    def file_kind(head: bytes) -> str | None:
+        # an ONNX ModelProto starts with field 1 (ir_version, a varint): tag byte 0x08
+        return None if head[:1] == b"\x08" else "not an ONNX model (no ir_version field first)"
+
+    def input_shape(self) -> tuple | None:
+        # a dynamic dimension is a name or None: reported as None, checked as any size
+        return tuple(d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape)
+
     def run(self, tile):
         return self.session.run(None, {self.input_name: tile})[0].astype(np.float32, copy=False)
 
@@ -159,9 +185,22 @@ class TVMBackend(Backend):
         except Exception as exc:  # a module for another architecture fails to load here
             raise QmtganError(f"{self.model_path}: cannot load TVM module on this machine ({exc})") from exc
 
+    @staticmethod
+    def file_kind(head: bytes) -> str | None:
+        return None if head[:4] == b"\x7fELF" else "not a shared library (no ELF header)"
+
     def run(self, tile):
         out = self.vm["main"](self.tvm.runtime.tensor(np.ascontiguousarray(tile), self.device))
         return out.numpy().astype(np.float32, copy=False)
+
+
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
+
+
+def elf_machine(head: bytes) -> str:
+    """The architecture an ELF file was built for, from its first 20 bytes (e_machine)."""
+    machine = int.from_bytes(head[18:20], "little")
+    return ELF_MACHINES.get(machine, f"e_machine {machine}")
 
 
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LiteRTBackend, OnnxRuntimeBackend, TVMBackend)}

@@ -15,6 +15,7 @@ from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.numpy_generator import NumpyGenerator
 from qmtgan.runtime.residual import add_residual, decode_residual
 from qmtgan.runtime.scene import BAND_ORDER, Scene
+from qmtgan.runtime.tiling import MAX_TILE
 
 
 def check_reference(header: dict, reference: Scene, name: str) -> None:
@@ -44,23 +45,23 @@ def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = F
 def reconstruct(
     payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False
 ) -> np.ndarray:
-    """The generator's prediction, plus the coded residual of a hybrid payload."""
+    """The generator's prediction, plus the coded residual of a hybrid payload (decoded, and so
+    checked, first)."""
+    residual = None
+    if payload.header.get("residual"):
+        check_reference(payload.header, reference, name)
+        residual = _residual(payload, reference, name)
     pred = predict(payload, reference, name, progress)
-    if not payload.header.get("residual"):
-        return pred
-    return add_residual(pred, _residual(payload, reference, name), reference.valid)
+    return pred if residual is None else add_residual(pred, residual, reference.valid)
 
 
 def _residual(payload: fmt.Payload, reference: Scene, name: str) -> np.ndarray:
     """The payload's decoded residual, checked against the reference's shape."""
     try:
-        residual = decode_residual(payload.residual, payload.header["residual"])
+        return decode_residual(payload.residual, payload.header["residual"],
+                               (reference.band_count, *reference.shape))
     except QmtganError as exc:
         raise QmtganError(f"{name}: {exc}") from exc
-    expected = (reference.band_count, *reference.shape)
-    if residual.shape != expected:
-        raise QmtganError(f"{name}: residual is {residual.shape}, the reference {expected}")
-    return residual
 
 
 def _decoder(payload: fmt.Payload, reference, name: str) -> tuple[NumpyGenerator, Normalization, int]:
@@ -68,8 +69,13 @@ def _decoder(payload: fmt.Payload, reference, name: str) -> tuple[NumpyGenerator
     header = payload.header
     check_reference(header, reference, name)
     try:
-        return (NumpyGenerator(header, payload.weights()), Normalization.from_dict(header["normalization"]),
-                int(header["generator"]["patch_size"]))
+        tile = header["generator"]["patch_size"]
+        if type(tile) is not int or not 1 <= tile <= MAX_TILE:
+            raise QmtganError(f"generator patch_size {tile!r} is not in 1..{MAX_TILE}")
+        norm = Normalization.from_dict(header["normalization"])
+        return NumpyGenerator(header, payload.weights()), norm, tile
+    except QmtganError as exc:
+        raise QmtganError(f"{name}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
 

@@ -62,6 +62,9 @@ def instance_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
+MAX_DEPTH = 8
+
+
 class NumpyGenerator:
     """Runs the `multitempgan` architecture of a payload header on (1, t, t, bands) tiles."""
 
@@ -77,6 +80,20 @@ class NumpyGenerator:
             raise QmtganError(f"unknown generator residual '{self.residual}' in payload")
         self.w = {t["name"]: np.asarray(v, np.float32) for t, v in zip(header["tensors"], weights)}
         self.eps = 1e-3
+        if not 1 <= self.depth <= MAX_DEPTH:
+            raise QmtganError(f"generator depth {self.depth} is not in 1..{MAX_DEPTH}")
+        self._check_shapes(int(gen.get("bands", 12)))
+
+    def _check_shapes(self, bands: int) -> None:
+        """Run the smallest tile the architecture takes: tensors whose shapes do not chain
+        (a hostile or damaged header) fail here, once, with one clear error."""
+        side = 2 ** self.depth
+        try:
+            out = self.run(np.zeros((1, side, side, bands), np.float32))
+        except (ValueError, IndexError) as exc:
+            raise QmtganError(f"the payload's tensors do not fit its generator ({exc})") from exc
+        if out.shape != (1, side, side, bands):
+            raise QmtganError(f"the payload's generator maps {bands} bands to {out.shape[-1]}")
 
     def _t(self, layer: str, role: str) -> np.ndarray:
         key = f"{layer}/{role}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import zlib
@@ -38,6 +39,12 @@ SECTIONS = SECTIONS_BY_MAJOR[VERSION[0]]
 _PREFIX = struct.Struct("<8sHHI")
 _DIR_ENTRY = struct.Struct("<4sQI")
 FLOAT_BITS = 32
+# Limits a hostile header cannot push past: far above the paper's generator (2.6 M parameters,
+# about 10 MB in float) and a whole Sentinel-2 tile's residual at a high rate.
+MAX_PAYLOAD_BYTES = 1 << 30
+MAX_HEADER_BYTES = 1 << 20
+MAX_PARAMETERS = 1 << 26
+MAX_DIMS = 6
 
 
 @dataclass
@@ -116,6 +123,9 @@ def decode(data: bytes, name: str = "payload") -> Payload:
     if len(data) < offset + 32:
         raise QmtganError(f"{name}: truncated inside its section directory")
     directory = [_DIR_ENTRY.unpack_from(data, _PREFIX.size + i * _DIR_ENTRY.size) for i in range(count)]
+    if directory[0][1] > MAX_HEADER_BYTES:
+        raise QmtganError(
+            f"{name}: its header declares {directory[0][1]} bytes, more than {MAX_HEADER_BYTES}")
     expected = offset + sum(length for _, length, _ in directory) + 32
     if [tag for tag, _, _ in directory] != list(tags):
         raise QmtganError(f"{name}: unexpected section tags {[t for t, _, _ in directory]} (corrupted)")
@@ -152,15 +162,29 @@ def decode(data: bytes, name: str = "payload") -> Payload:
     return payload
 
 
+def _shape(t: dict, name: str) -> tuple[int, ...]:
+    """A tensor's shape: 1..MAX_DIMS positive integers, checked before anything is sized by it."""
+    shape = t["shape"]
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_DIMS
+            or not all(type(v) is int and 1 <= v <= MAX_PARAMETERS for v in shape)
+            or math.prod(shape) > MAX_PARAMETERS):
+        raise QmtganError(f"{name}: tensor {t.get('name')!r} has shape {shape!r}, not 1..{MAX_DIMS} positive "
+                          f"sizes of at most {MAX_PARAMETERS} values")
+    return tuple(shape)
+
+
 def _split(header: dict, sections: dict, name: str) -> Payload:
     tensors, shared = header["tensors"], bool(header.get("shared_side", False))
     side = np.frombuffer(sections[b"SIDE"], "<f4")
     floats_all = np.frombuffer(sections[b"FLT "], "<f4")
+    sizes = [math.prod(_shape(t, name)) for t in tensors]
+    if sum(sizes) > MAX_PARAMETERS:
+        raise QmtganError(f"{name}: its tensors hold {sum(sizes)} values, more than {MAX_PARAMETERS}")
     quantized = [t for t in tensors if t["bits"] != FLOAT_BITS]
     for t in quantized:
-        if not 2 <= int(t["bits"]) <= 16:
+        if type(t["bits"]) is not int or not 2 <= t["bits"] <= 16:
             raise QmtganError(f"{name}: tensor {t['name']} has bit width {t['bits']}")
-    counts = [int(np.prod(t["shape"])) for t in quantized]
+    counts = [math.prod(t["shape"]) for t in quantized]
     widths = [int(t["bits"]) for t in quantized]
     need = bitpack.packed_size(sum(n * b for n, b in zip(counts, widths)))
     if len(sections[b"CODE"]) != need:
@@ -170,7 +194,7 @@ def _split(header: dict, sections: dict, name: str) -> Payload:
     codes, sides, floats = [], [], []
     s_off = f_off = 0
     for t in tensors:
-        shape, bits, size = tuple(t["shape"]), int(t["bits"]), int(np.prod(t["shape"]))
+        shape, bits, size = tuple(t["shape"]), int(t["bits"]), math.prod(t["shape"])
         if bits == FLOAT_BITS:
             if f_off + size > floats_all.size:
                 raise QmtganError(f"{name}: FLT section too short for tensor {t['name']}")
@@ -179,7 +203,9 @@ def _split(header: dict, sections: dict, name: str) -> Payload:
             sides.append(None)
             f_off += size
             continue
-        n_side = int(t["side"])
+        n_side = t["side"]
+        if type(n_side) is not int or n_side < 0:
+            raise QmtganError(f"{name}: tensor {t['name']} has {n_side!r} side values")
         start = 0 if shared else s_off
         if start + n_side > side.size:
             raise QmtganError(f"{name}: SIDE section too short for tensor {t['name']}")
@@ -196,6 +222,10 @@ def _split(header: dict, sections: dict, name: str) -> Payload:
 def read(path: str | os.PathLike) -> Payload:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_PAYLOAD_BYTES:
+            raise QmtganError(
+                f"{path}: {size} bytes, more than a payload may hold ({MAX_PAYLOAD_BYTES}); refused")
         data = path.read_bytes()
     except OSError as exc:
         raise QmtganError(f"{path}: cannot read payload ({exc})") from exc

@@ -30,11 +30,14 @@ def add_residual(prediction: np.ndarray, residual: np.ndarray, valid: np.ndarray
     return out
 
 
-def decode_residual(data: bytes, record: dict) -> np.ndarray:
-    """The residual image a header record describes: {"codec", "dtype", "shape"}."""
-    if record.get("codec") != "jpeg2000" or record.get("dtype") != DTYPE:
-        raise QmtganError(f"unknown residual coding {record.get('codec')}/{record.get('dtype')}")
-    shape = tuple(int(v) for v in record["shape"])
-    if len(shape) != 3:
-        raise QmtganError(f"residual shape {shape} is not (bands, H, W)")
-    return jpeg2000.decode(data, shape, DTYPE)
+def decode_residual(data: bytes, record: dict, expected: tuple[int, int, int]) -> np.ndarray:
+    """The residual image a header record describes ({"codec", "dtype", "shape"}), which must
+    be `expected` (the reference's bands, H, W): the record's shape, then the codestream's own
+    header, are compared with it before anything is decoded or allocated."""
+    if not isinstance(record, dict) or record.get("codec") != "jpeg2000" or record.get("dtype") != DTYPE:
+        got = (record.get("codec"), record.get("dtype")) if isinstance(record, dict) else record
+        raise QmtganError(f"unknown residual coding {got}")
+    shape = record.get("shape")
+    if not isinstance(shape, list) or tuple(shape) != tuple(expected):
+        raise QmtganError(f"residual record says shape {shape!r}, the reference is {tuple(expected)}")
+    return jpeg2000.decode(data, tuple(expected), DTYPE)

@@ -3,8 +3,9 @@ written as soon as it is final, so peak memory depends on the tile size, not on 
 
 The grid tiling (overlap 0) holds one tile at a time; mirror padding past the scene's edges
 reads the mirrored rows and columns themselves, exactly what `numpy.pad(..., "symmetric")` of
-the whole scene gives. Overlapping tiles hold one strip of tile rows across the scene's width
-(the cross-fade accumulator): a strip's rows are written once no later tile reaches them. Both
+the whole scene gives. Overlapping tiles run in panels of a few tile columns, each holding one
+strip of tile rows across the panel (the cross-fade accumulator): a strip's rows are written
+once no later tile reaches them. Both
 give the same floats as the whole-array path (`infer.run_scene`): the same per-pixel arithmetic,
 in the same tile order.
 """
@@ -205,26 +206,53 @@ def _stream_grid(backend, reader, norm, tile, emit, progress) -> list[float]:
     return latencies
 
 
+# Overlapping tiles are run in panels of this many tile columns: the cross-fade accumulator is
+# one strip of tile rows across a panel, so memory is bounded by the tile and the overlap,
+# whatever the scene's width. A tile that reaches into two panels runs once for each.
+PANEL_TILES = 8
+
+
+def _panels(cols: list[int], tile: int, width: int) -> list[tuple[int, int, range]]:
+    """(left, right, tile columns): each panel's final columns [left, right) and the tile
+    columns that reach into them (all of them, so each pixel sums the same tiles, in the same
+    order, as over the whole width)."""
+    out = []
+    for j0 in range(0, len(cols), PANEL_TILES):
+        j1 = min(j0 + PANEL_TILES, len(cols))
+        left, right = (cols[j0] if j0 else 0), (cols[j1] if j1 < len(cols) else width)
+        reaching = [j for j, c in enumerate(cols) if c < right and c + tile > left]
+        out.append((left, right, range(reaching[0], reaching[-1] + 1)))
+    return out
+
+
 def _stream_overlap(backend, reader, norm, tile, overlap, emit, progress) -> list[float]:
     h, w = reader.shape
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    panels = _panels(cols, tile, w)
     latencies: list[float] = []
-    bar = _Progress(len(rows) * len(cols), tile * tile, progress)
-    acc = weight = None
+    bar = _Progress(len(rows) * sum(len(js) for _, _, js in panels), tile * tile, progress)
     try:
-        for i, r in enumerate(rows):
-            acc, weight = _shifted(acc, weight, r - rows[i - 1] if i else 0, tile, w, reader.band_count)
-            for c in cols:
-                x = norm.forward(reader.read(r, c, tile, tile)).transpose(1, 2, 0)
-                y = _run(backend, x, latencies)
-                win = np.outer(ramp(tile, overlap, r == rows[0], r == rows[-1]),
-                               ramp(tile, overlap, c == cols[0], c == cols[-1]))
-                acc[:, c:c + tile] += y * win[..., None]
-                weight[:, c:c + tile] += win[..., None]
-                bar.step()
-            done = (rows[i + 1] if i + 1 < len(rows) else h) - r  # rows no later tile reaches
-            prediction = norm.inverse(np.ascontiguousarray((acc[:done] / weight[:done]).transpose(2, 0, 1)))
-            emit(Window(r, 0, prediction, valid_mask(reader.read(r, 0, done, w))))
+        for left, right, js in panels:
+            origin = cols[js[0]]  # the accumulator's first column in the scene
+            span = cols[js[-1]] + tile - origin
+            acc = weight = None
+            for i, r in enumerate(rows):
+                shift = r - rows[i - 1] if i else 0
+                acc, weight = _shifted(acc, weight, shift, tile, span, reader.band_count)
+                for j in js:
+                    c = cols[j]
+                    x = norm.forward(reader.read(r, c, tile, tile)).transpose(1, 2, 0)
+                    y = _run(backend, x, latencies)
+                    win = np.outer(ramp(tile, overlap, r == rows[0], r == rows[-1]),
+                                   ramp(tile, overlap, j == 0, j == len(cols) - 1))
+                    acc[:, c - origin:c - origin + tile] += y * win[..., None]
+                    weight[:, c - origin:c - origin + tile] += win[..., None]
+                    bar.step()
+                done = (rows[i + 1] if i + 1 < len(rows) else h) - r  # rows no later tile reaches
+                part = slice(left - origin, right - origin)
+                prediction = norm.inverse(
+                    np.ascontiguousarray((acc[:done, part] / weight[:done, part]).transpose(2, 0, 1)))
+                emit(Window(r, left, prediction, valid_mask(reader.read(r, left, done, right - left))))
     finally:
         bar.close()
     return latencies

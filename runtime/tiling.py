@@ -15,6 +15,9 @@ import numpy as np
 
 from qmtgan.runtime.errors import QmtganError
 
+# The largest tile (patch) side any header or manifest may name.
+MAX_TILE = 8192
+
 
 def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
     """Indices start .. start+size-1 of an axis of `length` extended by mirroring ('symmetric':
@@ -39,12 +42,11 @@ class PatchGrid:
     patch_size: int
 
     def __post_init__(self) -> None:
+        # a scene smaller than one patch is one mirror-padded patch, like any scene edge
         if self.patch_size <= 0:
             raise QmtganError(f"patch size must be positive, got {self.patch_size}")
-        if self.patch_size > min(self.scene_height, self.scene_width):
-            raise QmtganError(
-                f"patch size {self.patch_size} is larger than the scene "
-                f"({self.scene_height}x{self.scene_width} px)")
+        if min(self.scene_height, self.scene_width) <= 0:
+            raise QmtganError(f"an empty scene ({self.scene_height}x{self.scene_width} px) has no patches")
 
     @property
     def rows(self) -> int:

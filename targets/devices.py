@@ -4,7 +4,9 @@ same three calls: `arch()`, `put(folder)`, `run(argv)`."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.names import relative_path
 from qmtgan.targets.registry import Board, require_tool
 
 RUNTIME_DIR = "runtime"   # where flash and bench stage the device runtime, relative to workdir
@@ -63,11 +66,17 @@ class Device:
 
     def sha256(self, files: list[str]) -> dict[str, str]:
         """sha256 of files (relative to workdir) computed on the board."""
+        for f in files:
+            self.path(f)
         proc = self.run(["sha256sum", "--", *files], timeout=600)
         found = dict(reversed(line.split(None, 1)) for line in proc.stdout.splitlines() if line.strip())
         return {f: found.get(f, "") for f in files}
 
     def path(self, *parts: str) -> str:
+        """A place under workdir: every part a plain relative name, so nothing a bundle or a
+        label says can reach outside it."""
+        for part in parts:
+            relative_path(part, f"{self.describe()}: a path under the workdir")
         return str(PurePosixPath(self.workdir, *parts))
 
     def _python_argv(self, argv: list[str]) -> list[str]:
@@ -144,6 +153,31 @@ class QemuDevice(_HostFiles):
         return proc.stdout.strip()
 
 
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def ssh_destination(value: str) -> str:
+    """`[user@]host` with host a name, an IPv4 or an IPv6 address (bare or in brackets): the
+    destination as ssh takes it; one clear error for anything else (a leading '-', spaces,
+    shell characters, an empty part)."""
+    user, at, host = str(value).rpartition("@")
+    if at and not _USER.fullmatch(user):
+        raise QmtganError(f"ssh destination {value!r}: {user!r} is not a user name")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+        return f"{user}@{host}" if at else host
+    except ValueError:
+        pass
+    if not (0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in host.split("."))):
+        raise QmtganError(f"ssh destination {value!r}: {host!r} is not a host name or an IP address "
+                          "(expected [user@]host)")
+    return f"{user}@{host}" if at else host
+
+
 class SshDevice(Device):
     """A board over ssh (BatchMode: keys only, never a password prompt)."""
 
@@ -159,7 +193,7 @@ class SshDevice(Device):
     ):
         super().__init__(board, workdir, python)
         require_tool("ssh", "openssh-client", "reaching a board over ssh")
-        self.host = host
+        self.host = ssh_destination(host)
         self.ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
         if port:
             self.ssh += ["-p", str(port)]
@@ -172,7 +206,8 @@ class SshDevice(Device):
         return f"{self.board.name} at {self.host}"
 
     def _remote(self, command: str, timeout: float | None, stdin=None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*self.ssh, self.host, command], capture_output=True, text=stdin is None,
+        # "--": the destination is never read as an option, whatever it looks like
+        proc = subprocess.run([*self.ssh, "--", self.host, command], capture_output=True, text=stdin is None,
                               timeout=timeout, stdin=stdin)
         if proc.returncode == 255:  # ssh's own failure: the command never ran
             err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
@@ -184,6 +219,9 @@ class SshDevice(Device):
 
     def run(self, argv, env=None, timeout=None):
         argv = self._python_argv(argv)
+        for key in env or {}:
+            if not _ENV_NAME.fullmatch(key):
+                raise QmtganError(f"{key!r} is not an environment variable name")
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         workdir = shlex.quote(self.workdir)
         command = f"mkdir -p {workdir} && cd {workdir} && {prefix} {shlex.join(argv)}"

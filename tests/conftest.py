@@ -83,6 +83,27 @@ def tiny_bundles(tiny_run, small_pair_dir, tmp_path_factory):
     return out, {r["name"]: r for r in json.loads((out / "artifacts.json").read_text())}
 
 
+@pytest.fixture(scope="session")
+def residual_run(tmp_path_factory, small_pair_dir):
+    """A tiny generator with a linear residual, really trained (L2, no discriminator)."""
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.pair import data_identity, load_pair
+    from qmtgan.train.training import TrainConfig, train
+
+    reference, target, meta, _ = load_pair(small_pair_dir)
+    run_dir = tmp_path_factory.mktemp("residual") / "run"
+    train(
+        reference,
+        target,
+        run_dir,
+        GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear", spectral_kernel=3),
+        TrainConfig(epochs=3, val_every=3, learning_rate=1e-3, loss="l2", adversarial=False, norm_clip=0.0),
+        data_identity(small_pair_dir, meta),
+        progress=False,
+    )
+    return run_dir
+
+
 # Test tiers: `make test` runs every test; `make test-fast` leaves these out.
 #   slow     trains a generator, directly or through a fixture, or runs for many seconds
 #   qemu     runs aarch64 code on the emulated board: needs root (a private mount namespace)

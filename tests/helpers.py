@@ -139,3 +139,62 @@ def conv_onnx_backend(folder: Path, tile: int):
     path = folder / "conv.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return load_backend("onnxruntime", path, threads=1)
+
+
+# The CLI in a process that reports its own peak RSS on its last stderr line: VmHWM, which
+# starts anew at exec (getrusage's ru_maxrss keeps the forking parent's, a test runner's).
+MEASURED = """
+import atexit, sys
+def peak():
+    kb = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+    print(f"qmtgan-test maxrss_kb={kb}", file=sys.stderr)
+atexit.register(peak)
+from qmtgan.cli import main
+main(sys.argv[1:])
+"""
+
+
+def run_cli_measured(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
+    """Run the CLI in a fresh process; its result and its peak RSS in MiB."""
+    proc = subprocess.run([sys.executable, "-c", MEASURED, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    line = [x for x in proc.stderr.splitlines() if x.startswith("qmtgan-test maxrss_kb=")][-1]
+    proc.stderr = proc.stderr.replace(line, "").rstrip()
+    return proc, int(line.split("=")[1]) / 1024
+
+
+def oscd_root() -> Path:
+    """The real Sentinel-2 pairs (OSCD layout): QMTGAN_OSCD, else ../shared/data/oscd beside the
+    repository. Missing data is a failure with a clear message, never a silent skip."""
+    import os
+
+    import pytest
+
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "oscd"
+    root = Path(os.environ.get("QMTGAN_OSCD") or beside)
+    if not (root / "paris" / "imgs_1").is_dir():
+        pytest.fail(f"the real pairs are missing: no {root}/paris/imgs_1 (set QMTGAN_OSCD to an OSCD copy)")
+    return root
+
+
+def crop_oscd_city(src: Path, dest: Path, row: int, col: int, size: int) -> Path:
+    """A crop of a real OSCD city, both dates, every band at its own resolution: `size` 10 m
+    pixels from (row, col); all three multiples of 6 so that the 20 m and 60 m bands crop on
+    their own pixel edges. The dates file comes along."""
+    import shutil
+
+    import rasterio
+    from rasterio.windows import Window
+
+    for date in ("imgs_1", "imgs_2"):
+        (dest / date).mkdir(parents=True)
+        for band in sorted((src / date).glob("*.tif")):
+            with rasterio.open(band) as ds:
+                f = round(ds.res[0] / 0.0001164)  # 1, 2 or 6: this band's pixel in 10 m pixels
+                window = Window(col // f, row // f, size // f, size // f)
+                profile = {**ds.profile, "width": size // f, "height": size // f,
+                           "transform": ds.window_transform(window)}
+                with rasterio.open(dest / date / band.name, "w", **profile) as out:
+                    out.write(ds.read(window=window))
+    shutil.copy(src / "dates.txt", dest / "dates.txt")
+    return dest

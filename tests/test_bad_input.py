@@ -109,10 +109,16 @@ def test_all_nodata_scene(tmp_path, small_scene):
                          "nodata")
 
 
-def test_patch_larger_than_scene(tmp_path, good_tif):
+def test_a_scene_smaller_than_one_patch_is_one_padded_patch(tmp_path, good_tif):
+    """Small real scenes (e.g. OSCD paris, 408 x 390) are padded like any scene edge."""
+    import json
+
     out = tmp_path / "pair"
-    assert_fails_cleanly(run_cli("prepare", "--reference", good_tif, "--patch-size", "512", "-o", out),
-                         out, "patch size 512 is larger than the scene (96x128 px)")
+    proc = run_cli("prepare", "--reference", good_tif, "--patch-size", "512", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "patches.json").read_text())
+    assert (manifest["rows"], manifest["cols"]) == (1, 1)
+    assert (manifest["patches"][0]["height"], manifest["patches"][0]["width"]) == (96, 128)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -231,7 +237,7 @@ def test_a_board_file_with_a_typo_is_refused_by_name(tmp_path, change, needle):
 def test_a_bundle_manifest_is_checked_when_opened(tmp_path, change, needle):
     import json
 
-    from qmtgan.runtime.bundle import load_bundle, write_bundle
+    from qmtgan.runtime.bundle import load_bundle, write_bundle, write_manifest
     from qmtgan.runtime.errors import QmtganError
     from qmtgan.runtime.normalization import Normalization
 
@@ -241,7 +247,7 @@ def test_a_bundle_manifest_is_checked_when_opened(tmp_path, change, needle):
                         {"model.onnx": b"not a model, never loaded here"})
     assert load_bundle(dest).manifest.tile_size == 32
     manifest = json.loads((dest / "manifest.json").read_text())
-    (dest / "manifest.json").write_text(json.dumps({**manifest, **change}))
+    write_manifest(dest, {**manifest, **change})  # re-signed: each field check is what refuses
     with pytest.raises(QmtganError, match=needle):
         load_bundle(dest)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from helpers import free_port, run_cli, wait_for_port
+from qmtgan.runtime.bundle import write_manifest
 
 FIELDS = (
     "config",
@@ -73,7 +74,7 @@ def bench_run(tiny_bundles, tiny_run, small_pair_dir, rpc_server, tmp_path_facto
     shutil.copytree(out_dir / "onnx", broken)
     (broken / "model.onnx").write_bytes((broken / "model.onnx").read_bytes()[:-3])
     manifest = json.loads((broken / "manifest.json").read_text())
-    (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "onnx-altered"}))
+    write_manifest(broken, {**manifest, "name": "onnx-altered"})  # re-signed: the model is what fails
     proc = run_cli(
         "bench",
         "--bundles",

@@ -153,7 +153,7 @@ def _archive(members) -> bytes:
     | st.binary(max_size=200).map(lambda b: [b])
 )
 def test_bundle_archive_loader_refuses_escapes_links_devices_and_lies(members):
-    from qmtgan.runtime.bundle import _safe_extract
+    from qmtgan.runtime.archive import safe_extract as _safe_extract
 
     root = Path(tempfile.mkdtemp(prefix="qmtgan-fuzz-"))
     try:
@@ -173,34 +173,91 @@ def test_bundle_archive_loader_refuses_escapes_links_devices_and_lies(members):
 
 
 MANIFEST_KEYS = st.sampled_from(["name", "backend", "model_file", "files", "tile_size", "normalization",
-                                 "generator", "bands", "smoke", "elf_machine", "schema"])
+                                 "generator", "bands", "smoke", "elf_machine", "schema", "input", "output",
+                                 "manifest_sha256"])
+FIELD_VALUES = JSON | st.sampled_from(["../x", "/etc/passwd", "model.onnx", "smoke.npz", "manifest.json",
+                                       "tflite", "tvm", "onnxruntime", 16, 32, 0, -1, [1, 16, 16, 12],
+                                       {"shape": [1, 32, 32, 12]}, {"file": "model.onnx", "snr_db": 1.0}])
+TILE = 16
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    """One real bundle whose manifest.json each example replaces."""
+    """One real bundle (a real ONNX model run by ONNX Runtime, and a second file) whose manifest
+    each example replaces."""
+    from helpers import conv_onnx_backend
     from qmtgan.runtime.bundle import write_bundle
     from qmtgan.runtime.normalization import Normalization
 
+    folder = tmp_path_factory.mktemp("bundle")
+    conv_onnx_backend(folder, TILE)
     norm = Normalization(tuple([0.0] * 12), tuple([1.0] * 12))
-    return write_bundle(tmp_path_factory.mktemp("bundle") / "b",
-                        {"name": "b", "backend": "onnxruntime", "model_file": "model.onnx", "tile_size": 32,
-                         "normalization": norm.to_dict(), "generator": {}}, {"model.onnx": b"model"})
+    shape = {"shape": [1, TILE, TILE, 12], "dtype": "float32", "quantization": None}
+    return write_bundle(folder / "b", {"name": "b", "backend": "onnxruntime", "model_file": "model.onnx",
+                                       "tile_size": TILE, "normalization": norm.to_dict(), "generator": {},
+                                       "input": shape, "output": shape},
+                        {"model.onnx": (folder / "conv.onnx").read_bytes(), "notes.txt": b"not a model"})
+
+
+def _load_and_run(path: Path):
+    """What a device does with a bundle: load (verify), create its backend, run one tile."""
+    from qmtgan.runtime.bundle import load_bundle
+
+    bundle = load_bundle(path)
+    backend = bundle.backend(threads=1)
+    tile = np.zeros((1, bundle.tile, bundle.tile, 12), np.float32)
+    assert backend.run(tile).shape == tile.shape
+    return bundle
 
 
 @FUZZ
-@given(st.dictionaries(MANIFEST_KEYS, JSON, max_size=4), st.binary(max_size=40))
-def test_bundle_manifest_loader_on_hostile_records(bundle_dir, overrides, raw):
-    from qmtgan.runtime.bundle import load_bundle
+@given(st.dictionaries(MANIFEST_KEYS, FIELD_VALUES, max_size=4), st.booleans(), st.binary(max_size=40))
+def test_bundle_manifests_through_load_and_run(bundle_dir, overrides, resign, raw):
+    """Fuzzed fields, re-signed (as an attacker would) or not, then raw bytes: the bundle loads
+    and runs a tile, or is refused with one clear error."""
+    from qmtgan.runtime.bundle import write_manifest
 
     original = bundle_dir / "manifest.json.orig"
     if not original.exists():
         shutil.copy(bundle_dir / "manifest.json", original)
     manifest = json.loads(original.read_text())
-    (bundle_dir / "manifest.json").write_text(json.dumps({**manifest, **overrides}))
-    _refused_or_parsed(load_bundle, bundle_dir)
+    if resign:
+        write_manifest(bundle_dir, {**manifest, **overrides})
+    else:
+        (bundle_dir / "manifest.json").write_text(json.dumps({**manifest, **overrides}))
+    _refused_or_parsed(_load_and_run, bundle_dir)
     (bundle_dir / "manifest.json").write_bytes(raw)
-    _refused_or_parsed(load_bundle, bundle_dir)
+    _refused_or_parsed(_load_and_run, bundle_dir)
+    shutil.copy(original, bundle_dir / "manifest.json")
+
+
+@FUZZ
+@given(st.sampled_from(["w", "w:gz", "w:bz2", "w:xz"]), st.lists(st.tuples(st.integers(0, 10**7), st.binary(
+    min_size=1, max_size=4)), max_size=3), st.integers(0, 10**7), st.sampled_from(["", "../", "/", "b/../"]))
+def test_bundle_archives_through_load_and_run(bundle_dir, mode, flips, cut, prefix):
+    """A real bundle archived with each compression, its member names prefixed, its bytes
+    flipped and cut: loads and runs, or is refused; nothing is written outside the scratch."""
+    from qmtgan.runtime.bundle import write_manifest
+
+    root = Path(tempfile.mkdtemp(prefix="qmtgan-fuzz-"))
+    try:
+        original = bundle_dir / "manifest.json.orig"
+        if original.exists():
+            write_manifest(bundle_dir, json.loads(original.read_text()))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode=mode) as tar:
+            tar.add(bundle_dir, arcname=prefix + "b",
+                    filter=lambda m: None if m.name.endswith(".orig") else m)
+        data = bytearray(buf.getvalue())
+        for at, junk in flips:
+            at %= len(data)
+            data[at:at + len(junk)] = junk
+        archive = root / "bundle.tar"
+        archive.write_bytes(bytes(data[: len(data) - cut % len(data)] if cut % 7 == 0 else data))
+        _refused_or_parsed(_load_and_run, archive)
+        assert sorted(p.name for p in root.iterdir()) == ["bundle.tar"]
+    finally:
+        shutil.rmtree(root)
 
 
 # --- board TOML ------------------------------------------------------------------------------

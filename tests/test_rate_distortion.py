@@ -23,27 +23,6 @@ def small_pair(small_pair_dir):
     return PairData.load(small_pair_dir)
 
 
-@pytest.fixture(scope="module")
-def residual_run(tmp_path_factory, small_pair_dir):
-    """A tiny generator with a linear residual, really trained (L2, no discriminator)."""
-    from qmtgan.train.models.config import GeneratorConfig
-    from qmtgan.train.pair import data_identity, load_pair
-    from qmtgan.train.training import TrainConfig, train
-
-    reference, target, meta, _ = load_pair(small_pair_dir)
-    run_dir = tmp_path_factory.mktemp("residual") / "run"
-    train(
-        reference,
-        target,
-        run_dir,
-        GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear", spectral_kernel=3),
-        TrainConfig(epochs=3, val_every=3, learning_rate=1e-3, loss="l2", adversarial=False, norm_clip=0.0),
-        data_identity(small_pair_dir, meta),
-        progress=False,
-    )
-    return run_dir
-
-
 def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
     from qmtgan.quantize.baselines import run_baselines
     from qmtgan.runtime.metrics import snr_db
@@ -61,8 +40,11 @@ def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
         "jpeg2000",
         "linear+jpeg2000",
         "linear-3x3+jpeg2000",
+        "klt+jpeg2000",
+        "linear-3x3+klt+jpeg2000",
     }
-    for family in ("jpeg2000", "linear+jpeg2000", "linear-3x3+jpeg2000"):
+    for family in ("jpeg2000", "linear+jpeg2000", "linear-3x3+jpeg2000", "klt+jpeg2000",
+                   "linear-3x3+klt+jpeg2000"):
         assert [p.requested_bpp for p in by_family[family]] == RATES
         for p in by_family[family]:
             assert abs(p.bpp / p.requested_bpp - 1) <= 0.05, (p.label, p.bpp)
@@ -74,6 +56,22 @@ def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
     # the robust cross-band fit beats a per-band one where the pair did not change
     assert by_family["linear"][0].snr_outside_db > by_family["gain-offset"][0].snr_outside_db
     assert by_family["linear+jpeg2000"][1].snr_db > by_family["linear+jpeg2000"][0].snr_db
+
+
+def test_the_spectral_klt_is_orthonormal_and_inverts_within_its_step(small_pair):
+    from qmtgan.quantize.baselines import Klt
+
+    image = small_pair.target.data
+    klt = Klt.fit(image, small_pair.valid)
+    np.testing.assert_allclose(klt.basis.T @ klt.basis, np.eye(12), atol=1e-5)
+    comps = klt.forward(image, small_pair.valid)
+    assert comps.dtype == np.int16
+    variances = comps[:, small_pair.valid].astype(np.float64).var(axis=1)
+    assert np.all(np.diff(variances) <= 1e-6 * variances[0])  # by decreasing variance
+    back = klt.inverse(comps)
+    err = np.abs(back - image)[:, small_pair.valid]
+    assert err.max() <= klt.step * np.sqrt(12) / 2 + 1e-2  # rounding of 12 components, step each
+    assert klt.side_bytes == (12 + 144 + 1) * 4
 
 
 def test_jpeg2000_rate_out_of_reach_is_a_clear_error(small_pair):

@@ -35,9 +35,15 @@ def test_edge_patches_are_mirror_padded_and_manifest_says_how_much_is_real():
     assert grid.to_manifest()["edge_rule"].startswith("symmetric")
 
 
-def test_patch_larger_than_scene_is_refused():
-    with pytest.raises(QmtganError, match="larger than the scene"):
-        PatchGrid(100, 300, 128)
+def test_a_scene_smaller_than_a_patch_is_mirror_padded_and_stitches_back():
+    image = np.random.default_rng(1).random((3, 20, 30)).astype(np.float32)
+    grid = PatchGrid(20, 30, 64)
+    assert (grid.rows, grid.cols) == (1, 1)
+    patches = grid.cut(image)
+    assert patches.shape == (1, 64, 64, 3)
+    np.testing.assert_array_equal(grid.stitch(patches), image)
+    with pytest.raises(QmtganError, match="empty scene"):
+        PatchGrid(0, 30, 64)
 
 
 def test_stitched_geotiff_keeps_crs_and_transform(tmp_path, small_scene):

@@ -75,8 +75,9 @@ def patch_manifest(grid: PatchGrid, reference: Scene, target: Scene) -> dict:
 
 
 def write_pair(out_dir: str | Path, reference: Scene, target: Scene, patch_size: int,
-               simulation: dict | None, resampling: str) -> Path:
-    """Write the pair folder atomically (it appears complete or not at all)."""
+               simulation: dict | None, resampling: str, extra: dict | None = None) -> Path:
+    """Write the pair folder atomically (it appears complete or not at all); `extra` adds keys
+    to pair.json (e.g. where a real pair came from)."""
     if reference.shape != target.shape:
         raise QmtganError(f"reference is {reference.shape}, target {target.shape}: align first")
     grid = PatchGrid(*reference.shape, patch_size)
@@ -96,6 +97,7 @@ def write_pair(out_dir: str | Path, reference: Scene, target: Scene, patch_size:
             "simulation": simulation,
             "sha256": {"reference.tif": sha256_file(tmp / "reference.tif"),
                        "target.tif": sha256_file(tmp / "target.tif")},
+            **(extra or {}),
         }
         (tmp / "pair.json").write_text(json.dumps(meta, indent=2))
         (tmp / "patches.json").write_text(json.dumps(manifest, indent=1))

@@ -1,0 +1,57 @@
+"""`qmtgan real` end to end on a crop of a real OSCD city (both dates, every band at its own
+resolution): prepare, train, baselines (KLT included), generator, hybrids at the scene's own
+size and projected to the paper's, and the report with dates and licence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import crop_oscd_city, oscd_root, run_cli
+
+
+@pytest.mark.slow
+def test_real_pairs_report_on_a_crop_of_a_real_city(tmp_path):
+    root = tmp_path / "oscd"
+    crop_oscd_city(oscd_root() / "paris", root / "paris", 120, 120, 132)
+    out = tmp_path / "real"
+    proc = run_cli("real", "--pairs", root, "--epochs", "2", "--rates", "1.0", "--bits", "8", "-o", out,
+                   timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "real.json").read_text())
+    (pair,) = doc["pairs"]
+    assert pair["pair"] == "paris" and doc["context"]["sizes"]["paris"] == "132 x 132"
+    row = pair["rates"]["1"]
+    # the baselines a user would fly, KLT included, were measured; the best is named
+    families = {p["family"] for p in json.loads((out / "rd" / "rd.json").read_text())["points"]}
+    assert {"klt+jpeg2000", "linear-3x3+klt+jpeg2000", "linear-3x3+jpeg2000", "hybrid-projected"} <= families
+    assert row["classical"]["snr_db"] > 0 and row["projected"] is not None
+    # 105k weights at 8 bits cannot fit 1 bpp on 132 x 132 px, but they do on 441 tiles
+    assert row["hybrid"] is None and "projected_minus_classical_db" in row
+    assert row["break_even"]["bits"] == 8
+    int8 = doc["context"]["int8"]["paris"]
+    for name in ("tflite-int8", "onnx-int8"):
+        assert abs(int8[name]["loss_db"] - (int8["float_snr_db"] - int8[name]["snr_db"])) < 1e-9
+    md = (out / "real.md").read_text()
+    assert "2016-11-30" in md and "2017-11-07" in md and "Copernicus" in md
+    assert (out / "real.png").stat().st_size > 0
+
+
+def test_missing_real_pairs_are_one_clear_error(tmp_path):
+    proc = run_cli("real", "--pairs", tmp_path / "nowhere", "-o", tmp_path / "out")
+    assert proc.returncode == 1 and "no real pairs" in proc.stderr and "OSCD" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_break_even_is_where_the_weights_leave_the_residual_just_enough():
+    import math
+
+    from qmtgan.bench.real_report import _snr_at, break_even_pixels
+
+    known, alone, rate, weights = [(0.04, 20.0), (0.1, 22.0)], 15.0, 0.1, 50_000
+    pixels = break_even_pixels(rate, weights, 12, known, alone, 21.0)
+    spent = 8.0 * weights / (12 * pixels)  # the weights' bits per sample on a scene that size
+    assert math.isclose(_snr_at(rate - spent, known, alone), 21.0, abs_tol=1e-6)
+    assert break_even_pixels(rate, weights, 12, known, alone, 22.5) is None  # not even with free weights
+    assert break_even_pixels(rate, 2 * weights, 12, known, alone, 21.0) > pixels  # heavier weights: larger
