@@ -19,7 +19,6 @@ One small class per kind; each yields (label, reconstruction, bytes, requested b
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from qmtgan.quantize.rd import PairData, RDPoint, score
 from qmtgan.runtime import jpeg2000
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.klt import Klt
 from qmtgan.runtime.residual import add_residual, residual_image
 
 log = logging.getLogger(__name__)
@@ -210,45 +210,6 @@ class LinearPlusJpeg2000(Baseline):
 class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
     family = "linear-3x3+jpeg2000"
     kernel = 3
-
-
-@dataclass(frozen=True)
-class Klt:
-    """An orthonormal spectral transform fitted to an image's valid pixels: components =
-    basis.T @ (x - mean), stored as int16 in steps of `step` (the smallest power of two that
-    keeps the largest component in range). Orthonormal, so an error in the components is the
-    same squared error in the bands, and OpenJPEG's rate allocation over the components of one
-    codestream (post-compression rate-distortion optimization, by squared error) is an
-    allocation over the bands' error too."""
-    mean: np.ndarray    # (bands,)
-    basis: np.ndarray   # (bands, bands), columns by decreasing variance
-    step: float
-
-    @property
-    def side_bytes(self) -> int:
-        return (self.mean.size + self.basis.size + 1) * FLOAT_BYTES
-
-    @classmethod
-    def fit(cls, image: np.ndarray, valid: np.ndarray) -> "Klt":
-        x = image[:, valid].astype(np.float64)
-        mean = x.mean(axis=1)
-        variance, basis = np.linalg.eigh(np.cov(x))
-        basis = basis[:, np.argsort(variance)[::-1]].astype(np.float32)
-        peak = float(np.max(np.abs(basis.T @ (x - mean[:, None])))) if x.size else 0.0
-        step = float(2.0 ** max(0, int(np.ceil(np.log2(max(peak, 1.0) / 32000.0)))))
-        return cls(mean.astype(np.float32), basis, step)
-
-    def forward(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        bands, h, w = image.shape
-        comps = self.basis.T @ (image.reshape(bands, -1) - self.mean[:, None])
-        comps = np.clip(np.rint(comps / self.step), -32768, 32767).reshape(bands, h, w)
-        comps[:, ~valid] = 0  # nodata codes as the mean: no edge for the wavelet to spend bits on
-        return comps.astype(np.int16)
-
-    def inverse(self, comps: np.ndarray) -> np.ndarray:
-        bands, h, w = comps.shape
-        x = self.basis @ (comps.reshape(bands, -1).astype(np.float32) * self.step) + self.mean[:, None]
-        return x.reshape(bands, h, w)
 
 
 def klt_code(pair: PairData, image: np.ndarray, bpp: float) -> tuple[np.ndarray, int, "jpeg2000.RateResult"]:

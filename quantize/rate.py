@@ -20,7 +20,8 @@ from qmtgan.runtime import jpeg2000
 from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.decode import predict
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.runtime.residual import DTYPE, add_residual, decode_residual, residual_image
+from qmtgan.runtime.residual import (DTYPE, KLT_CODEC, add_residual, decode_residual, klt_residual,
+                                     residual_image)
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +74,24 @@ def candidates(
     return out
 
 
-def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, residual_bpp: float
-                  ) -> tuple[fmt.Payload, np.ndarray, jpeg2000.RateResult]:
-    """The hybrid payload: ``payload`` plus JPEG2000 of target - prediction at ``residual_bpp``
-    (bits per sample of the residual alone), and the reconstruction a decoder gets from it."""
-    residual = residual_image(pair.target.data, prediction, pair.valid)
-    coded = jpeg2000.encode_at_bpp(residual, residual_bpp)
-    record = {"codec": "jpeg2000", "dtype": DTYPE, "shape": list(residual.shape), "bpp": coded.bpp,
-              "quality": coded.quality}
+def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, residual_bpp: float,
+                  klt: bool = True) -> tuple[fmt.Payload, np.ndarray, jpeg2000.RateResult]:
+    """The hybrid payload: ``payload`` plus the residual target - prediction at ``residual_bpp``
+    (bits per sample of the residual alone, its transform included), and the reconstruction a
+    decoder gets from it. The residual goes through a spectral KLT before JPEG2000 (``klt``),
+    or is coded band by band as int16."""
+    record = {"codec": KLT_CODEC if klt else "jpeg2000", "dtype": DTYPE, "shape": list(prediction.shape)}
+    if klt:
+        transform, image = klt_residual(pair.target.data, prediction, pair.valid)
+        record["klt"] = transform.to_text()
+    else:
+        image = residual_image(pair.target.data, prediction, pair.valid)
+    side = len(record.get("klt", ""))
+    coded = jpeg2000.encode_at_bpp(image, residual_bpp - 8.0 * side / pair.samples)
+    record.update(bpp=coded.bpp, quality=coded.quality)
     hybrid = fmt.Payload({**payload.header, "residual": record}, payload.codes, payload.sides, payload.floats,
                          coded.data)
-    recon = add_residual(prediction, decode_residual(coded.data, record, residual.shape), pair.valid)
+    recon = add_residual(prediction, decode_residual(coded.data, record, image.shape), pair.valid)
     return hybrid, recon, coded
 
 
@@ -132,13 +140,14 @@ def projected_hybrids(pair: PairData, c: Candidate, prediction: np.ndarray, rate
     for total in rates:
         room = total - 8.0 * weights / pair.samples
         try:
-            _, recon, coded = with_residual(c.payload, pair, prediction, room)
+            hybrid, recon, coded = with_residual(c.payload, pair, prediction, room)
         except QmtganError as exc:
             errors.append(f"{pair.name}: {c.label} + residual @ {total:g}, projected: {exc}")
             continue
-        points.append(score(pair, "hybrid-projected", f"{c.label} + JPEG2000 residual @ {total:g}, projected",
-                            recon, round(weights + len(coded.data)), total, bits=c.bits, run=str(c.run),
-                            pixels=pixels, weight_bytes=c.nbytes))
+        side = len(hybrid.header["residual"].get("klt", ""))  # the transform travels in the header
+        label = f"{c.label} + JPEG2000 residual @ {total:g}, projected"
+        points.append(score(pair, "hybrid-projected", label, recon, round(weights + side + len(coded.data)),
+                            total, bits=c.bits, run=str(c.run), pixels=pixels, weight_bytes=c.nbytes))
     return points, errors
 
 

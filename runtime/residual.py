@@ -1,7 +1,8 @@
 """The residual of a prediction, as an integer image a JPEG2000 codec takes, and its inverse.
 
 Encoder and decoder form the prediction the same way (float32 DN), so the decoder adds the
-decoded residual to its own prediction. Nodata pixels carry no residual and stay 0.
+decoded residual to its own prediction. Nodata pixels carry no residual and stay 0. The
+residual may go through a spectral KLT first (its components are what JPEG2000 codes).
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ import numpy as np
 
 from qmtgan.runtime import jpeg2000
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.klt import Klt
 
 DTYPE = "int16"
+# A new codec name for the KLT path: a reader that predates it refuses the payload instead of
+# adding the components as if they were the residual.
+KLT_CODEC = "jpeg2000+klt"
+CODECS = ("jpeg2000", KLT_CODEC)
 _LIMIT = np.iinfo(np.int16)
 
 
@@ -31,13 +37,24 @@ def add_residual(prediction: np.ndarray, residual: np.ndarray, valid: np.ndarray
 
 
 def decode_residual(data: bytes, record: dict, expected: tuple[int, int, int]) -> np.ndarray:
-    """The residual image a header record describes ({"codec", "dtype", "shape"}), which must
-    be `expected` (the reference's bands, H, W): the record's shape, then the codestream's own
-    header, are compared with it before anything is decoded or allocated."""
-    if not isinstance(record, dict) or record.get("codec") != "jpeg2000" or record.get("dtype") != DTYPE:
+    """The residual image a header record describes ({"codec", "dtype", "shape"}, and "klt"
+    when its components were coded through a spectral KLT), which must be `expected` (the
+    reference's bands, H, W): the record's shape, the transform, then the codestream's own
+    header are checked before anything is decoded or allocated. int16 DN, or float32 DN
+    through a KLT."""
+    if not isinstance(record, dict) or record.get("codec") not in CODECS or record.get("dtype") != DTYPE:
         got = (record.get("codec"), record.get("dtype")) if isinstance(record, dict) else record
         raise QmtganError(f"unknown residual coding {got}")
     shape = record.get("shape")
     if not isinstance(shape, list) or tuple(shape) != tuple(expected):
         raise QmtganError(f"residual record says shape {shape!r}, the reference is {tuple(expected)}")
-    return jpeg2000.decode(data, tuple(expected), DTYPE)
+    klt = Klt.from_text(record.get("klt"), expected[0]) if record["codec"] == KLT_CODEC else None
+    decoded = jpeg2000.decode(data, tuple(expected), DTYPE)
+    return decoded if klt is None else klt.inverse(decoded)
+
+
+def klt_residual(target: np.ndarray, prediction: np.ndarray, valid: np.ndarray) -> tuple[Klt, np.ndarray]:
+    """The residual's spectral KLT, fitted on the valid pixels, and its int16 components."""
+    residual = np.asarray(target, np.float32) - np.asarray(prediction, np.float32)
+    klt = Klt.fit(residual, valid)
+    return klt, klt.forward(residual, valid)

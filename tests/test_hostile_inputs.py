@@ -298,6 +298,30 @@ def test_payload_sizes_are_checked_before_anything_is_sized_by_them(hybrid_paylo
         fmt.read(big)
 
 
+def test_a_residual_transform_that_is_not_an_orthonormal_klt_is_refused(hybrid_payload, small_pair_dir,
+                                                                        tmp_path):
+    import base64
+
+    from qmtgan.runtime import payload as fmt
+
+    payload = fmt.read(hybrid_payload)
+    record = payload.header["residual"]
+    assert record["codec"] == "jpeg2000+klt"
+    values = np.frombuffer(base64.b64decode(record["klt"]), "<f4").copy()
+    bad_step, scaled = values.copy(), values.copy()
+    bad_step[-1] = 3.0
+    scaled[12:-1] *= 2.0  # the basis no longer orthonormal
+    for klt, needle in ((record["klt"][:-8], "KLT record"), ("!!" + record["klt"], "not base64"),
+                        (base64.b64encode(bad_step.tobytes()).decode(), "power-of-two step"),
+                        (base64.b64encode(scaled.tobytes()).decode(), "orthonormal")):
+        payload.header["residual"] = {**record, "klt": klt}
+        hostile = fmt.write(tmp_path / "hostile.qmtg", payload)
+        decoded = tmp_path / "decoded.tif"
+        proc = run_cli("decode", "--reference", small_pair_dir / "reference.tif", hostile, "-o", decoded)
+        assert_refused(proc, str(hostile), needle)
+        assert not decoded.exists()
+
+
 def _sections_after_head(path: Path) -> list[tuple[bytes, bytes]]:
     from qmtgan.runtime import payload as fmt
 

@@ -150,6 +150,26 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
     assert got > prediction_only + 3  # the residual adds what the generator missed
 
 
+def test_a_hybrid_coded_band_by_band_still_decodes(residual_run, small_pair):
+    """Format 2.0's residual (int16 bands, no KLT) decodes as before, next to the KLT one."""
+    from qmtgan.quantize.rate import candidates, with_residual
+    from qmtgan.runtime import payload as fmt
+    from qmtgan.runtime.decode import reconstruct
+    from qmtgan.runtime.metrics import snr_db
+
+    (cand,) = candidates([residual_run], (8,), small_pair)
+    prediction = cand.prediction(small_pair)
+    results = {}
+    for klt in (False, True):
+        hybrid, recon, _ = with_residual(cand.payload, small_pair, prediction, 1.0, klt=klt)
+        decoded = reconstruct(fmt.decode(fmt.encode(hybrid)), small_pair.reference)
+        np.testing.assert_array_equal(decoded, recon)
+        codec = hybrid.header["residual"]["codec"]
+        results[codec] = snr_db(small_pair.target.data, decoded, small_pair.valid)
+    assert set(results) == {"jpeg2000", "jpeg2000+klt"}
+    assert min(results.values()) > snr_db(small_pair.target.data, prediction, small_pair.valid)
+
+
 def test_format_1_payloads_still_decode(residual_run, small_pair_dir, tmp_path, tiny_run):
     """A version 1.0 file (four sections, no residual) is read as before."""
     from qmtgan.runtime import payload as fmt
