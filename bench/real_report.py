@@ -221,10 +221,13 @@ def plot(summary: dict, rates: list[float], path: Path) -> None:
             ys = [s["rates"][f"{r:g}"].get(key) for r in rates]
             ax.plot(rates, [np.nan if y is None else y for y in ys], "o-", label=s["pair"], alpha=0.8)
         means = [summary["mean"][f"{r:g}"][key]["mean"] for r in rates]
-        ax.plot(rates, [np.nan if y is None else y for y in means], "k-", lw=3, label="mean")
+        ax.plot(rates, [np.nan if y is None else y for y in means], "k-", lw=3,
+                label="mean of the pairs shown")
         ax.axhline(0, color="0.5", lw=1)
         ax.set_xscale("log")
         ax.set_xlim(min(rates) / 1.5, max(rates) * 1.5)  # also when a panel has no point at all
+        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax.minorticks_off()
         ax.set_xlabel("bits per sample")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)

@@ -139,7 +139,7 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
     from qmtgan.train.ingest import read_scene
 
     payload = fmt.read(out)
-    assert payload.header["residual"]["codec"] == "jpeg2000" and len(payload.residual) > 0
+    assert payload.header["residual"]["codec"] == "jpeg2000+klt" and len(payload.residual) > 0
     got = snr_db(small_pair.target.data, read_scene(decoded).data, small_pair.valid)
     assert got == pytest.approx(
         reported, abs=0.006
