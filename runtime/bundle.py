@@ -155,7 +155,6 @@ class Manifest:
         return manifest
 
 
-
 def _check_io_record(d: dict, tile: int, where: str) -> None:
     """The model's recorded input and output shapes, when present, must be (1, tile, tile, bands)."""
     for key in ("input", "output"):
