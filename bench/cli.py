@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from qmtgan.bench.demo_config import DEMO_EPOCHS
+from qmtgan.train.shared import SHARED_EPOCHS
 from qmtgan.options import (FOLDER, aliased, deprecated_alias, key_value_option, list_option, model_option,
                             out_option, pair_option)
 
@@ -166,14 +167,21 @@ def demo(out: Path, epochs: int, seed: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also build each pair's int8 bundles and measure their loss against float.")
+@click.option("--shared-epochs", type=click.IntRange(min=0), default=SHARED_EPOCHS, show_default=True,
+              help="Epochs of each leave-one-city-out shared generator (0: no shared stage; it needs "
+                   "2 pairs).")
+@click.option("--shared-ngf", type=click.IntRange(min=1), default=8, show_default=True,
+              help="First-layer width of each shared generator (the paper's is 20).")
 @out_option("Report folder.", default=Path("results/real"))
 def real(root: Path, cities: list[str], epochs: int, rates: list[float], bits: list[int], seed: int,
-         int8: bool, out: Path) -> None:
+         int8: bool, shared_epochs: int, shared_ngf: int, out: Path) -> None:
     """The codec against the classical methods on real Sentinel-2 pairs: per pair and mean, at
-    each scene's size and projected to the paper's; writes OUT/real.md (+ JSON, PNG, rd/)."""
+    each scene's size and projected to the paper's, and a shared generator on the city it never
+    saw; writes OUT/real.md (+ JSON, PNG, rd/)."""
     from qmtgan.bench.real_pairs import run_real
 
-    run_real(root, out, epochs, tuple(rates), tuple(bits), cities or None, seed, int8)
+    run_real(root, out, epochs, tuple(rates), tuple(bits), cities or None, seed, int8, shared_epochs,
+             shared_ngf)
     click.echo((out / "real.md").read_text())
 
 

@@ -121,7 +121,8 @@ def int8_loss(run_dir: Path, pair_dir: Path, out: Path) -> dict:
 
 
 def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits: tuple[int, ...],
-             cities: list[str] | None = None, seed: int = 0, with_int8: bool = True) -> dict:
+             cities: list[str] | None = None, seed: int = 0, with_int8: bool = True,
+             shared_epochs: int = 0, shared_ngf: int | None = None) -> dict:
     """Prepare, train and measure every pair; write out/rd (the rate-distortion report) and
     out/real.{md,json,png}; return the summary."""
     from tqdm import tqdm
@@ -150,6 +151,17 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     t = time.perf_counter()
     doc = rd_report(pair_dirs, run_dirs, list(rates), tuple(bits), out / "rd", project_pixels=PAPER_PIXELS)
     timings["rate_distortion_s"] = time.perf_counter() - t
+    shared = None
+    if shared_epochs and len(pairs) >= 2:
+        from qmtgan.bench.real_shared import shared_points
+
+        t = time.perf_counter()
+        points, shared = shared_points({p.city: d for p, d in zip(pairs, pair_dirs)}, out / "shared",
+                                       list(rates), shared_epochs, seed, shared_ngf)
+        doc["points"] += points
+        timings["shared_s"] = time.perf_counter() - t
+    elif shared_epochs:
+        log.info("shared generator: skipped (leaving one city out needs at least two pairs)")
     int8 = {}
     if with_int8:
         t = time.perf_counter()
@@ -164,5 +176,5 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
                "sizes": sizes,
                "generator": gcfg.to_dict(), "training": {"epochs": epochs, **DEMO_TRAIN},
                "train_wall_s": trained, "rates": list(rates), "bits": list(bits),
-               "paper_pixels": PAPER_PIXELS, "timings": timings, "int8": int8}
+               "paper_pixels": PAPER_PIXELS, "timings": timings, "int8": int8, "shared": shared}
     return write_real_report(out, doc, context)

@@ -78,16 +78,26 @@ def pair_summary(points: list[dict], pair: str, rates: list[float]) -> dict:
         out["generator"] = {"label": best_gen["label"], "snr_db": best_gen["snr_db"], "bpp": best_gen["bpp"]}
         out["linear_3x3_snr_db"] = linear3["snr_db"]
         out["generator_minus_linear_db"] = best_gen["snr_db"] - linear3["snr_db"]
+    shared = _best([p for p in mine if p["family"] == "shared"])
+    if linear3 and shared:
+        out["shared"] = {"snr_db": shared["snr_db"], "bpp": shared["bpp"],
+                         "gate_fraction": shared["extra"].get("gate_fraction")}
+        out["shared_minus_linear_db"] = shared["snr_db"] - linear3["snr_db"]
     for rate in rates:
         classical = _best([p for fam in CLASSICAL for p in _at(mine, fam, rate)])
         own = _best(_at(mine, "hybrid", rate))
         projected = _best(_at(mine, "hybrid-projected", rate))
+        shared = _best(_at(mine, "shared-hybrid", rate))
+        codec = _best([p for p in (own, shared) if p])
         row = {"classical": classical and {"family": classical["family"], "snr_db": classical["snr_db"],
                                            "bpp": classical["bpp"]},
                "hybrid": own and {"label": own["label"], "snr_db": own["snr_db"], "bpp": own["bpp"]},
-               "projected": projected and {"label": projected["label"], "snr_db": projected["snr_db"]}}
-        if classical and own:
-            row["hybrid_minus_classical_db"] = own["snr_db"] - classical["snr_db"]
+               "projected": projected and {"label": projected["label"], "snr_db": projected["snr_db"]},
+               "shared": shared and {"snr_db": shared["snr_db"], "bpp": shared["bpp"],
+                                     "gate_fraction": shared["extra"].get("gate_fraction")}}
+        for key, point in (("hybrid", own), ("shared", shared), ("codec", codec)):
+            if classical and point:
+                row[f"{key}_minus_classical_db"] = point["snr_db"] - classical["snr_db"]
         if classical and projected:
             row["projected_minus_classical_db"] = projected["snr_db"] - classical["snr_db"]
             row["break_even"] = _break_even(mine, projected, rate, classical["snr_db"], samples)
@@ -121,12 +131,14 @@ def _mean_spread(values: list[float]) -> dict:
 
 def summarize(points: list[dict], pairs: list[str], rates: list[float]) -> dict:
     per_pair = [pair_summary(points, name, rates) for name in pairs]
-    mean = {"generator_minus_linear_db": _mean_spread([p.get("generator_minus_linear_db") for p in per_pair])}
+    mean = {k: _mean_spread([p.get(k) for p in per_pair])
+            for k in ("generator_minus_linear_db", "shared_minus_linear_db")}
     for rate in rates:
         key = f"{rate:g}"
         rows = [p["rates"][key] for p in per_pair]
         mean[key] = {k: _mean_spread([r.get(k) for r in rows])
-                     for k in ("hybrid_minus_classical_db", "projected_minus_classical_db")}
+                     for k in ("hybrid_minus_classical_db", "projected_minus_classical_db",
+                               "shared_minus_classical_db", "codec_minus_classical_db")}
         km2 = [r["break_even"]["km2"] for r in rows if r.get("break_even")]
         mean[key]["break_even_km2"] = {"never": sum(v is None for v in km2),
                                        **_mean_spread([v for v in km2 if v is not None and math.isfinite(v)])}
@@ -151,6 +163,18 @@ def _km2(b: dict | None) -> str:
     return f"{b['km2']:.0f} km²"
 
 
+def _shared_intro(context: dict) -> list[str]:
+    shared = context.get("shared")
+    if not shared:
+        return []
+    g = shared["generator"]
+    return [f"Shared generator: {g['name']} ngf {g['ngf']} depth {g['depth']}, residual {g['residual']}, "
+            f"{shared['epochs']} epochs, one per city, trained on the other cities (leave one city out) and "
+            "run on the city it never saw; the payload holds the city's 3x3 linear base, a gate over "
+            "32 x 32 px blocks (refinement or base) and the residual, no weights. \"codec\" is the "
+            "better of the per-pair hybrid and the shared one.", ""]
+
+
 def markdown(summary: dict, context: dict) -> str:
     pairs = {p["city"]: p for p in context["pairs"]}
     lines = ["# The codec on real Sentinel-2 pairs", "",
@@ -161,37 +185,48 @@ def markdown(summary: dict, context: dict) -> str:
              "measured on the pair itself (bpp from the coded bytes, SNR over valid pixels); the paper-size "
              f"column is a projection to {context['paper_pixels']:,} pixels (441 patches of 512 x 512) that "
              "assumes the generator's per-pixel quality holds there. Rate-distortion details: rd/rd.md.", "",
+             *_shared_intro(context),
              "## Pairs", "", "| city | reference date | target date | size (H x W) | 3x3 linear SNR | "
-             "generator SNR | generator - linear |", "|---|---|---|---|---:|---:|---:|"]
+             "generator SNR | generator - linear | shared SNR (held out) | shared - linear |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for s in summary["pairs"]:
         p = pairs.get(s["pair"], {})
         size = context.get("sizes", {}).get(s["pair"], "?")
         gain = _f(s.get("generator_minus_linear_db"), "+.2f")
         dates = f"{p.get('reference_date', '?')} | {p.get('target_date', '?')}"
         snrs = f"{_f(s.get('linear_3x3_snr_db'))} | {_f(s.get('generator', {}).get('snr_db'))}"
-        lines.append(f"| {s['pair']} | {dates} | {size} | {snrs} | {gain} |")
-    lines += [f"| **mean** | | | | | | {_spread(summary['mean']['generator_minus_linear_db'])} |", ""]
+        shared = f"{_f(s.get('shared', {}).get('snr_db'))} | {_f(s.get('shared_minus_linear_db'), '+.2f')}"
+        lines.append(f"| {s['pair']} | {dates} | {size} | {snrs} | {gain} | {shared} |")
+    m = summary["mean"]
+    lines += [f"| **mean** | | | | | | {_spread(m['generator_minus_linear_db'])} | | "
+              f"{_spread(m['shared_minus_linear_db'])} |", ""]
     for rate in context["rates"]:
         key = f"{rate:g}"
         lines += [f"## At {key} bpp", "", "| city | best classical | SNR | hybrid (own size) | SNR | "
                   "hybrid - classical | projected to the paper's size | hybrid - classical | "
-                  "break-even scene |",
-                  "|---|---|---:|---|---:|---:|---|---:|---|"]
+                  "break-even scene | shared, held out (blocks refined) | shared - classical | "
+                  "codec - classical |",
+                  "|---|---|---:|---|---:|---:|---|---:|---|---:|---:|---:|"]
         for s in summary["pairs"]:
             r = s["rates"][key]
-            c, h, pr = r["classical"], r["hybrid"], r["projected"]
+            c, h, pr, sh = r["classical"], r["hybrid"], r["projected"], r.get("shared")
             name = CLASSICAL.get(c["family"], c["family"]) if c else "-"
             hybrid = h["label"].split(" + ")[0] if h else "weights exceed the rate"
+            shared = f"{_f(sh['snr_db'])} ({sh['gate_fraction']:.0%})" if sh else "-"
             lines.append(
                 f"| {s['pair']} | {name} | {_f(c and c['snr_db'])} | {hybrid} | "
                 f"{_f(h and h['snr_db'])} | {_f(r.get('hybrid_minus_classical_db'), '+.2f')} | "
                 f"{_f(pr and pr['snr_db'])} | {_f(r.get('projected_minus_classical_db'), '+.2f')} | "
-                f"{_km2(r.get('break_even'))} |")
+                f"{_km2(r.get('break_even'))} | {shared} | "
+                f"{_f(r.get('shared_minus_classical_db'), '+.2f')} | "
+                f"{_f(r.get('codec_minus_classical_db'), '+.2f')} |")
         mk = summary["mean"][key]
         own, proj = mk["hybrid_minus_classical_db"], mk["projected_minus_classical_db"]
         be = mk["break_even_km2"]
         lines += [f"| **mean** | | | ({own['n']} pairs) | | {_spread(own)} | ({proj['n']} pairs) | "
-                  f"{_spread(proj)} | never on {be['never']}; else {_f(be['mean'], '.0f')} km² mean |", ""]
+                  f"{_spread(proj)} | never on {be['never']}; else {_f(be['mean'], '.0f')} km² mean | | "
+                  f"{_spread(mk['shared_minus_classical_db'])} | "
+                  f"{_spread(mk['codec_minus_classical_db'])} |", ""]
     lines += ["![hybrid minus the best classical method](real.png)", ""]
     if context.get("int8"):
         lines += ["## int8 against float (whole scene, the convert stage's measurement)", "",

@@ -5,6 +5,7 @@ here and means the same thing everywhere.
   --model      a training run folder (train's output)
   --pair       a pair folder (prepare's output)
   --board      a board of `qmtgan targets list` (hardware; --target is a GeoTIFF)
+  --shared     a shared generator's .qmtg (`qmtgan shared export`), held by both ends
   lists        repeat the option or separate values with commas: --bits 4,8 == --bits 4 --bits 8
   KEY=VALUE    options that map a name to a value (bench --host BOARD=user@addr)
 
@@ -39,6 +40,13 @@ def pair_option(
 ) -> Callable:
     return click.option("--pair", "pair_dirs" if multiple else "pair_dir", type=FOLDER, multiple=multiple,
                         required=required, help=help + (" Repeatable." if multiple else ""))
+
+
+def shared_option(help: str = "") -> Callable:
+    return click.option("--shared", "shared_path",
+                        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help=("A shared generator (.qmtg of `qmtgan shared export`) that both ends hold. "
+                              + help).strip())
 
 
 def _split(values) -> list[str]:

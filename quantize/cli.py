@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import list_option, model_option, out_option, pair_option
+from qmtgan.options import list_option, model_option, out_option, pair_option, shared_option
 from qmtgan.quantize.methods import METHODS
 from qmtgan.quantize.policy import MODES
+from qmtgan.train.shared import SHARED_EPOCHS
 
 BITS = click.IntRange(2, 32)
 
@@ -106,6 +107,8 @@ def positive_float(text: str) -> float:
 @click.option(
     "--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB."
 )
+@shared_option("The payload then holds no weights: the pair's linear base, a per-block gate and, with "
+               "--bpp, the coded residual, the whole payload within --bpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @out_option("The .qmtg payload.")
 def encode(
@@ -123,15 +126,25 @@ def encode(
     budget: float | None,
     residual_bpp: float | None,
     snr_floor: float | None,
+    shared_path: Path | None,
     seed: int,
     out: Path,
 ) -> None:
     """Compress TARGET given REFERENCE into a .qmtg payload: the quantized generator, and with
-    --residual-bpp / --snr-floor the coded residual of its prediction too (hybrid)."""
-    from qmtgan.quantize.encode import encode_pair, encode_rate_controlled
+    --residual-bpp / --snr-floor the coded residual of its prediction too (hybrid). With
+    --shared, against a shared generator instead (no weights in the payload)."""
+    from qmtgan.quantize.encode import encode_pair, encode_rate_controlled, encode_shared
     from qmtgan.quantize.policy import Policy
     from qmtgan.runtime.errors import QmtganError
 
+    if shared_path is not None:
+        if model_dirs or residual_bpp is not None or snr_floor is not None:
+            raise QmtganError("--shared encodes against the shared generator: --model, --residual-bpp and "
+                              "--snr-floor do not apply (--bpp bounds the whole payload)")
+        r = encode_shared(reference, target, out, shared_path, budget)
+        click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
+                   f"SNR {r['snr_db']:.2f} dB")
+        return
     if residual_bpp is not None and snr_floor is not None:
         raise QmtganError("give --residual-bpp or --snr-floor, not both")
     if budget is not None or residual_bpp is not None or snr_floor is not None:
@@ -191,4 +204,46 @@ def baselines(
         click.echo(line)
 
 
-COMMANDS = [quantize, encode, baselines]
+@click.group()
+def shared() -> None:
+    """A generator shared across pairs: trained once on other pairs, held by both ends, so that a
+    pair's payload carries no weights (encode --shared, decode --shared)."""
+
+
+@shared.command("train")
+@pair_option(multiple=True, help="A pair folder to train on.")
+@click.option("--ngf", type=click.IntRange(min=1), help="First-layer width (default: the paper's).")
+@click.option("--depth", type=click.IntRange(min=1), help="Down/up layers (default: the paper's).")
+@click.option("--patch-size", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Training patch side (a multiple of 2^depth); decoding runs on tiles of this size.")
+@click.option("--epochs", type=click.IntRange(min=1), default=SHARED_EPOCHS, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@out_option("Run folder.")
+def shared_train(pair_dirs: tuple[Path, ...], ngf: int | None, depth: int | None, patch_size: int,
+                 epochs: int, seed: int, out: Path) -> None:
+    """Train one generator on every --pair: it refines each pair's own linear prediction."""
+    from qmtgan.train.pair import load_pair
+    from qmtgan.train.shared import shared_config, shared_train_config, train_shared
+
+    pairs = {}
+    for d in pair_dirs:
+        pair = load_pair(d)
+        pairs[Path(d).name] = (pair.reference, pair.target)
+    gcfg = shared_config(ngf=ngf, depth=depth, patch_size=patch_size)
+    record = train_shared(pairs, out, gcfg, shared_train_config(epochs, seed))
+    click.echo(f"trained on {len(pairs)} pair(s), {record['training']['patches']} patches, "
+               f"{record['training']['wall_s']:.0f} s; run in {out} (next: qmtgan shared export)")
+
+
+@shared.command("export")
+@model_option(help="A run of `qmtgan shared train`.")
+@out_option("The shared generator's .qmtg.")
+def shared_export(model_dir: Path, out: Path) -> None:
+    """Write the float .qmtg of a shared generator: the file both ends hold."""
+    from qmtgan.quantize.shared_codec import export_shared
+
+    r = export_shared(model_dir, out)
+    click.echo(f"{out}: {r['bytes']:,} bytes, trained on {', '.join(r['trained_on'])}")
+
+
+COMMANDS = [quantize, encode, baselines, shared]

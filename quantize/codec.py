@@ -17,7 +17,7 @@ def scene_header(scene: Scene, patch_size: int) -> dict:
 
 
 def to_payload(
-    qmodel: QuantizedModel, generator_config: dict, norm: Normalization, scene: dict
+    qmodel: QuantizedModel, generator_config: dict, norm: Normalization, scene: dict | None
 ) -> fmt.Payload:
     tensors = []
     for e in qmodel.entries:

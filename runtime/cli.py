@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import out_option
+from qmtgan.options import out_option, shared_option
 
 overviews_option = click.option("--overviews", is_flag=True,
                                 help="Also build GeoTIFF overviews (2x, 4x, ... averaged) for viewers.")
@@ -69,20 +69,24 @@ def run(bundle: Path, reference: Path, target: Path | None, overlap: int, thread
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The reference the payload was made against (12-band GeoTIFF, or band-first .npy).")
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@shared_option("Needed by a payload made against one (encode --shared).")
 @overviews_option
 @compress_option
 @out_option("target_hat.tif")
-def decode(reference: Path, payload: Path, overviews: bool, compress: str, out: Path) -> None:
+def decode(reference: Path, payload: Path, shared_path: Path | None, overviews: bool, compress: str,
+           out: Path) -> None:
     """Rebuild the georeferenced target from REFERENCE and a .qmtg PAYLOAD (numpy only),
     streaming tile by tile."""
     from qmtgan.runtime.decode import decode_streaming
     from qmtgan.runtime.raster import SceneWriter, streaming_gdal
+    from qmtgan.runtime.shared import SharedModel
     from qmtgan.runtime.stream import SceneReader
 
+    shared = SharedModel.read(shared_path) if shared_path else None
     with streaming_gdal(), SceneReader(reference) as ref:
         with SceneWriter(out, ref.band_count, *ref.shape, ref.crs, ref.transform, overviews,
                          compress) as writer:
-            decode_streaming(payload, ref, writer, progress=True)
+            decode_streaming(payload, ref, writer, progress=True, shared=shared)
     click.echo(f"wrote {writer.path}")
 
 

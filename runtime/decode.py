@@ -15,6 +15,7 @@ from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.numpy_generator import NumpyGenerator
 from qmtgan.runtime.residual import add_residual, decode_residual
 from qmtgan.runtime.scene import BAND_ORDER, Scene
+from qmtgan.runtime.shared import SharedModel, predictor_record, shared_prediction
 from qmtgan.runtime.tiling import MAX_TILE
 
 
@@ -37,21 +38,25 @@ def check_reference(header: dict, reference: Scene, name: str) -> None:
                           f"was made for {scene['transform']}")
 
 
-def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = False) -> np.ndarray:
+def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = False,
+                   shared: SharedModel | None = None) -> np.ndarray:
     """(bands, H, W) DN reconstruction of the target; nodata pixels of the reference are 0."""
-    return reconstruct(fmt.read(path), reference, str(path), progress)
+    return reconstruct(fmt.read(path), reference, str(path), progress, shared)
 
 
-def reconstruct(
-    payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False
-) -> np.ndarray:
-    """The generator's prediction, plus the coded residual of a hybrid payload (decoded, and so
+def reconstruct(payload: fmt.Payload, reference: Scene, name: str = "payload", progress: bool = False,
+                shared: SharedModel | None = None) -> np.ndarray:
+    """The prediction (the payload's own generator, or a shared generator's gated refinement of
+    the payload's linear base), plus the coded residual of a hybrid payload (decoded, and so
     checked, first)."""
     residual = None
+    check_reference(payload.header, reference, name)
     if payload.header.get("residual"):
-        check_reference(payload.header, reference, name)
         residual = _residual(payload, reference, name)
-    pred = predict(payload, reference, name, progress)
+    if predictor_record(payload.header, name) is not None:
+        pred = shared_prediction(payload, reference, shared, name, progress)
+    else:
+        pred = predict(payload, reference, name, progress)
     return pred if residual is None else add_residual(pred, residual, reference.valid)
 
 
@@ -90,12 +95,19 @@ def predict(
     return pred
 
 
-def decode_streaming(path: str | os.PathLike, reader, writer, progress: bool = False) -> None:
+def decode_streaming(path: str | os.PathLike, reader, writer, progress: bool = False,
+                     shared: SharedModel | None = None) -> None:
     """Decode a .qmtg payload tile by tile from a SceneReader into a SceneWriter (the hybrid
-    residual, when there is one, is decoded whole: one int16 scene)."""
+    residual, when there is one, is decoded whole: one int16 scene). A shared-predictor payload
+    decodes whole: its linear base spans tile borders."""
     from qmtgan.runtime.stream import stream_scene
 
     payload = fmt.read(path)
+    if predictor_record(payload.header, str(path)) is not None:
+        h, w = reader.shape
+        reference = Scene(reader.read(0, 0, h, w), reader.crs, reader.transform)
+        writer.write(0, 0, reconstruct(payload, reference, str(path), progress, shared), reference.valid)
+        return
     generator, norm, tile = _decoder(payload, reader, str(path))
     residual = _residual(payload, reader, str(path)) if payload.header.get("residual") else None
     stream_scene(generator, reader, norm, tile, 0, with_residual(writer, residual), progress)
@@ -119,6 +131,9 @@ def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) 
     reference, to add to a bundle's prediction (it was coded against the numpy decoder's
     prediction, which a float bundle reproduces to a fraction of a DN)."""
     payload = fmt.read(path)
+    if predictor_record(payload.header, str(path)) is not None:
+        raise QmtganError(f"{path} was made against a shared generator: decode it with `qmtgan decode "
+                          "--shared FILE` (a bundle's input is the reference, not the payload's linear base)")
     if not payload.header.get("residual"):
         raise QmtganError(f"{path}: not a hybrid payload (it has no residual to add)")
     check_reference(payload.header, reference, str(path))

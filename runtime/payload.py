@@ -32,7 +32,7 @@ from qmtgan.runtime.dequant import dequantize
 from qmtgan.runtime.errors import QmtganError
 
 MAGIC = b"QMTG\r\n\x1a\n"
-VERSION = (2, 1)  # 2.1: the residual record may carry a spectral KLT
+VERSION = (2, 2)  # 2.1: the residual record may carry a spectral KLT; 2.2: a shared-generator predictor
 SECTIONS_BY_MAJOR = {1: (b"HEAD", b"SIDE", b"CODE", b"FLT "),
                      2: (b"HEAD", b"SIDE", b"CODE", b"FLT ", b"RES ")}
 SECTIONS = SECTIONS_BY_MAJOR[VERSION[0]]

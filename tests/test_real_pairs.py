@@ -55,3 +55,23 @@ def test_break_even_is_where_the_weights_leave_the_residual_just_enough():
     assert math.isclose(_snr_at(rate - spent, known, alone), 21.0, abs_tol=1e-6)
     assert break_even_pixels(rate, weights, 12, known, alone, 22.5) is None  # not even with free weights
     assert break_even_pixels(rate, 2 * weights, 12, known, alone, 21.0) > pixels  # heavier weights: larger
+
+
+def test_the_codec_column_is_the_better_of_the_per_pair_and_the_shared_hybrid():
+    from qmtgan.bench.real_report import pair_summary, summarize
+
+    def point(family, snr, bpp, requested=None, **extra):
+        return {"pair": "p", "family": family, "label": family, "bytes": int(bpp * 1000), "bpp": bpp,
+                "requested_bpp": requested, "snr_db": snr, "extra": {"bits": 8, **extra}}
+
+    points = [point("linear-3x3", 15.0, 0.003), point("generator", 17.0, 0.03),
+              point("shared", 15.2, 0.004, gate_fraction=0.25),
+              point("linear-3x3+klt+jpeg2000", 25.0, 0.05, 0.05), point("hybrid", 23.0, 0.05, 0.05),
+              point("shared-hybrid", 24.9, 0.05, 0.05, gate_fraction=0.0)]
+    row = pair_summary(points, "p", [0.05])["rates"]["0.05"]
+    assert abs(row["hybrid_minus_classical_db"] + 2.0) < 1e-9
+    assert abs(row["shared_minus_classical_db"] + 0.1) < 1e-9
+    assert row["codec_minus_classical_db"] == row["shared_minus_classical_db"]
+    mean = summarize(points, ["p"], [0.05])["mean"]
+    assert abs(mean["shared_minus_linear_db"]["mean"] - 0.2) < 1e-9
+    assert mean["0.05"]["codec_minus_classical_db"]["n"] == 1

@@ -130,7 +130,7 @@ def _initialize(generator, gcfg: GeneratorConfig, tcfg: TrainConfig, patches) ->
         assign_weights(generator, [np.asarray(v.numpy()) for layer in previous.layers
                                    for v in layer.trainable_weights])
     if gcfg.residual == "linear":
-        from qmtgan.quantize.baselines import fit_linear
+        from qmtgan.train.linear_fit import fit_linear
 
         # nodata (DN 0) maps to -1; leaving out every pixel at -1 also drops a few clipped ones
         valid = np.all(patches.reference > -1.0, axis=-1) & np.all(patches.target > -1.0, axis=-1)

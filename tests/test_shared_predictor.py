@@ -1,0 +1,157 @@
+"""A generator shared across pairs, end to end on crops of real OSCD cities: trained on two
+cities, exported, then a third city encoded against it (linear base + gate + residual, no
+weights in the payload) and decoded by `qmtgan decode --shared` to what the encoder measured.
+Also the gate's bits and a payload's predictor record as hostile input."""
+
+from __future__ import annotations
+
+import base64
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from helpers import crop_oscd_city, oscd_root, run_cli
+
+CITIES = {"paris": (120, 120), "nantes": (240, 240), "pisa": (300, 300)}
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def shared_setup(tmp_path_factory):
+    """Three prepared crops; a tiny shared generator trained on the first two and exported."""
+    tmp = tmp_path_factory.mktemp("shared")
+    pairs = {}
+    for city, (row, col) in CITIES.items():
+        src = crop_oscd_city(oscd_root() / city, tmp / "oscd" / city, row, col, SIZE)
+        proc = run_cli("prepare", "--reference", src / "imgs_1", "--target", src / "imgs_2",
+                       "--patch-size", "64", "-o", tmp / "pairs" / city)
+        assert proc.returncode == 0, proc.stderr
+        pairs[city] = tmp / "pairs" / city
+    proc = run_cli("shared", "train", "--pair", pairs["paris"], "--pair", pairs["nantes"], "--ngf", "2",
+                   "--depth", "2", "--patch-size", "64", "--epochs", "2", "-o", tmp / "run", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("shared", "export", "--model", tmp / "run", "-o", tmp / "shared.qmtg")
+    assert proc.returncode == 0, proc.stderr
+    assert "paris, nantes" in proc.stdout or "nantes, paris" in proc.stdout
+    return tmp, pairs
+
+
+def _snr(out: str) -> float:
+    return float(re.search(r"SNR (-?[\d.]+) dB", out).group(1))
+
+
+@pytest.mark.slow
+def test_a_held_out_city_round_trips_through_encode_and_decode_with_the_shared_generator(shared_setup):
+    from qmtgan.runtime.metrics import snr_db
+    from qmtgan.train.ingest import read_scene as read_geotiff
+    from qmtgan.runtime import payload as fmt
+
+    tmp, pairs = shared_setup
+    held = pairs["pisa"]
+    ref, tgt = held / "reference.tif", held / "target.tif"
+    budget = 1.0
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--shared", tmp / "shared.qmtg",
+                   "--bpp", str(budget), "-o", tmp / "pisa.qmtg")
+    assert proc.returncode == 0, proc.stderr
+    payload = fmt.read(tmp / "pisa.qmtg")
+    assert [t["name"] for t in payload.header["tensors"]] == ["linear/coef"]  # no generator weights
+    assert payload.residual and payload.header["predictor"]["kind"] == "shared-linear-base"
+    samples = SIZE * SIZE * 12
+    from qmtgan.quantize.rd_workflow import RATE_SLACK
+
+    assert 8 * (tmp / "pisa.qmtg").stat().st_size / samples <= budget * RATE_SLACK  # rate control's tolerance
+
+    encoder_snr = _snr(proc.stdout)
+    proc = run_cli("decode", "--reference", ref, tmp / "pisa.qmtg", "--shared", tmp / "shared.qmtg",
+                   "-o", tmp / "pisa.tif")
+    assert proc.returncode == 0, proc.stderr
+    decoded, target = read_geotiff(tmp / "pisa.tif"), read_geotiff(tgt)
+    valid = target.valid & read_geotiff(ref).valid
+    # the decoder forms the encoder's prediction with the same numpy code: equal to rounding
+    assert abs(snr_db(target.data, decoded.data, valid) - encoder_snr) < 0.01
+
+
+@pytest.mark.slow
+def test_the_gated_hybrid_is_never_worse_than_its_linear_base_at_the_same_rate(shared_setup):
+    from qmtgan.quantize.rd import PairData
+    from qmtgan.quantize.shared_codec import SharedEncoder
+    from qmtgan.runtime.metrics import snr_db
+    from qmtgan.runtime.shared import SharedModel
+
+    tmp, pairs = shared_setup
+    pair = PairData.load(pairs["pisa"])
+    encoder = SharedEncoder(pair, SharedModel.read(tmp / "shared.qmtg"), block=16)
+    for rate in (1.5, 3.0):  # a 96 px crop: the base and header alone take about 0.7 bpp
+        got = encoder.hybrid(rate)
+        assert snr_db(pair.target.data, got.recon, pair.valid) >= got.base_snr_db
+        assert 0.0 <= got.gate_fraction <= 1.0
+    alone = encoder.prediction()
+    # per block the closer of the two: at least as good as the base everywhere
+    assert snr_db(pair.target.data, alone.recon, pair.valid) >= alone.base_snr_db
+
+
+@pytest.mark.slow
+def test_a_shared_payload_without_its_shared_generator_is_one_clear_error(shared_setup):
+    tmp, pairs = shared_setup
+    held = pairs["pisa"]
+    ref, tgt = held / "reference.tif", held / "target.tif"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--shared", tmp / "shared.qmtg",
+                   "-o", tmp / "alone.qmtg")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("decode", "--reference", ref, tmp / "alone.qmtg", "-o", tmp / "none.tif")
+    assert proc.returncode == 1 and "--shared" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp / "none.tif").exists()
+    # another shared generator (trained on one city only) is refused by its SHA-256
+    proc = run_cli("shared", "train", "--pair", pairs["paris"], "--ngf", "2", "--depth", "2", "--patch-size",
+                   "64", "--epochs", "1", "-o", tmp / "other-run", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli("shared", "export", "--model", tmp / "other-run", "-o", tmp / "other.qmtg").returncode == 0
+    proc = run_cli("decode", "--reference", ref, tmp / "alone.qmtg", "--shared", tmp / "other.qmtg",
+                   "-o", tmp / "other.tif")
+    assert proc.returncode == 1 and "was made against the shared generator" in proc.stderr
+    assert not (tmp / "other.tif").exists()
+    # a per-pair payload is not a shared generator
+    proc = run_cli("decode", "--reference", ref, tmp / "alone.qmtg", "--shared", tmp / "alone.qmtg",
+                   "-o", tmp / "self.tif")
+    assert proc.returncode == 1 and "not a shared generator" in proc.stderr
+    # a bundle runs on the reference, not on the linear base: run --payload refuses it
+    from qmtgan.runtime.decode import hybrid_residual
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.train.ingest import read_scene as read_geotiff
+
+    with pytest.raises(QmtganError, match="decode it with"):
+        hybrid_residual(tmp / "alone.qmtg", read_geotiff(ref), {})
+
+
+def test_gate_bits_round_trip_for_any_grid():
+    from qmtgan.runtime import gate
+
+    rng = np.random.default_rng(0)
+    for shape, block in (((96, 96), 32), ((100, 37), 16), ((1, 1), 1), ((513, 1025), 64)):
+        grid = gate.block_grid(shape, block)
+        bits = rng.random(grid) < 0.3
+        back, got_block = gate.from_record(gate.to_record(bits, block), shape)
+        assert got_block == block and np.array_equal(back, bits)
+        assert gate.expand(bits, block, shape).shape == shape
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"block": 0}, "not in 1.."),
+    ({"block": "32"}, "not in 1.."),
+    ({"rows": 2}, "does not cover"),
+    ({"bits": "%%%"}, "damaged"),
+    ({"bits": base64.b64encode(zlib.compress(b"\0" * 10_000_000)).decode()}, "damaged"),  # inflates too far
+    ({"bits": base64.b64encode(b"not deflate").decode()}, "damaged"),
+    ({"bits": 7}, "damaged"),
+])
+def test_hostile_gate_records_are_one_clear_error(change, message):
+    from qmtgan.runtime import gate
+    from qmtgan.runtime.errors import QmtganError
+
+    record = {**gate.to_record(np.ones((3, 3), bool), 32), **change}
+    with pytest.raises(QmtganError, match=message):
+        gate.from_record(record, (96, 96))
+    with pytest.raises(QmtganError, match="not an object"):
+        gate.from_record([1, 2], (96, 96))
