@@ -15,7 +15,7 @@ RESULTS := results
 BENCH_BUNDLES := tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-16x8,onnx,onnx-int8
 TRIALS ?= 2000
 
-.PHONY: venv deps demo test test-fast lint fuzz bench tune real clean
+.PHONY: venv deps demo test test-fast lint fuzz bench tune real real-paper clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,10 @@ deps:
 test: deps venv
 	$(BIN)/python -m pytest -q
 
+# ruff, then the import contracts of docs/architecture.md (import-linter, in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 # Under a minute, no root: leaves out what trains a generator, the emulated board, sshd and
 # downloads (pyproject.toml lists the markers).
@@ -57,18 +59,34 @@ $(DEMO)/report.md: | venv
 	$(BIN)/qmtgan demo --out $(DEMO)
 
 bench: venv $(DEMO)/report.md
-	$(BIN)/python -m qmtgan.bench.train_step --out $(RESULTS)/train_step.json
+	$(BIN)/qmtgan bench train-step --out $(RESULTS)/train_step.json
 	$(BIN)/qmtgan bench --bundles $(DEMO)/bundles --only $(BENCH_BUNDLES) \
 	  $(if $(wildcard $(RESULTS)/bundles-tuned/tvm-host-x86_64),--bundles $(RESULTS)/bundles-tuned/tvm-host-x86_64) \
 	  --model $(DEMO)/model --pair $(DEMO)/pair --threads 1,2 --tiles 4 --runs 10 --min-time 2 --out $(RESULTS)/bench
-	$(BIN)/python -m qmtgan.bench.full_tile --bundle $(DEMO)/bundles/tflite-int8 --pair $(DEMO)/pair \
+	$(BIN)/qmtgan bench full-tile --bundle $(DEMO)/bundles/tflite-int8 --pair $(DEMO)/pair \
 	  --cache $(RESULTS)/cache --out $(RESULTS)/bench
-	$(BIN)/python -m qmtgan.bench.width --pair $(DEMO)/pair --out $(RESULTS)/bench
+	$(BIN)/qmtgan bench width --pair $(DEMO)/pair --out $(RESULTS)/bench
 
 # The codec on the real Sentinel-2 pairs (OSCD layout; OSCD=<folder> points at your own copy).
 OSCD ?= ../shared/data/oscd
 real: venv
 	$(BIN)/qmtgan real --pairs $(OSCD) --out $(RESULTS)/real
+
+# The paper-sized generator (ngf 20, GAN + L1, the paper's learning rate) on three real pairs,
+# then Table 2 with the paper's ordering checked: about an hour of training on 2 cores.
+PAPER_CITIES ?= cupertino nantes pisa
+PAPER_EPOCHS ?= 100
+PAPER_OUT := $(RESULTS)/paper
+real-paper: venv
+	for c in $(PAPER_CITIES); do \
+	  test -f $(PAPER_OUT)/pairs/$$c/pair.json || $(BIN)/qmtgan prepare --reference $(OSCD)/$$c/imgs_1 \
+	    --target $(OSCD)/$$c/imgs_2 -o $(PAPER_OUT)/pairs/$$c || exit 1; \
+	  test -f $(PAPER_OUT)/models/$$c/model.json || $(BIN)/qmtgan train --pair $(PAPER_OUT)/pairs/$$c \
+	    --out $(PAPER_OUT)/models/$$c --epochs $(PAPER_EPOCHS) --val-every 25 || exit 1; \
+	done
+	$(BIN)/qmtgan quantize sweep $(foreach c,$(PAPER_CITIES),--model $(PAPER_OUT)/models/$(c) \
+	  --pair $(PAPER_OUT)/pairs/$(c)) --methods symmetric,stochastic,asymmetric --bits 2,4,6,8 \
+	  -o $(PAPER_OUT)/sweep
 
 # MetaSchedule tuning of the host TVM module (minutes to hours; reuses its database next time).
 tune: venv $(DEMO)/report.md

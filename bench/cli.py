@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from qmtgan.bench.demo_config import DEMO_EPOCHS
+from qmtgan.bench.tool_commands import TOOLS
 from qmtgan.train.shared import SHARED_EPOCHS
 from qmtgan.options import (FOLDER, aliased, deprecated_alias, key_value_option, list_option, model_option,
                             out_option, pair_option)
@@ -23,7 +24,7 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
     return found
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--bundles", "bundle_folders", multiple=True, type=FOLDER,
               help="A bundle folder, or a folder of bundles (repeatable).")
 @list_option("--only", help="Bundle names to keep from folders of bundles (e.g. onnx,tflite-int8).")
@@ -96,7 +97,10 @@ def bench(
     out,
 ) -> None:
     """Latency, memory and SNR of bundles x boards x threads (and TVM RPC), each configuration
-    in a fresh process, against the Keras float baseline measured in the same run."""
+    in a fresh process, against the Keras float baseline measured in the same run; or, named
+    after the options, one of the single-purpose benchmarks below."""
+    if ctx.invoked_subcommand:
+        return
     from qmtgan.bench.harness import Plan, run_bench
     from qmtgan.bench.records import Timing
     from qmtgan.runtime.errors import QmtganError
@@ -176,8 +180,8 @@ def demo(out: Path, epochs: int, seed: int) -> None:
 def real(root: Path, cities: list[str], epochs: int, rates: list[float], bits: list[int], seed: int,
          int8: bool, shared_epochs: int, shared_ngf: int, out: Path) -> None:
     """The codec against the classical methods on real Sentinel-2 pairs: per pair and mean, at
-    each scene's size and projected to the paper's, and a shared generator on the city it never
-    saw; writes OUT/real.md (+ JSON, PNG, rd/)."""
+    each scene's size and projected to the paper's, PTQ of each pair's generator, and a shared
+    generator on the city it never saw; writes OUT/real.md (+ JSON, PNG, rd/, sweep/)."""
     from qmtgan.bench.real_pairs import run_real
 
     run_real(root, out, epochs, tuple(rates), tuple(bits), cities or None, seed, int8, shared_epochs,
@@ -185,4 +189,6 @@ def real(root: Path, cities: list[str], epochs: int, rates: list[float], bits: l
     click.echo((out / "real.md").read_text())
 
 
+for tool in TOOLS:
+    bench.add_command(tool)
 COMMANDS = [demo, bench, real]

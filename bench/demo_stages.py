@@ -16,6 +16,7 @@ from qmtgan.bench.demo_config import (
     DEMO_VAL_EVERY,
 )
 from qmtgan.runtime.atomic import write_text_atomic
+from qmtgan.runtime.tiling import PATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def prepare(run: DemoRun) -> None:
     scene = read_scene(sample_scene_dir())
     for (name, preset, pair_seed), d in zip(DEMO_PAIRS, run.pair_dirs):
         target, simulation = simulate_target(scene, preset_config(preset, run.seed + pair_seed))
-        write_pair(d, scene, target, 512, simulation, "bilinear")
+        write_pair(d, scene, target, PATCH_SIZE, simulation, "bilinear")
 
 
 def train(run: DemoRun) -> None:
@@ -53,7 +54,7 @@ def train(run: DemoRun) -> None:
     from qmtgan.train.pair import load_pair
     from qmtgan.train.training import TrainConfig
 
-    gcfg = default_config("multitempgan", patch_size=512, **DEMO_GENERATOR)
+    gcfg = default_config("multitempgan", patch_size=PATCH_SIZE, **DEMO_GENERATOR)
     tcfg = TrainConfig(epochs=run.epochs, seed=run.seed, val_every=DEMO_VAL_EVERY, **DEMO_TRAIN)
     patches = len(load_pair(run.pair_dirs[0]).patches["patches"])
     log.info(
@@ -127,7 +128,7 @@ def convert(run: DemoRun) -> None:
     # TVM modules are built by `qmtgan convert tvm` (untuned, timing one on the scene takes minutes)
     formats = [f for f in FORMATS if not f.startswith("tvm-")]
     artifacts = build_bundles(
-        run.run_dirs[0], run.pair_dirs[0], run.out / "bundles", formats, 512, explain_int8=True
+        run.run_dirs[0], run.pair_dirs[0], run.out / "bundles", formats, PATCH_SIZE, explain_int8=True
     )
     write_text_atomic(run.out / "bundles" / "artifacts.md", artifact_table(artifacts) + "\n")
     run.results["artifacts"] = artifacts

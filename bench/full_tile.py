@@ -3,12 +3,11 @@ with a bundle on this host, streaming, and record wall time, decode rate, peak R
 of the written GeoTIFF. The scene is the demo pair tiled with mirroring (`qmtgan prepare
 --mosaic`), made once into a cache folder.
 
-    python -m qmtgan.bench.full_tile --bundle B --pair P [--size 10980] [--cache C] -o results/bench
+    qmtgan bench full-tile --bundle B --pair P [--size 10980] [--cache C] -o results/bench
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -48,35 +47,30 @@ def decode(bundle: Path, scene: Path, out: Path, threads: int | None) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
-        raise SystemExit(f"decode failed:\n{proc.stderr[-4000:]}")
+        from qmtgan.runtime.errors import QmtganError
+
+        raise QmtganError(f"decode failed:\n{proc.stderr[-4000:]}")
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     record["maxrss_mib"] = int(proc.stderr.strip().splitlines()[-1].split()[-1]) / 1024
     record["wall_s"] = wall
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--pair", type=Path, required=True)
-    parser.add_argument("--size", type=int, default=10980)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--cache", type=Path, default=Path("results/cache"))
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    scene = mosaic(args.pair, args.size, args.cache)
-    decoded = args.cache / f"decoded-{args.size}.tif"
+def run(bundle: Path, pair: Path, size: int, threads: int | None, cache: Path, out: Path) -> dict:
+    """Decode the mosaic once with `bundle`; write full_tile.{json,md} into `out`."""
+    scene = mosaic(pair, size, cache)
+    decoded = cache / f"decoded-{size}.tif"
     try:
-        record = decode(args.bundle, scene, decoded, args.threads)
+        record = decode(bundle, scene, decoded, threads)
         record["output_mb"] = decoded.stat().st_size / 2**20
     finally:
         decoded.unlink(missing_ok=True)
-    pixels = args.size * args.size
-    record.update(size=args.size, host=describe_host(), float32_scene_mib=pixels * 12 * 4 / 2**20)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "full_tile.json", json.dumps(record, indent=1))
-    write_text_atomic(args.out / "full_tile.md", (
-        f"# Full-tile decode ({args.size} x {args.size} px x 12 bands, streamed)\n\n"
+    pixels = size * size
+    record.update(size=size, host=describe_host(), float32_scene_mib=pixels * 12 * 4 / 2**20)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "full_tile.json", json.dumps(record, indent=1))
+    write_text_atomic(out / "full_tile.md", (
+        f"# Full-tile decode ({size} x {size} px x 12 bands, streamed)\n\n"
         f"{record['host']['cpu']}, {record['host']['cpus']} CPUs. Decode: read, run, write (the MPix/s); "
         f"the SNR pass reads both scenes again afterwards.\n\n"
         f"| bundle | tiles | decode (s) | MPix/s | ms / tile | SNR pass (s) | peak RSS (MiB) | "
@@ -85,8 +79,4 @@ def main(argv: list[str] | None = None) -> None:
         f"| {record['bundle']} | {record['tiles']} | {record['decode_s']:.1f} | {record['mpix_per_s']:.2f} | "
         f"{record['mean_tile_ms']:.1f} | {record['compare_s']:.1f} | {record['maxrss_mib']:.0f} | "
         f"{record['float32_scene_mib']:.0f} | {record['snr_db']:.2f} |\n"))
-    print(json.dumps(record))
-
-
-if __name__ == "__main__":
-    main()
+    return record

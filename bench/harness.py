@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qmtgan.bench.records import Config, Timing, error_record, make_record
+from qmtgan.bench.records import (KERAS_BASELINE, NATIVE_RUNNER, Config, Timing, error_record,
+                                  make_record)
+from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.names import safe_label
 from qmtgan.runtime.scratch import scratch_dir
@@ -54,7 +56,8 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
     from qmtgan.targets.registry import board
 
     configs = [
-        (Config("keras-fp32", "", "keras", "fp32", "host-x86_64", "local", t), {}) for t in plan.keras_threads
+        (Config("keras-fp32", "", KERAS_BASELINE, "fp32", "host-x86_64", "local", t), {})
+        for t in plan.keras_threads
     ]
     seen: set[str] = set()
     for path in plan.bundles:
@@ -65,9 +68,8 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
             if m.get("elf_machine") and m["elf_machine"] != b.arch:
                 continue
             where = "ssh" if target in plan.hosts else b.reach.method
-            backends = [m.get("backend", "?")] + (
-                ["tvm-native"] if plan.native and m.get("backend") == "tvm" else []
-            )
+            native = [NATIVE_RUNNER] if plan.native and _built_for_a_board(m) else []
+            backends = [m.get("backend", "?"), *native]
             for backend in backends:
                 for t in plan.threads:
                     configs.append(
@@ -84,12 +86,18 @@ def expand(plan: Plan) -> list[tuple[Config, dict]]:
                             m,
                         )
                     )
-        if plan.rpc and m.get("backend") == "tvm":
+        if plan.rpc and _built_for_a_board(m):  # TVM's RPC runs a compiled module
             rpc_board = board(plan.rpc.get("target", "host-x86_64"))
             if m.get("elf_machine") in (None, rpc_board.arch):
                 configs.append((Config(m["name"], str(path), "tvm", str(m.get("precision", "fp32")),
                                        rpc_board.name, "rpc", None), m))
     return configs
+
+
+def _built_for_a_board(manifest: dict) -> bool:
+    """A module compiled for one CPU (TVM): the C++ runner and TVM RPC can run it."""
+    spec = BACKENDS.get(manifest.get("backend"))
+    return bool(spec and spec.built_for_a_board)
 
 
 def _unique_name(manifest: dict, path: Path, seen: set[str]) -> str:
@@ -146,8 +154,8 @@ class Harness:
         self.macs_cache: dict = {}
 
     def _runner(self, config: Config):
-        key = "keras" if config.backend == "keras" else "rpc" if config.where == "rpc" else \
-            f"{config.target}/{config.backend == 'tvm-native'}"
+        key = KERAS_BASELINE if config.backend == KERAS_BASELINE else "rpc" if config.where == "rpc" else \
+            f"{config.target}/{config.backend == NATIVE_RUNNER}"
         if key not in self.runners:
             self.runners[key] = self._make_runner(config)
         return self.runners[key]
@@ -157,7 +165,7 @@ class Harness:
         from qmtgan.targets.devices import connect
         from qmtgan.targets.registry import board
 
-        if config.backend == "keras":
+        if config.backend == KERAS_BASELINE:
             return KerasRunner(self.model_dir, self.tiles_file)
         if config.where == "rpc":
             from qmtgan.bench.rpc import RpcRunner
@@ -178,7 +186,7 @@ class Harness:
             self.plan.ssh.get("identity"),
             tuple(self.plan.ssh.get("options", ())),
         )
-        if config.backend == "tvm-native":
+        if config.backend == NATIVE_RUNNER:
             return NativeRunner(device, self.tiles_file, self.work)
         return DeviceRunner(device, self.tiles_file)
 
@@ -196,7 +204,7 @@ class Harness:
                 raise QmtganError(manifest["_error"])  # load_bundle's message names the bundle
             expected = tuple(self.tiles.reference.shape)
             probe, predicted = self._runner(config).run(config, self.timing, expected)
-            if config.backend == "keras" and self.float_outputs is None:
+            if config.backend == KERAS_BASELINE and self.float_outputs is None:
                 self.float_outputs = predicted
             generator = (
                 manifest.get("generator")
@@ -219,7 +227,7 @@ class Harness:
             record["memory_budget_mb"] = budget
             record["within_memory_budget"] = (record["peak_rss_mb"] <= budget
                                               if budget and record["peak_rss_mb"] is not None else None)
-            if config.backend == "keras":
+            if config.backend == KERAS_BASELINE:
                 self.keras_mean_ms[config.threads] = record["latency_ms"]["mean"]
                 record["speedup_vs_keras"] = 1.0
             if keep_outputs:

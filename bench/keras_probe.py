@@ -2,7 +2,7 @@
 (tf.function), fixed batch 1 at the bundles' tile, timed on the same tiles by the same loop as
 the device probe (runtime/probe.py), in its own fresh process.
 
-    python -m qmtgan.bench.keras_probe --model RUN --tiles tiles.npz [--outputs float.npy] ..."""
+    python -m qmtgan.bench.keras_probe --model RUN --tiles-file tiles.npz [--outputs float.npy] ..."""
 
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ reference), `CITY/imgs_2` (the later date, the target), one GeoTIFF per band, an
 `CITY/dates.txt` (`date_1: YYYYMMDD`, `date_2: ...`). Each pair is prepared (the target
 resampled onto the reference's grid), a generator is fitted to it with the demo's
 configuration, and the rate-distortion stage runs every baseline, generator and hybrid on all
-pairs, each hybrid also projected to the paper's scene size. `bench/real_report.py` turns the
-points into the per-pair and mean tables, the break-even scene size and the plot.
+pairs, each hybrid also projected to the paper's scene size; the PTQ sweep quantizes every
+pair's generator (Table 2, averaged over the pairs). `bench/real_report.py` turns the points
+into the per-pair and mean tables, the break-even scene size and the plot.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.tiling import PATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 # The paper's pairs: whole tiles of 441 patches of 512 x 512 pixels.
 PAPER_PATCHES = 441
-PAPER_PIXELS = PAPER_PATCHES * 512 * 512
+PAPER_PIXELS = PAPER_PATCHES * PATCH_SIZE * PATCH_SIZE
 REAL_RATES = (0.05, 0.11, 0.15, 0.45)
 REAL_BITS = (4, 8)
+# The PTQ sweep on every pair's generator: the paper's Table 2 methods and widths, and 2 bits
+# (where the paper says quantization collapses).
+SWEEP_METHODS = ("symmetric", "stochastic", "asymmetric")
+SWEEP_BITS = (2, 4, 6, 8)
 OSCD_LICENCE = ("Contains modified Copernicus Sentinel data (OSCD: Caye Daudt et al., \"Urban Change "
                 "Detection for Multispectral Earth Observation Using Convolutional Neural Networks\", "
                 "IEEE IGARSS 2018)")
@@ -96,7 +102,7 @@ def prepare(pair: RealPair, dest: Path) -> Path:
             return dest
     reference = read_scene(pair.reference)
     target = align_to_reference(reference, read_scene(pair.target))
-    write_pair(dest, reference, target, 512, None, "bilinear", extra={"real_pair": asdict_str(pair)})
+    write_pair(dest, reference, target, PATCH_SIZE, None, "bilinear", extra={"real_pair": asdict_str(pair)})
     return dest
 
 
@@ -112,12 +118,26 @@ def int8_loss(run_dir: Path, pair_dir: Path, out: Path) -> dict:
     Keras float model (the convert stage's own measurement): SNR vs the target, and the loss."""
     from qmtgan.convert.build import build_bundles
 
-    records = {r["name"]: r for r in build_bundles(run_dir, pair_dir, out, list(INT8_FORMATS), 512)}
+    records = {r["name"]: r for r in build_bundles(run_dir, pair_dir, out, list(INT8_FORMATS), PATCH_SIZE)}
     float_snr = records["keras-fp32"]["snr_vs_target_db"]
     return {"float_snr_db": float_snr,
             **{name: {"snr_db": records[name]["snr_vs_target_db"], "precision": records[name]["precision"],
                       "loss_db": float_snr - records[name]["snr_vs_target_db"]}
                for name in INT8_FORMATS if name in records}}
+
+
+def ptq_sweep(run_dirs: list[Path], pair_dirs: list[Path], out: Path, seed: int) -> dict:
+    """Table 2 on every pair's generator (quantize/sweep.py, metrics averaged over the pairs,
+    each pair kept): the rows a report needs, the paper's ordering, and where the rest is."""
+    from qmtgan.quantize.sweep import run_sweep
+
+    run_sweep(run_dirs, pair_dirs, out, list(SWEEP_METHODS), list(SWEEP_BITS), seed)
+    table = json.loads((out / "table2.json").read_text())
+    keep = ("label", "bits", "bpp_scene", "snr_db", "patch_snr_db", "per_pair_snr_db")
+    return {"report": str(out / "table2.md"), "ordering": table["ordering"],
+            "rows": [{k: r.get(k) for k in keep} for r in table["rows"]
+                     if r["label"] == "float32" or r["label"].split()[0] in SWEEP_METHODS
+                     and (r.get("policy") or {}).get("mode") == "uniform"]}
 
 
 def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits: tuple[int, ...],
@@ -139,7 +159,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     start = time.perf_counter()
     pair_dirs = [prepare(p, out / "pairs" / p.city) for p in tqdm(pairs, desc="prepare", unit="pair")]
     timings["prepare_s"] = time.perf_counter() - start
-    gcfg = default_config("multitempgan", patch_size=512, **DEMO_GENERATOR)
+    gcfg = default_config("multitempgan", patch_size=PATCH_SIZE, **DEMO_GENERATOR)
     tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY, **DEMO_TRAIN)
     run_dirs = [out / "models" / p.city for p in pairs]
     t = time.perf_counter()
@@ -151,6 +171,9 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     t = time.perf_counter()
     doc = rd_report(pair_dirs, run_dirs, list(rates), tuple(bits), out / "rd", project_pixels=PAPER_PIXELS)
     timings["rate_distortion_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sweep = ptq_sweep(run_dirs, pair_dirs, out / "sweep", seed)
+    timings["sweep_s"] = time.perf_counter() - t
     shared = None
     if shared_epochs and len(pairs) >= 2:
         from qmtgan.bench.real_shared import shared_points
@@ -176,5 +199,6 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
                "sizes": sizes,
                "generator": gcfg.to_dict(), "training": {"epochs": epochs, **DEMO_TRAIN},
                "train_wall_s": trained, "rates": list(rates), "bits": list(bits),
-               "paper_pixels": PAPER_PIXELS, "timings": timings, "int8": int8, "shared": shared}
+               "paper_pixels": PAPER_PIXELS, "timings": timings, "int8": int8, "shared": shared,
+               "sweep": sweep}
     return write_real_report(out, doc, context)

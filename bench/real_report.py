@@ -23,6 +23,7 @@ from qmtgan.runtime.atomic import atomic_file, write_text_atomic
 CLASSICAL = {"jpeg2000": "JPEG2000", "linear+jpeg2000": "linear + JPEG2000",
              "linear-3x3+jpeg2000": "3x3 linear + JPEG2000", "klt+jpeg2000": "KLT + JPEG2000",
              "linear-3x3+klt+jpeg2000": "3x3 linear + KLT + JPEG2000"}
+BASE_FAMILY = "linear-3x3+klt+jpeg2000"  # the classical base the hybrid's residual is compared with
 PIXEL_KM2 = 1e-4  # a 10 m pixel
 BANDS = 12
 
@@ -101,25 +102,46 @@ def pair_summary(points: list[dict], pair: str, rates: list[float]) -> dict:
         if classical and projected:
             row["projected_minus_classical_db"] = projected["snr_db"] - classical["snr_db"]
             row["break_even"] = _break_even(mine, projected, rate, classical["snr_db"], samples)
+        if projected:
+            row["equal_residual"] = _equal_residual(mine, projected, rate, samples)
+            if row["equal_residual"]:
+                row["equal_residual_gain_db"] = row["equal_residual"]["gain_db"]
         out["rates"][f"{rate:g}"] = row
     return out
 
 
-def _break_even(mine: list[dict], projected: dict, rate: float, target: float, samples: float) -> dict:
-    """From the projected configuration's hybrids (own size and projected, every rate) and its
-    generator alone: each as (residual rate, SNR)."""
+def _hybrid_curve(mine: list[dict], projected: dict, samples: float) -> tuple[list, float]:
+    """The projected configuration's hybrids (own size and projected, every rate) as (residual
+    rate, SNR), the weights' bits set aside, and its generator alone's SNR."""
     bits, weights, pixels = (projected["extra"][k] for k in ("bits", "weight_bytes", "pixels"))
-    scene_pixels = samples / BANDS
     gen = next(p for p in mine if p["family"] == "generator" and p["extra"].get("bits") == bits)
     known = []
     for p in mine:
         if p["extra"].get("bits") != bits or p["family"] not in ("hybrid", "hybrid-projected"):
             continue
-        spent = weights if p["family"] == "hybrid" else weights * scene_pixels / pixels
+        spent = weights if p["family"] == "hybrid" else weights * samples / BANDS / pixels
         known.append((p["bpp"] - 8.0 * spent / samples, p["snr_db"]))
-    found = break_even_pixels(rate, weights, BANDS, known, gen["snr_db"], target)
-    return {"bits": bits, "pixels": found, "km2": None if found is None else found * PIXEL_KM2,
-            "scene_pixels": scene_pixels}
+    return known, gen["snr_db"]
+
+
+def _break_even(mine: list[dict], projected: dict, rate: float, target: float, samples: float) -> dict:
+    known, alone = _hybrid_curve(mine, projected, samples)
+    found = break_even_pixels(rate, projected["extra"]["weight_bytes"], BANDS, known, alone, target)
+    return {"bits": projected["extra"]["bits"], "pixels": found,
+            "km2": None if found is None else found * PIXEL_KM2, "scene_pixels": samples / BANDS}
+
+
+def _equal_residual(mine: list[dict], projected: dict, rate: float, samples: float) -> dict | None:
+    """The hybrid and the classical base (3x3 linear + KLT + JPEG2000) with the same residual
+    rate, each predictor's own bits set aside: where the generator's prediction is worth bits."""
+    base = [p for p in mine if p["family"] == BASE_FAMILY and "predictor_bytes" in p["extra"]]
+    linear3 = _best([p for p in mine if p["family"] == "linear-3x3"])
+    if not base or not linear3:
+        return None
+    base_known = [(p["bpp"] - 8.0 * p["extra"]["predictor_bytes"] / samples, p["snr_db"]) for p in base]
+    known, alone = _hybrid_curve(mine, projected, samples)
+    hybrid, classical = _snr_at(rate, known, alone), _snr_at(rate, base_known, linear3["snr_db"])
+    return {"hybrid_snr_db": hybrid, "base_snr_db": classical, "gain_db": hybrid - classical}
 
 
 def _mean_spread(values: list[float]) -> dict:
@@ -138,7 +160,8 @@ def summarize(points: list[dict], pairs: list[str], rates: list[float]) -> dict:
         rows = [p["rates"][key] for p in per_pair]
         mean[key] = {k: _mean_spread([r.get(k) for r in rows])
                      for k in ("hybrid_minus_classical_db", "projected_minus_classical_db",
-                               "shared_minus_classical_db", "codec_minus_classical_db")}
+                               "shared_minus_classical_db", "codec_minus_classical_db",
+                               "equal_residual_gain_db")}
         km2 = [r["break_even"]["km2"] for r in rows if r.get("break_even")]
         mean[key]["break_even_km2"] = {"never": sum(v is None for v in km2),
                                        **_mean_spread([v for v in km2 if v is not None and math.isfinite(v)])}
@@ -175,6 +198,28 @@ def _shared_intro(context: dict) -> list[str]:
             "better of the per-pair hybrid and the shared one.", ""]
 
 
+def _sweep_section(sweep: dict | None) -> list[str]:
+    """PTQ of every pair's generator: SNR (mean over the pairs) and each pair's loss against
+    float, then the paper's ordering as measured."""
+    if not sweep:
+        return []
+    from qmtgan.quantize.ordering import markdown as ordering_markdown
+
+    rows = sweep["rows"]
+    float_row = next(r for r in rows if r["label"] == "float32")
+    lines = ["## Post-training quantization of each pair's generator", "",
+             f"Metrics averaged over the pairs, as the paper averages its data sets; full table: "
+             f"{sweep['report']}.", "",
+             "| configuration | bpp (scene, mean) | SNR dB | SNR per patch dB | loss vs float dB, per pair |",
+             "|---|---:|---:|---:|---|"]
+    for r in rows:
+        losses = [f - q for f, q in zip(float_row["per_pair_snr_db"] or [float_row["snr_db"]],
+                                        r["per_pair_snr_db"] or [r["snr_db"]])]
+        lines.append(f"| {r['label']} | {r['bpp_scene']:.4f} | {r['snr_db']:.2f} | {r['patch_snr_db']:.2f} | "
+                     f"{min(losses):+.3f}..{max(losses):+.3f} |")
+    return lines + ["", "The paper's ordering on these pairs:", "", ordering_markdown(sweep["ordering"]), ""]
+
+
 def markdown(summary: dict, context: dict) -> str:
     pairs = {p["city"]: p for p in context["pairs"]}
     lines = ["# The codec on real Sentinel-2 pairs", "",
@@ -184,7 +229,11 @@ def markdown(summary: dict, context: dict) -> str:
              f"{context['training']['loss']}; bits {', '.join(map(str, context['bits']))}. Every number is "
              "measured on the pair itself (bpp from the coded bytes, SNR over valid pixels); the paper-size "
              f"column is a projection to {context['paper_pixels']:,} pixels (441 patches of 512 x 512) that "
-             "assumes the generator's per-pixel quality holds there. Rate-distortion details: rd/rd.md.", "",
+             "assumes the generator's per-pixel quality holds there. *Equal residual rate*: the hybrid "
+             "against the classical base (3x3 linear + KLT + JPEG2000 residual) when each residual gets the "
+             "whole rate and each predictor's own bits are set aside (interpolated in log rate between "
+             "measured points): what the generator's prediction is worth to the residual coder. "
+             "Rate-distortion details: rd/rd.md.", "",
              *_shared_intro(context),
              "## Pairs", "", "| city | reference date | target date | size (H x W) | 3x3 linear SNR | "
              "generator SNR | generator - linear | shared SNR (held out) | shared - linear |",
@@ -204,9 +253,9 @@ def markdown(summary: dict, context: dict) -> str:
         key = f"{rate:g}"
         lines += [f"## At {key} bpp", "", "| city | best classical | SNR | hybrid (own size) | SNR | "
                   "hybrid - classical | projected to the paper's size | hybrid - classical | "
-                  "break-even scene | shared, held out (blocks refined) | shared - classical | "
-                  "codec - classical |",
-                  "|---|---|---:|---|---:|---:|---|---:|---|---:|---:|---:|"]
+                  "break-even scene | equal residual rate: hybrid - base | shared, held out (blocks "
+                  "refined) | shared - classical | codec - classical |",
+                  "|---|---|---:|---|---:|---:|---|---:|---|---:|---:|---:|---:|"]
         for s in summary["pairs"]:
             r = s["rates"][key]
             c, h, pr, sh = r["classical"], r["hybrid"], r["projected"], r.get("shared")
@@ -217,17 +266,19 @@ def markdown(summary: dict, context: dict) -> str:
                 f"| {s['pair']} | {name} | {_f(c and c['snr_db'])} | {hybrid} | "
                 f"{_f(h and h['snr_db'])} | {_f(r.get('hybrid_minus_classical_db'), '+.2f')} | "
                 f"{_f(pr and pr['snr_db'])} | {_f(r.get('projected_minus_classical_db'), '+.2f')} | "
-                f"{_km2(r.get('break_even'))} | {shared} | "
+                f"{_km2(r.get('break_even'))} | {_f(r.get('equal_residual_gain_db'), '+.2f')} | {shared} | "
                 f"{_f(r.get('shared_minus_classical_db'), '+.2f')} | "
                 f"{_f(r.get('codec_minus_classical_db'), '+.2f')} |")
         mk = summary["mean"][key]
         own, proj = mk["hybrid_minus_classical_db"], mk["projected_minus_classical_db"]
         be = mk["break_even_km2"]
         lines += [f"| **mean** | | | ({own['n']} pairs) | | {_spread(own)} | ({proj['n']} pairs) | "
-                  f"{_spread(proj)} | never on {be['never']}; else {_f(be['mean'], '.0f')} km² mean | | "
+                  f"{_spread(proj)} | never on {be['never']}; else {_f(be['mean'], '.0f')} km² mean | "
+                  f"{_spread(mk['equal_residual_gain_db'])} | | "
                   f"{_spread(mk['shared_minus_classical_db'])} | "
                   f"{_spread(mk['codec_minus_classical_db'])} |", ""]
     lines += ["![hybrid minus the best classical method](real.png)", ""]
+    lines += _sweep_section(context.get("sweep"))
     if context.get("int8"):
         lines += ["## int8 against float (whole scene, the convert stage's measurement)", "",
                   "| city | float SNR | tflite-int8 SNR | loss | onnx-int8 SNR | loss |",

@@ -10,6 +10,17 @@ import numpy as np
 from qmtgan.runtime.tileset import TileSet
 
 SCHEMA = "qmtgan.bench/1"
+# Runners that are not runtime backends (runtime/backends.py): the Keras float baseline on the
+# host, and the C++ runner qmtg-run for a compiled TVM module.
+KERAS_BASELINE = "keras"
+NATIVE_RUNNER = "tvm-native"
+# The keys of a measured record, in order (docs/bench-schema.md documents each): make_record
+# writes exactly these; the harness adds the memory budget, and the outputs file when kept.
+FIELDS = ("schema", "config", "label", "status", "error", "tile", "tiles", "threads", "model_bytes",
+          "init_ms", "first_ms", "latency_ms", "peak_rss_mb", "snr_vs_float_db", "lmse_vs_float",
+          "snr_vs_target_db", "lmse_vs_target", "megapixels_per_s", "macs_per_tile", "gflops", "peak_gflops",
+          "fraction_of_peak", "peak_formula", "speedup_vs_keras", "device", "versions")
+HARNESS_FIELDS = ("memory_budget_mb", "within_memory_budget", "outputs_file")
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,7 @@ class Config:
 
     @property
     def label(self) -> str:
-        runner = ", qmtg-run" if self.backend == "tvm-native" else ""
+        runner = ", qmtg-run" if self.backend == NATIVE_RUNNER else ""
         return f"{self.name} @ {self.target} ({self.where}{runner}, {self.threads or 'default'} threads)"
 
 
@@ -90,7 +101,7 @@ def make_record(
     mean_s = lat["mean"] / 1000
     vs_float = tiles.scores(predicted, against=float_outputs) if float_outputs is not None else {}
     vs_target = tiles.scores(predicted)
-    return {
+    record = {
         "schema": SCHEMA,
         "config": asdict(config),
         "label": config.label,
@@ -114,3 +125,6 @@ def make_record(
         "device": probe.get("machine"),
         "versions": probe.get("versions"),
     }
+    if tuple(record) != FIELDS:
+        raise RuntimeError(f"bench record keys drifted from FIELDS: {sorted(set(record) ^ set(FIELDS))}")
+    return record

@@ -14,6 +14,7 @@ import numpy as np
 
 from qmtgan.bench.records import Config, Timing
 from qmtgan.bench.runners import Runner
+from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.bundle import load_bundle
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.probe import ProbeRecord
@@ -71,7 +72,7 @@ class RpcRunner(Runner):
         from tvm import relax
 
         bundle = load_bundle(config.bundle)
-        if bundle.manifest.backend != "tvm":
+        if not BACKENDS[bundle.manifest.backend].built_for_a_board:
             raise QmtganError(
                 f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest.backend}"
             )

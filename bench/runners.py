@@ -74,7 +74,7 @@ class KerasRunner(Runner):
         with scratch_dir() as tmp:
             out = Path(tmp) / "float.npy"
             argv = [sys.executable, "-m", "qmtgan.bench.keras_probe", "--model", str(self.model_dir),
-                    "--tiles", str(self.tiles_file), "--outputs", str(out), *timing.args()]
+                    "--tiles-file", str(self.tiles_file), "--outputs", str(out), *timing.args()]
             if config.threads:
                 argv += ["--threads", str(config.threads)]
             proc = bounded(

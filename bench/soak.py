@@ -2,12 +2,11 @@
 process with one bundle, streaming, and record each pass's wall time and the process's resident
 memory after it. A leak shows as RSS that keeps growing; a slow-down as times that drift.
 
-    python -m qmtgan.bench.soak --bundle B --reference R.tif [--passes 50] -o results/soak
+    qmtgan bench soak --bundle B --reference R.tif [--passes 50] -o results/soak
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -115,20 +114,10 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(bundle: Path, reference: Path, passes: int, out: Path) -> dict:
+    """Soak with a progress bar; write the report into `out`; its summary."""
     from qmtgan.bench.machine import describe_host
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--reference", type=Path, required=True)
-    parser.add_argument("--passes", type=int, default=50)
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    rows = soak(args.bundle, args.reference, args.passes, progress=True)
-    write_report(args.out, rows, {"bundle": str(args.bundle), "reference": str(args.reference),
-                                  "host": describe_host()})
-    print(json.dumps(summary(rows)))
-
-
-if __name__ == "__main__":
-    main()
+    rows = soak(bundle, reference, passes, progress=True)
+    write_report(out, rows, {"bundle": str(bundle), "reference": str(reference), "host": describe_host()})
+    return summary(rows)

@@ -2,12 +2,11 @@
 forward pass of the paper generator, and the peak RSS of each, every measurement in a fresh
 process so that one's memory does not count for the other.
 
-    python -m qmtgan.bench.train_step [--patch-size 512] [--steps 10] [-o results/train_step.json]
+    qmtgan bench train-step [--patch-size 512] [--steps 10] [-o results/train_step.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -16,6 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
 
 
 def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
@@ -52,34 +53,32 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
             "tensorflow": tf.__version__}
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--patch-size", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--child", choices=["forward", "gan_step", "generator_step"], help=argparse.SUPPRESS)
-    ap.add_argument("-o", "--out", help="also write the records as JSON here")
-    args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(_measure(args.child, args.patch_size, args.steps, args.warmup)))
-        return []
+CHILDREN = ("forward", "generator_step", "gan_step")
+
+
+def run(patch_size: int, steps: int, warmup: int, out: Path | None) -> list[dict]:
+    """Time each of CHILDREN in a fresh process; print a line each and write the records to `out`."""
     records = []
-    for what in ("forward", "generator_step", "gan_step"):
-        proc = subprocess.run([sys.executable, "-m", "qmtgan.bench.train_step", "--child", what,
-                               "--patch-size", str(args.patch_size), "--steps", str(args.steps),
-                               "--warmup", str(args.warmup)], capture_output=True, text=True, check=True)
+    for what in CHILDREN:
+        proc = subprocess.run([sys.executable, "-m", "qmtgan.bench.train_step", what, str(patch_size),
+                               str(steps), str(warmup)], capture_output=True, text=True)
+        if proc.returncode:
+            from qmtgan.runtime.errors import QmtganError
+
+            raise QmtganError(f"the {what} measurement failed:\n{proc.stderr[-4000:]}")
         rec = json.loads(proc.stdout.strip().splitlines()[-1])
         records.append(rec)
-        print(f"{what:15s} {args.patch_size}x{args.patch_size}: mean {rec['mean_s'] * 1000:8.1f} ms  "
+        print(f"{what:15s} {patch_size}x{patch_size}: mean {rec['mean_s'] * 1000:8.1f} ms  "
               f"median {rec['median_s'] * 1000:8.1f} ms  peak RSS {rec['peak_rss_mb']:7.0f} MB")
-    if args.out:
+    if out:
         from qmtgan.runtime.atomic import write_text_atomic
 
-        write_text_atomic(args.out, json.dumps({"machine": {"cpu_count": os.cpu_count(),
-                                                           "platform": platform.platform()},
-                                                "records": records}, indent=2))
+        write_text_atomic(out, json.dumps({"machine": {"cpu_count": os.cpu_count(),
+                                                       "platform": platform.platform()},
+                                           "records": records}, indent=2))
     return records
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # one measurement: WHAT PATCH STEPS WARMUP, started by run()
+    what, patch, steps, warmup = sys.argv[1], *map(int, sys.argv[2:5])
+    print(json.dumps(_measure(what, patch, steps, warmup)))

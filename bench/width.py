@@ -6,13 +6,12 @@ weights, so the generators are untrained; the inputs are real tiles of the scene
 (generator, runtime, threads) is timed in a fresh process by the device probe's loop. The
 runtimes: TFLite fp32 (XNNPACK), ONNX Runtime fp32, and TVM without tuning (the schedule rules).
 
-    python -m qmtgan.bench.width --pair P -o results/bench [--generators demo,ngf8,paper]
-        [--runtimes tflite,onnxruntime,tvm] [--threads 1,2] [--tile 512]
+    qmtgan bench width --pair P -o results/bench [--generators demo,ngf8,paper]
+        [--runtimes tflite,onnxruntime,tvm] [--threads 1,2] [--patch-size 512]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -65,12 +64,14 @@ def export(generator: str, tile: int, runtimes: list[str], folder: Path) -> dict
 
 def time_in_fresh_process(runtime: str, model: Path, inputs: Path, threads: int, runs: int,
                           min_time: float) -> dict:
-    args = [sys.executable, "-m", "qmtgan.bench.width", "worker", "--model", str(model),
-            "--backend", runtime, "--tiles", str(inputs), "--threads", str(threads), "--runs", str(runs),
+    args = [sys.executable, "-m", "qmtgan.bench.width", "--model", str(model),
+            "--backend", runtime, "--tiles-file", str(inputs), "--threads", str(threads), "--runs", str(runs),
             "--min-time", str(min_time)]
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode:
-        raise SystemExit(f"{runtime} on {model} failed:\n{proc.stderr[-4000:]}")
+        from qmtgan.runtime.errors import QmtganError
+
+        raise QmtganError(f"{runtime} on {model} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -79,7 +80,7 @@ def worker(argv: list[str]) -> None:
     from qmtgan.runtime.backends import load_backend
     from qmtgan.runtime.probe import peak_rss_kb, time_backend, worker_arguments
 
-    ap = worker_arguments("python -m qmtgan.bench.width worker", "--model")
+    ap = worker_arguments("python -m qmtgan.bench.width", "--model")
     ap.add_argument("--backend", required=True)
     a = ap.parse_args(argv)
     x = np.load(a.tiles, allow_pickle=False)
@@ -142,7 +143,8 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def measure(a: argparse.Namespace, generators: list[str], runtimes: list[str], threads: list[int]) -> dict:
+def measure(pair: Path, generators: list[str], runtimes: list[str], threads: list[int], tile: int, tiles: int,
+            runs: int, min_time: float) -> dict:
     """Every (generator, runtime, threads), each timed in a fresh process; the report's JSON."""
     from tqdm import tqdm
 
@@ -151,57 +153,40 @@ def measure(a: argparse.Namespace, generators: list[str], runtimes: list[str], t
     peak, rows = host_peak(), []
     with scratch_dir(prefix="qmtgan-width-") as tmp:
         inputs = Path(tmp) / "inputs.npy"
-        np.save(inputs, normalized_tiles(a.pair, a.tile, a.tiles), allow_pickle=False)
+        np.save(inputs, normalized_tiles(pair, tile, tiles), allow_pickle=False)
         jobs = [(g, r, t) for g in generators for r in runtimes for t in threads]
         exported: dict[str, dict] = {}
         for generator, runtime, n in tqdm(jobs, desc="width", unit="config"):
             if generator not in exported:
-                exported[generator] = export(generator, a.tile, runtimes, Path(tmp) / generator)
+                exported[generator] = export(generator, tile, runtimes, Path(tmp) / generator)
             model = exported[generator]
             timed = time_in_fresh_process(runtime, Path(tmp) / generator / MODEL_FILES[runtime], inputs, n,
-                                          a.runs, a.min_time)
+                                          runs, min_time)
             lat = latency_stats(timed["latencies_s"])
             rows.append({"generator": generator, "ngf": model["config"]["ngf"], "runtime": runtime,
                          "threads": n, "parameters": model["parameters"], "config": model["config"],
                          "latency_ms": lat, "peak_rss_kb": timed["peak_rss_kb"],
                          **throughput(model["macs_per_tile"], lat["mean"] / 1000, peak)})
-    return {"schema": "qmtgan.bench-width/1", "tile": a.tile, "host": describe_host(), "peak": peak,
+    return {"schema": "qmtgan.bench-width/1", "tile": tile, "host": describe_host(), "peak": peak,
             "sgemm_gflops": measured_sgemm_gflops(), "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["worker"]:
-        return worker(argv[1:])
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pair", type=Path, required=True)
-    ap.add_argument("--generators", default=",".join(GENERATORS))
-    ap.add_argument("--runtimes", default=",".join(MODEL_FILES))
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--tiles", type=int, default=4)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--min-time", type=float, default=2.0)
-    ap.add_argument("-o", "--out", type=Path, required=True)
-    a = ap.parse_args(argv)
-    generators, runtimes = a.generators.split(","), a.runtimes.split(",")
-    unknown = sorted(set(generators) - set(GENERATORS)) + sorted(set(runtimes) - set(MODEL_FILES))
-    if unknown:
-        raise SystemExit(f"unknown generator or runtime: {', '.join(unknown)} "
-                         f"(generators: {', '.join(GENERATORS)}; runtimes: {', '.join(MODEL_FILES)})")
-    threads = [int(t) for t in a.threads.split(",")]
+def run(pair: Path, generators: list[str], runtimes: list[str], threads: list[int], tile: int, tiles: int,
+        runs: int, min_time: float, out: Path) -> dict:
+    """Measure, then write width.{json,md,png} into `out`."""
     from qmtgan.runtime.errors import QmtganError
 
-    try:
-        result = measure(a, generators, runtimes, threads)
-    except QmtganError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    a.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(a.out / "width.json", json.dumps(result, indent=1))
-    write_text_atomic(a.out / "width.md", markdown(result))
-    plot(result, a.out / "width.png")
-    print(markdown(result))
+    unknown = sorted(set(generators) - set(GENERATORS)) + sorted(set(runtimes) - set(MODEL_FILES))
+    if unknown:
+        raise QmtganError(f"unknown generator or runtime: {', '.join(unknown)} "
+                          f"(generators: {', '.join(GENERATORS)}; runtimes: {', '.join(MODEL_FILES)})")
+    result = measure(pair, generators, runtimes, threads, tile, tiles, runs, min_time)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "width.json", json.dumps(result, indent=1))
+    write_text_atomic(out / "width.md", markdown(result))
+    plot(result, out / "width.png")
+    return result
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the timing worker, started by time_in_fresh_process
+    worker(sys.argv[1:])

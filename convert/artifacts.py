@@ -17,8 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from qmtgan.runtime.backends import load_backend
+from qmtgan.runtime.backends import BACKENDS, load_backend
 from qmtgan.runtime.scratch import scratch_dir
+
+TFLITE_FILE, ONNX_FILE = BACKENDS["tflite"].model_file, BACKENDS["onnxruntime"].model_file
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class Artifact:
     blob: bytes
     precision: str
     manifest: dict = field(default_factory=dict)   # extra manifest sections
-    files: dict = field(default_factory=dict)      # extra files for the bundle (reports)
+    reports: dict = field(default_factory=dict)    # diagnostics written beside the bundle, never in it
     measured: object | None = None                 # a build.Measured if chosen by measuring
 
 
@@ -43,10 +45,10 @@ class Int8Context:
     explain: bool
 
 
-def measure_bytes(backend: str, blob: bytes, filename: str, measure_backend):
+def measure_bytes(backend: str, blob: bytes, measure_backend):
     """measure_backend(the runtime's backend for a model given as bytes), from a scratch file."""
     with scratch_dir() as tmp:
-        path = Path(tmp) / filename
+        path = Path(tmp) / BACKENDS[backend].model_file
         path.write_bytes(blob)
         return measure_backend(load_backend(backend, path))
 
@@ -69,7 +71,7 @@ def _bias_corrected(graph, blob: bytes, ctx: Int8Context):
     if not layers:
         return None, None
     reference = run_tiles(KerasBackend(graph), ctx.representative)[0]
-    quantized = measure_bytes("tflite", blob, "model.tflite", lambda b: run_tiles(b, ctx.representative)[0])
+    quantized = measure_bytes("tflite", blob, lambda b: run_tiles(b, ctx.representative)[0])
     bias = band_bias(quantized, reference)
     return corrected_copy(graph, layers[0], bias), bias
 
@@ -93,7 +95,7 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
         if record["bias_correction"]["kept"]:
             graph, blob, full = corrected, corrected_blob, measured
     loss = ctx.float_snr_db - full.snr_vs_target_db
-    art = Artifact("model.tflite", blob, "int8", {"int8": record}, measured=full)
+    art = Artifact(TFLITE_FILE, blob, "int8", {"int8": record}, measured=full)
     errors = None
     if ctx.explain or loss > ctx.threshold_db:
         errors = explain_int8.layer_errors(
@@ -105,7 +107,7 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
             trials = explain_int8.float_trials(graph, ctx.representative, ctx.measure, ctx.float_snr_db,
                                                float_kept_layers(graph))
             record["float_trials"] = [asdict(t) for t in trials]
-        art.files.update(explain_int8.report_files(errors, trials))
+        art.reports.update(explain_int8.report_files(errors, trials))
     if loss <= ctx.threshold_db:
         return with_op_profile(art, ctx.representative[:1], "tflite-int8")
     float_layers = tuple(dict.fromkeys(e.layer for e in errors[:3]))
@@ -116,15 +118,15 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
     record["float_layers"] = list(float_layers)
     record["selective"] = measured.to_dict()
     if ctx.float_snr_db - measured.snr_vs_target_db <= ctx.threshold_db:
-        chosen = Artifact("model.tflite", selective, f"int8 (float: {', '.join(float_layers)})", art.manifest,
-                          art.files, measured)
+        chosen = Artifact(TFLITE_FILE, selective, f"int8 (float: {', '.join(float_layers)})",
+                          art.manifest, art.reports, measured)
         return with_op_profile(chosen, ctx.representative[:1], "tflite-int8")
     loss = ctx.float_snr_db - measured.snr_vs_target_db
     log.warning(f"int8 with float {', '.join(float_layers)} still loses {loss:.2f} dB; "
                 "falling back to 16x8 (int16 activations) for this bundle")
     record["fallback"] = f"selective int8 lost {loss:.2f} dB > {ctx.threshold_db} dB"
-    return Artifact("model.tflite", to_tflite(graph, "16x8", ctx.representative), "16x8 (fallback from int8)",
-                    art.manifest, art.files)
+    return Artifact(TFLITE_FILE, to_tflite(graph, "16x8", ctx.representative),
+                    "16x8 (fallback from int8)", art.manifest, art.reports)
 
 
 def onnx_int8(graph, ctx: Int8Context) -> Artifact:
@@ -144,18 +146,19 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
     record = {"calibration": best, "activations": ACTIVATIONS, "weights": f"{WEIGHTS} per channel, symmetric",
               "format": "QDQ", "float_convolutions": left_float,
               "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
-    art = Artifact("model.onnx", blob, "int8", {"int8": record}, measured=measured)
+    art = Artifact(ONNX_FILE, blob, "int8", {"int8": record}, measured=measured)
     return with_op_profile(art, ctx.representative[:1], "onnx-int8")
 
 
 def with_op_profile(art: Artifact, tile: np.ndarray, label: str) -> Artifact:
-    """The artifact with its per-op time in the report (op_profile.md) and manifest."""
+    """The artifact with its per-op time in a report beside the bundle (op_profile.md) and in
+    the manifest."""
     from qmtgan.convert import op_profile
 
     profiler = (
-        op_profile.tflite_op_profile if art.filename.endswith(".tflite") else op_profile.onnx_op_profile
+        op_profile.tflite_op_profile if art.filename == TFLITE_FILE else op_profile.onnx_op_profile
     )
     profile = profiler(art.blob, tile)
-    art.files[op_profile.REPORT] = op_profile.markdown(profile, label).encode()
+    art.reports[op_profile.REPORT] = op_profile.markdown(profile, label).encode()
     art.manifest["op_profile"] = op_profile.summary(profile)
     return art

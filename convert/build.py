@@ -16,9 +16,11 @@ from qmtgan import __version__
 from qmtgan.convert.artifacts import Artifact, Int8Context, measure_bytes
 from qmtgan.convert.formats import REGISTRY, Format
 from qmtgan.runtime import metrics
-from qmtgan.runtime.backends import load_backend
+from qmtgan.runtime.backends import BACKENDS, load_backend
 from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
+from qmtgan.runtime.atomic import atomic_dir
+from qmtgan.runtime.names import plain_name
 from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.runtime.tileset import TileSet, load_tiles, save_tiles, smoke_tiles
 
@@ -84,20 +86,9 @@ def smoke_record(backend, smoke: TileSet, norm, source: str) -> dict:
 
 
 def _io_record(backend, backend_kind: str, tile: int, bands: int) -> dict:
-    """Input/output shape, dtype and quantization as the runtime sees them."""
-    if backend_kind == "tvm":
-        shape = [1, tile, tile, bands]
-        return {"input": {"shape": shape, "dtype": "float32", "quantization": None},
-                "output": {"shape": shape, "dtype": "float32", "quantization": None}}
-    if backend_kind == "tflite":
-        rec = {}
-        for key, d in (("input", backend.input), ("output", backend.output)):
-            rec[key] = {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                        "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
-        return rec
-    i, o = backend.session.get_inputs()[0], backend.session.get_outputs()[0]
-    return {"input": {"shape": i.shape, "dtype": i.type, "quantization": None},
-            "output": {"shape": o.shape, "dtype": o.type, "quantization": None}}
+    """Input/output shape, dtype and quantization as the runtime sees them (a model built for
+    another CPU cannot be loaded here: its I/O is the float tiles it was built for)."""
+    return backend.io_record(tile, bands) if backend else BACKENDS[backend_kind].float_io(tile, bands)
 
 
 @dataclass
@@ -160,8 +151,7 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
         f"SNR vs target {keras_m.snr_vs_target_db:.2f} dB, "
         f"{keras_m.mean_tile_s * 1000:.0f} ms/tile"
     )
-    ctx = Int8Context(representative, lambda kind, blob: measure_bytes(
-        kind, blob, "model.tflite" if kind == "tflite" else "model.onnx", measurer.measure),
+    ctx = Int8Context(representative, lambda kind, blob: measure_bytes(kind, blob, measurer.measure),
         keras_m.snr_vs_target_db, int8_threshold_db, explain_int8)
     common = {
         "tile_size": tile,
@@ -191,6 +181,21 @@ GRAPH_RECORD = {"transposed_convolution": "sub-pixel (phase convolutions + depth
                 "normalization": "centred before scaled"}
 
 
+def write_reports(bundle: Path, reports: dict[str, bytes]) -> str | None:
+    """A bundle's diagnostics in BUNDLE.reports/ beside it (never in the bundle, which is what
+    is flashed); an older reports folder of the same bundle goes."""
+    import shutil
+
+    folder = bundle.with_name(bundle.name + ".reports")
+    if not reports:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    with atomic_dir(folder) as tmp:
+        for name, data in reports.items():
+            (tmp / plain_name(name, "report file")).write_bytes(data)
+    return str(folder)
+
+
 def _one_bundle(
     fmt: Format,
     art: Artifact,
@@ -209,11 +214,11 @@ def _one_bundle(
                 "model_file": art.filename, **common,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "tool_versions": tool_versions(), **art.manifest}
-    files = {art.filename: art.blob, SMOKE_FILE: smoke_bytes, **art.files}
+    files = {art.filename: art.blob, SMOKE_FILE: smoke_bytes}
     record = {"name": fmt.name, "backend": kind, "precision": art.precision, "size_bytes": len(art.blob),
               "target": target}
     foreign = False
-    if kind == "tvm":
+    if BACKENDS[kind].built_for_a_board:
         from qmtgan.targets.registry import board
 
         manifest["tvm_target"] = board(target).tvm_target
@@ -221,7 +226,7 @@ def _one_bundle(
     with scratch_dir() as tmp:
         path = Path(tmp) / art.filename
         path.write_bytes(art.blob)
-        if kind == "tvm":
+        if BACKENDS[kind].built_for_a_board:
             from qmtgan.convert.tvm_build import elf_machine
 
             manifest["elf_machine"] = elf_machine(path)
@@ -239,6 +244,7 @@ def _one_bundle(
             manifest.update(_io_record(backend, kind, tile, bands))
             manifest["smoke"] = smoke_record(backend, smoke, norm, f"{fmt.name} on {platform.machine()}")
     dest = write_bundle(out_dir / fmt.name, manifest, files)
+    record["reports"] = write_reports(dest, art.reports)
     nan = float("nan")
     return {**record, "bundle": str(dest),
             **(measured.to_dict() if measured else

@@ -6,11 +6,16 @@ import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from qmtgan.options import list_option, model_option, out_option, pair_option
+from qmtgan.runtime.tiling import PATCH_SIZE
 
-from qmtgan.convert.formats import FORMATS, REGISTRY
+from qmtgan.convert.formats import FORMATS, REGISTRY, refuse_inapplicable
 from qmtgan.convert.report import artifact_table
+
+# The options only some formats use (each format in convert/formats.py lists its own).
+OPTION_NAMES = sorted(set().union(*(f.options for f in REGISTRY.values())))
 
 
 def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str]:
@@ -38,7 +43,7 @@ def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str
 @click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Deploy the .qmtg payload's dequantized weights instead of the float ones.")
 @list_option("--formats", help=f"Added to SELECTION (default, with neither: all of {', '.join(FORMATS)}).")
-@click.option("--tile", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--tile", type=click.IntRange(min=1), default=PATCH_SIZE, show_default=True)
 @click.option("--int8-threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="dB of SNR full int8 may lose against float before the worst layers stay float "
                    "(then, if that still loses more, 16x8).")
@@ -46,7 +51,7 @@ def selected_formats(selection: tuple[str, ...], formats: list[str]) -> list[str
     "--explain-int8",
     is_flag=True,
     help="Write the int8 model's per-op error table (int8_layers.csv/.md/.png, TFLite's quantization "
-    "debugger) into the tflite-int8 bundle; the manifest names the three worst ops.",
+    "debugger) beside the tflite-int8 bundle, in tflite-int8.reports/; the manifest names the worst ops.",
 )
 @click.option("--calibration-tiles", type=click.IntRange(min=1), default=32, show_default=True,
               help="Tiles of the scene's grid that calibrate the int8 formats (all of them if fewer).")
@@ -93,6 +98,8 @@ def convert(
     from qmtgan.runtime.atomic import write_text_atomic
 
     names = selected_formats(selection, formats)
+    source = click.get_current_context().get_parameter_source
+    refuse_inapplicable([o for o in OPTION_NAMES if source(o) is not ParameterSource.DEFAULT], names)
     tuning = None
     if tune:
         from qmtgan.convert.tvm_tune import TuningOptions

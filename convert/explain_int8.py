@@ -152,7 +152,7 @@ def plot_png(errors: list[LayerError], shown: int = 30) -> bytes:
 
 
 def report_files(errors: list[LayerError], trials: list[FloatTrial] = ()) -> dict[str, bytes]:
-    """int8_layers.csv/.md/.png, to go into the bundle."""
+    """int8_layers.csv/.md/.png, for the reports folder beside the bundle."""
     out = io.StringIO()
     fields = ["op", "layer", "tensor", "rmse_steps", "rmse", "max_abs_error", "scale", "elements"]
     writer = csv.DictWriter(out, fields)

@@ -16,7 +16,7 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
     """(keras model at tile x tile, generator config, normalization, weights source)."""
     from dataclasses import replace
 
-    from qmtgan.quantize.model import assign_weights
+    from qmtgan.train.model_io import assign_weights
     from qmtgan.runtime import payload as fmt
     from qmtgan.train.model_io import load_model
     from qmtgan.train.models.config import GeneratorConfig

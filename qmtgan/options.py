@@ -4,10 +4,16 @@ here and means the same thing everywhere.
   -o/--out     where the command writes (a file or a folder, per command)
   --model      a training run folder (train's output)
   --pair       a pair folder (prepare's output)
+  --bundle     a deployment bundle (convert's output): its folder or its .tar.gz
+  --threads    backend threads on the machine that runs the model (default: all its cores)
   --board      a board of `qmtgan targets list` (hardware; --target is a GeoTIFF)
   --shared     a shared generator's .qmtg (`qmtgan shared export`), held by both ends
+  --patch-size the side of a training patch, which is also the decoding tile (the paper's: 512)
   lists        repeat the option or separate values with commas: --bits 4,8 == --bits 4 --bits 8
   KEY=VALUE    options that map a name to a value (bench --host BOARD=user@addr)
+
+docs/cli.md lists every option that more than one command takes, with its commands and where a
+flag differs between them (`python -m qmtgan.cli_doc` makes it; a test keeps it current).
 
 A renamed option keeps its old name, hidden, for one release: it still works and prints a
 deprecation notice.
@@ -42,11 +48,27 @@ def pair_option(
                         required=required, help=help + (" Repeatable." if multiple else ""))
 
 
+def bundle_option(dest: str = "bundle") -> Callable:
+    return click.option("--bundle", dest, type=click.Path(exists=True, path_type=Path), required=True,
+                        help="A bundle folder or its .tar.gz.")
+
+
+def threads_option() -> Callable:
+    return click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: all cores).")
+
+
 def shared_option(help: str = "") -> Callable:
     return click.option("--shared", "shared_path",
                         type=click.Path(exists=True, dir_okay=False, path_type=Path),
                         help=("A shared generator (.qmtg of `qmtgan shared export`) that both ends hold. "
                               + help).strip())
+
+
+def patch_size_option(help: str = "") -> Callable:
+    from qmtgan.runtime.tiling import PATCH_SIZE
+
+    return click.option("--patch-size", type=click.IntRange(min=1), default=PATCH_SIZE, show_default=True,
+                        help=help or None)
 
 
 def _split(values) -> list[str]:

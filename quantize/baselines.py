@@ -132,7 +132,7 @@ class LinearPlusJpeg2000(Baseline):
             residual_bpp = bpp - 8.0 * side / pair.samples
             recon, coded = code_residual(pair, prediction, residual_bpp)
             yield (f"{name} + JPEG2000 residual @ {bpp:g}", recon, side + len(coded.data), bpp,
-                   {"quality": coded.quality, "rate_tries": coded.tries})
+                   {"quality": coded.quality, "rate_tries": coded.tries, "predictor_bytes": side})
 
 
 class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
@@ -175,7 +175,7 @@ class SpatialLinearPlusKltJpeg2000(Baseline):
             decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples)
             recon = add_residual(prediction, decoded, pair.valid)
             yield (f"linear 3x3 + KLT + JPEG2000 residual @ {bpp:g}", recon, side + nbytes, bpp,
-                   {"quality": coded.quality, "rate_tries": coded.tries})
+                   {"quality": coded.quality, "rate_tries": coded.tries, "predictor_bytes": side})
 
 
 BASELINES: tuple[type[Baseline], ...] = (

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import list_option, model_option, out_option, pair_option, shared_option
+from qmtgan.options import (list_option, model_option, out_option, pair_option, patch_size_option,
+                            shared_option)
 from qmtgan.quantize.methods import METHODS
 from qmtgan.quantize.policy import MODES
 from qmtgan.train.shared import SHARED_EPOCHS
@@ -214,8 +215,7 @@ def shared() -> None:
 @pair_option(multiple=True, help="A pair folder to train on.")
 @click.option("--ngf", type=click.IntRange(min=1), help="First-layer width (default: the paper's).")
 @click.option("--depth", type=click.IntRange(min=1), help="Down/up layers (default: the paper's).")
-@click.option("--patch-size", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Training patch side (a multiple of 2^depth); decoding runs on tiles of this size.")
+@patch_size_option("Training patch side (a multiple of 2^depth); decoding runs on tiles of this size.")
 @click.option("--epochs", type=click.IntRange(min=1), default=SHARED_EPOCHS, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @out_option("Run folder.")

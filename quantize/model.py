@@ -70,12 +70,3 @@ def quantize_tensors(
             q = method.quantize(w, bits, rng, info.channel_axis)
         entries.append(Entry(info, bits, q=q))
     return QuantizedModel(policy, entries, seed)
-
-
-def assign_weights(generator, weights: list[np.ndarray]) -> None:
-    """Write tensors (in generator_tensors order) into the generator's variables."""
-    variables = [v for layer in generator.layers for v in layer.trainable_weights]
-    if len(variables) != len(weights):
-        raise ValueError(f"generator has {len(variables)} tensors, got {len(weights)}")
-    for var, w in zip(variables, weights):
-        var.assign(w)

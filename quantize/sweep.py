@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from qmtgan.quantize.accounting import PAPER_IMAGES, PAPER_PIXELS, account, paper_row
-from qmtgan.quantize.model import assign_weights, quantize_tensors
+from qmtgan.quantize.model import quantize_tensors
+from qmtgan.train.model_io import assign_weights
 from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
-from qmtgan.runtime import metrics
 from qmtgan.runtime.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Row:
     lmse: float
     psnr_db: float
     in_table2: bool
+    patch_snr_db: float = float("nan")  # SNR of each patch, averaged (the paper's per-pair figure)
     distance: float = float("nan")
     extra: dict = field(default_factory=dict)
 
@@ -45,8 +46,8 @@ class Row:
                 "label": self.policy.label if self.policy else self.model, "bits": self.bits,
                 "accounting_scene": self.accounting, **{f"paper_{k}": v for k, v in self.paper.items()},
                 "bpp_tile": self.accounting["bpp_tile"], "bpp_scene": self.bpp_scene,
-                "snr_db": self.snr_db, "lmse": self.lmse, "psnr_db": self.psnr_db,
-                "in_table2": self.in_table2, "distance": self.distance, **self.extra}
+                "snr_db": self.snr_db, "patch_snr_db": self.patch_snr_db, "lmse": self.lmse,
+                "psnr_db": self.psnr_db, "in_table2": self.in_table2, "distance": self.distance, **self.extra}
 
 
 class Evaluator:
@@ -64,8 +65,10 @@ class Evaluator:
         return reconstruct_scene(self.generator, p.reference, p.grid, p.normalization, self.valid)
 
     def measure(self, weights: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+        from qmtgan.train.reconstruct import scene_metrics
+
         recon = self.reconstruct(weights)
-        return metrics.image_metrics(self.target, recon, self.valid), recon
+        return scene_metrics(self.target, recon, self.valid, self.patches.grid), recon
 
 
 def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2) -> tuple[str, ...]:
@@ -94,7 +97,8 @@ def _row(name: str, policy: Policy, tensors, evaluator: Evaluator, seed: int, ta
     m, recon = evaluator.measure(qmodel.dequantized())
     acc = {**acc_scene.to_dict(), "bpp_tile": acc_tile.bpp}
     return Row(name, policy, policy.bits_column if policy.mode != "uniform" else str(policy.bits), acc,
-               paper_row(acc_tile), acc_scene.bpp, m["snr_db"], m["lmse"], m["psnr_db"], table2), recon
+               paper_row(acc_tile), acc_scene.bpp, m["snr_db"], m["lmse"], m["psnr_db"], table2,
+               m["mean_patch_snr_db"]), recon
 
 
 def normalized_distances(rows: list[Row], reference: Row) -> None:
@@ -146,8 +150,9 @@ def _average(rows: list[Row]) -> Row:
         return first
     mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))
     return Row(first.model, first.policy, first.bits, first.accounting, first.paper, mean("bpp_scene"),
-               mean("snr_db"), mean("lmse"), mean("psnr_db"), first.in_table2,
-               extra={"per_pair_snr_db": [r.snr_db for r in rows]})
+               mean("snr_db"), mean("lmse"), mean("psnr_db"), first.in_table2, mean("patch_snr_db"),
+               extra={"per_pair_snr_db": [r.snr_db for r in rows],
+                      "per_pair_patch_snr_db": [r.patch_snr_db for r in rows]})
 
 
 def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: list[str], bits: list[int],
@@ -223,7 +228,8 @@ def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
     name = m["generator"]["name"]
     log.info(f"peer {name}: SNR {m['snr_db']:.2f} dB")
     return Row(name, None, "32", {**acc.with_data(pixels, 1).to_dict(), "bpp_tile": acc.bpp},
-               paper_row(acc), acc.with_data(pixels, 1).bpp, m["snr_db"], m["lmse"], m["psnr_db"], True)
+               paper_row(acc), acc.with_data(pixels, 1).bpp, m["snr_db"], m["lmse"], m["psnr_db"], True,
+               m["mean_patch_snr_db"])
 
 
 def _shapes(run_dir) -> list[tuple[int, ...]]:

@@ -24,6 +24,9 @@ class Backend(ABC):
     requires: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     reported: tuple[str, ...] = ()
+    model_file = ""            # the model's file name in a bundle
+    # compiled for one board's CPU (checked by its ELF machine); the C++ runner and RPC run it
+    built_for_a_board = False
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True):
         self.model_path = Path(model_path)
@@ -43,6 +46,17 @@ class Backend(ABC):
     def input_shape(self) -> tuple | None:
         """The model's input shape as the library reports it (None where it does not say)."""
         return None
+
+    @staticmethod
+    def float_io(tile: int, bands: int) -> dict:
+        """The bundle's I/O record of a model with float32 tiles in and out."""
+        shape = [1, tile, tile, bands]
+        return {"input": {"shape": shape, "dtype": "float32", "quantization": None},
+                "output": {"shape": shape, "dtype": "float32", "quantization": None}}
+
+    def io_record(self, tile: int, bands: int) -> dict:
+        """Input/output shape, dtype and quantization as this library sees the loaded model."""
+        return self.float_io(tile, bands)
 
 
 def _native_output_unless_verbose():
@@ -70,6 +84,7 @@ def _litert():
 class LiteRTBackend(Backend):
     STAGING_ROWS = 32
     name = "tflite"
+    model_file = "model.tflite"
     requires = ("ai-edge-litert",)
     modules = ("ai_edge_litert", "tflite_runtime")
     reported = ("ai-edge-litert", "tflite-runtime")
@@ -134,9 +149,15 @@ class LiteRTBackend(Backend):
             return out
         return y.astype(np.float32, copy=False)
 
+    def io_record(self, tile: int, bands: int) -> dict:
+        return {key: {"shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                      "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+                for key, d in (("input", self.input), ("output", self.output))}
+
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    model_file = "model.onnx"
     requires = modules = reported = ("onnxruntime",)
 
     def __init__(self, model_path, threads=None, xnnpack=True):
@@ -149,6 +170,11 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+
+    def io_record(self, tile: int, bands: int) -> dict:
+        i, o = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        return {"input": {"shape": i.shape, "dtype": i.type, "quantization": None},
+                "output": {"shape": o.shape, "dtype": o.type, "quantization": None}}
 
     @staticmethod
     def file_kind(head: bytes) -> str | None:
@@ -167,6 +193,8 @@ class TVMBackend(Backend):
     """A Relax module exported as a shared library, run by the TVM runtime's virtual machine."""
 
     name = "tvm"
+    model_file = "model.so"
+    built_for_a_board = True
     requires = reported = ("apache-tvm", "apache-tvm-ffi")
     modules = ("tvm",)
 

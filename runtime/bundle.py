@@ -154,6 +154,17 @@ class Manifest:
             raise QmtganError(f"{where}: the manifest names one file as both model and smoke tiles")
         return manifest
 
+    def to_record(self) -> dict:
+        """The manifest as written: the checked fields over the rest of the record (measured
+        SNRs, tool versions), so what `from_record` reads back is this very manifest."""
+        typed = {"name": self.name, "backend": self.backend, "precision": self.precision,
+                 "target": self.target, "model_file": self.model_file, "files": dict(self.files),
+                 "tile_size": self.tile_size, "normalization": self.normalization.to_dict(),
+                 "generator": self.generator, "smoke": self.smoke, "elf_machine": self.elf_machine,
+                 "bands": list(BAND_ORDER)}
+        record = {k: v for k, v in self.record.items() if k != DIGEST_KEY}
+        return {"schema": SCHEMA, **record, **{k: v for k, v in typed.items() if v is not None}}
+
 
 def _check_io_record(d: dict, tile: int, where: str) -> None:
     """The model's recorded input and output shapes, when present, must be (1, tile, tile, bands)."""
@@ -248,12 +259,13 @@ class CheckedBackend(Backend):
 def write_bundle(dest: str | os.PathLike, manifest: dict, files: dict[str, bytes]) -> Path:
     """Write the bundle folder atomically, then dest.tar.gz next to it."""
     dest = Path(dest)
-    manifest = {"schema": SCHEMA, **manifest, "bands": list(BAND_ORDER)}
     with atomic_dir(dest) as tmp:
         for name, data in files.items():
             (tmp / plain_name(name, "bundle file")).write_bytes(data)
-        manifest["files"] = {name: sha256_file(tmp / name) for name in files}
-        write_manifest(tmp, manifest)
+        record = {"schema": SCHEMA, **manifest, "bands": list(BAND_ORDER),
+                  "files": {name: sha256_file(tmp / name) for name in files}}
+        # written through the reader's own type: a bundle the device would refuse is never made
+        write_manifest(tmp, Manifest.from_record(record, str(dest)).to_record())
     with atomic_file(dest.with_name(dest.name + ".tar.gz")) as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(dest, arcname=dest.name)

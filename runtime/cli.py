@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import out_option, shared_option
+from qmtgan.options import bundle_option, out_option, shared_option, threads_option
 
 overviews_option = click.option("--overviews", is_flag=True,
                                 help="Also build GeoTIFF overviews (2x, 4x, ... averaged) for viewers.")
@@ -19,8 +19,7 @@ compress_option = click.option("--compress", type=click.Choice(["zstd", "deflate
 
 
 @click.command()
-@click.option("--bundle", type=click.Path(exists=True, path_type=Path), required=True,
-              help="A bundle folder or its .tar.gz.")
+@bundle_option()
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="12-band GeoTIFF (or band-first .npy).")
 @click.option("--target", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -28,7 +27,7 @@ compress_option = click.option("--compress", type=click.Choice(["zstd", "deflate
 @click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
               help="0: the encoder's patch grid (what the generator was fitted to); >0: overlapping "
                    "tiles, cross-faded over this many pixels.")
-@click.option("--threads", type=click.IntRange(min=1), help="Backend threads (default: all cores).")
+@threads_option()
 @click.option(
     "--payload",
     "payload_path",

@@ -16,6 +16,7 @@ from qmtgan.runtime.numpy_generator import NumpyGenerator
 from qmtgan.runtime.residual import add_residual, decode_residual
 from qmtgan.runtime.scene import BAND_ORDER, Scene
 from qmtgan.runtime.shared import SharedModel, predictor_record, shared_prediction
+from qmtgan.runtime.stream import stream_scene, with_residual
 from qmtgan.runtime.tiling import MAX_TILE
 
 
@@ -100,8 +101,6 @@ def decode_streaming(path: str | os.PathLike, reader, writer, progress: bool = F
     """Decode a .qmtg payload tile by tile from a SceneReader into a SceneWriter (the hybrid
     residual, when there is one, is decoded whole: one int16 scene). A shared-predictor payload
     decodes whole: its linear base spans tile borders."""
-    from qmtgan.runtime.stream import stream_scene
-
     payload = fmt.read(path)
     if predictor_record(payload.header, str(path)) is not None:
         h, w = reader.shape
@@ -111,19 +110,6 @@ def decode_streaming(path: str | os.PathLike, reader, writer, progress: bool = F
     generator, norm, tile = _decoder(payload, reader, str(path))
     residual = _residual(payload, reader, str(path)) if payload.header.get("residual") else None
     stream_scene(generator, reader, norm, tile, 0, with_residual(writer, residual), progress)
-
-
-def with_residual(writer, residual: np.ndarray | None):
-    """An emit function for stream_scene that writes each window, plus its part of a decoded
-    residual when there is one."""
-    def emit(window) -> None:
-        prediction = window.prediction
-        if residual is not None:
-            _, h, w = prediction.shape
-            part = residual[:, window.row:window.row + h, window.col:window.col + w]
-            prediction = add_residual(prediction, part, window.valid)
-        writer.write(window.row, window.col, prediction, window.valid)
-    return emit
 
 
 def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) -> np.ndarray:

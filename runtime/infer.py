@@ -19,31 +19,8 @@ import time
 import numpy as np
 
 from qmtgan.runtime.backends import Backend
-from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.normalization import Normalization
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    if tile > length:
-        raise QmtganError(f"tile {tile} px is larger than the scene ({length} px along one axis)")
-    if not 0 <= overlap < tile:
-        raise QmtganError(f"overlap must be in 0..{tile - 1}, got {overlap}")
-    step = tile - overlap
-    starts = list(range(0, length - tile + 1, step))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
-
-
-def ramp(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    w = np.ones(tile, np.float32)
-    if overlap:
-        rising = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        if not at_start:
-            w[:overlap] = rising
-        if not at_end:
-            w[-overlap:] = rising[::-1]
-    return w
+from qmtgan.runtime.stream import ArrayScene, stream_scene
 
 
 def run_scene(
@@ -56,8 +33,6 @@ def run_scene(
 ) -> tuple[np.ndarray, list[float]]:
     """(bands, H, W) reference DN -> (bands, H, W) predicted target DN, and per-tile seconds: the
     streaming decoder (runtime/stream.py) over a scene in memory, its windows gathered."""
-    from qmtgan.runtime.stream import ArrayScene, stream_scene
-
     out = np.empty(reference.shape, np.float32)
 
     def gather(window) -> None:

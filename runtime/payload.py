@@ -4,8 +4,9 @@
     version    u16 major, u16 minor (little-endian, like every integer here)
     count      u32 number of sections
     directory  count x (4-byte tag, u64 length, u32 CRC32 of the section)
-    sections   in directory order: HEAD (UTF-8 JSON), SIDE (float32), CODE (bit-packed
-               codes of every quantized tensor, in header order, one continuous bitstream),
+    sections   in directory order: HEAD (UTF-8 JSON, raw-deflated from version 2.3), SIDE
+               (float32), CODE (bit-packed codes of every quantized tensor, in header order, one
+               continuous bitstream),
                FLT (float32 tensors kept unquantized), and from version 2 RES (the coded
                residual of the hybrid mode, empty without one)
     sha256     32 bytes over everything before it
@@ -32,7 +33,10 @@ from qmtgan.runtime.dequant import dequantize
 from qmtgan.runtime.errors import QmtganError
 
 MAGIC = b"QMTG\r\n\x1a\n"
-VERSION = (2, 2)  # 2.1: the residual record may carry a spectral KLT; 2.2: a shared-generator predictor
+# 2.1: the residual record may carry a spectral KLT; 2.2: a shared-generator predictor; 2.3: the
+# header is deflated (it is most of a small scene's payload besides the residual)
+VERSION = (2, 3)
+HEADER_DEFLATED_FROM = (2, 3)
 SECTIONS_BY_MAJOR = {1: (b"HEAD", b"SIDE", b"CODE", b"FLT "),
                      2: (b"HEAD", b"SIDE", b"CODE", b"FLT ", b"RES ")}
 SECTIONS = SECTIONS_BY_MAJOR[VERSION[0]]
@@ -79,7 +83,7 @@ def encode(payload: Payload) -> bytes:
         stream_codes.append(np.asarray(c, np.uint32).ravel())
         stream_bits.append(t["bits"])
     code_bytes = bitpack.pack_stream(stream_codes, stream_bits)
-    sections = {b"HEAD": json.dumps(payload.header, separators=(",", ":")).encode(),
+    sections = {b"HEAD": pack_header(json.dumps(payload.header, separators=(",", ":")).encode()),
                 b"SIDE": b"".join(p.tobytes() for p in side_parts),
                 b"CODE": code_bytes,
                 b"FLT ": b"".join(p.tobytes() for p in float_parts),
@@ -87,6 +91,31 @@ def encode(payload: Payload) -> bytes:
     if bool(payload.residual) != bool(payload.header.get("residual")):
         raise QmtganError("payload: residual bytes and the header's residual record must come together")
     return pack_sections(VERSION, [(tag, sections[tag]) for tag in SECTIONS])
+
+
+def pack_header(text: bytes) -> bytes:
+    """The HEAD section of this version: the header's JSON, raw-deflated."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(text) + packer.flush()
+
+
+def unpack_header(chunk: bytes, version: tuple[int, int], name: str) -> bytes:
+    """The header's JSON from a HEAD section, inflated (from 2.3) no further than
+    MAX_HEADER_BYTES, so that a small section cannot claim a large allocation."""
+    if version < HEADER_DEFLATED_FROM:
+        return chunk
+    inflater = zlib.decompressobj(-15)
+    try:
+        text = inflater.decompress(chunk, MAX_HEADER_BYTES + 1)
+    except zlib.error as exc:
+        raise QmtganError(f"{name}: its header is not a valid deflate stream ({exc})") from exc
+    if len(text) > MAX_HEADER_BYTES:
+        raise QmtganError(f"{name}: its header inflates past {MAX_HEADER_BYTES} bytes")
+    if not inflater.eof:
+        raise QmtganError(f"{name}: its header's deflate stream is cut short (corrupted)")
+    if inflater.unused_data:
+        raise QmtganError(f"{name}: bytes after its header's deflate stream (corrupted)")
+    return text
 
 
 def pack_sections(version: tuple[int, int], sections: list[tuple[bytes, bytes]]) -> bytes:
@@ -142,7 +171,7 @@ def decode(data: bytes, name: str = "payload") -> Payload:
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise QmtganError(f"{name}: SHA-256 mismatch (corrupted)")
     try:
-        header = json.loads(sections[b"HEAD"].decode())
+        header = json.loads(unpack_header(sections[b"HEAD"], (major, minor), name).decode())
         payload = _split(header, sections, name)
     except QmtganError:
         raise

@@ -2,7 +2,7 @@
 qemu, over ssh): load a bundle, run real scene tiles through it, print one JSON record.
 numpy + the bundle's backend only (no click, no TensorFlow), so it runs on any board.
 
-    python3 -m qmtgan.runtime.probe --bundle B --tiles tiles.npz [--warmup K] [--runs R]
+    python3 -m qmtgan.runtime.probe --bundle B --tiles-file tiles.npz [--warmup K] [--runs R]
         [--min-time S] [--threads T] [--outputs out.npy] [--expect-snr DB --tolerance DB]
 
 Timing follows TFLite's benchmark_model: init (load + allocate) and the first inference are
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from qmtgan.runtime.atomic import atomic_file
+from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.bundle import load_bundle
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.infer import run_tiles
@@ -48,8 +49,6 @@ def package_versions(packages) -> dict[str, str]:
 
 
 def _versions(backend: str) -> dict:
-    from qmtgan.runtime.backends import BACKENDS
-
     libraries = BACKENDS[backend].reported if backend in BACKENDS else ()
     return {"python": platform.python_version(), "numpy": np.__version__, **package_versions(libraries)}
 
@@ -156,7 +155,7 @@ def worker_arguments(prog: str, model_option: str) -> argparse.ArgumentParser:
     """The command line every measurement worker shares (this probe, the Keras baseline)."""
     ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument(model_option, required=True)
-    ap.add_argument("--tiles", required=True)
+    ap.add_argument("--tiles-file", dest="tiles", required=True)  # a .npz of tiles, not a count
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--min-time", type=float, default=0.0)

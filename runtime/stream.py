@@ -22,11 +22,13 @@ from typing import Callable
 import numpy as np
 
 from qmtgan.runtime.backends import Backend
+from qmtgan.runtime.bundle import load_bundle
 from qmtgan.runtime.errors import QmtganError
-from qmtgan.runtime.infer import ramp, tile_starts
+from qmtgan.runtime.metrics import RunningMetrics
 from qmtgan.runtime.normalization import Normalization
+from qmtgan.runtime.residual import add_residual
 from qmtgan.runtime.scene import BAND_ORDER, NODATA
-from qmtgan.runtime.tiling import PatchGrid, mirror_indices
+from qmtgan.runtime.tiling import PatchGrid, mirror_indices, ramp, tile_starts
 
 
 class WindowSource:
@@ -275,8 +277,6 @@ def compare(target: SceneReader, decoded: SceneReader, block: int = 256) -> dict
     each pixel's neighbours: every window is extended by the last two rows of the window row
     above (kept for the whole width) and the last two columns of the window to its left, so
     memory stays at a few windows and two rows, whatever the scene's size."""
-    from qmtgan.runtime.metrics import RunningMetrics
-
     if target.shape != decoded.shape:
         raise QmtganError(f"target is {target.shape[0]}x{target.shape[1]} px, the decoded scene "
                           f"{decoded.shape[0]}x{decoded.shape[1]}")
@@ -308,11 +308,23 @@ def compare(target: SceneReader, decoded: SceneReader, block: int = 256) -> dict
     return running.result()
 
 
+def with_residual(writer, residual: np.ndarray | None):
+    """An emit function for stream_scene that writes each window, plus its part of a decoded
+    residual when there is one."""
+    def emit(window) -> None:
+        prediction = window.prediction
+        if residual is not None:
+            _, h, w = prediction.shape
+            part = residual[:, window.row:window.row + h, window.col:window.col + w]
+            prediction = add_residual(prediction, part, window.valid)
+        writer.write(window.row, window.col, prediction, window.valid)
+    return emit
+
+
 def decode_scene(bundle, reference: str | os.PathLike, out: str | os.PathLike, overlap: int = 0,
                  threads: int | None = None, overviews: bool = False, compress: str = "zstd",
                  residual: np.ndarray | None = None, progress: bool = False) -> dict:
     """Decode `reference` with a loaded bundle into `out`, streaming; the run's record."""
-    from qmtgan.runtime.decode import with_residual
     from qmtgan.runtime.raster import SceneWriter, streaming_gdal
 
     start = time.perf_counter()
@@ -335,8 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
     import resource
-
-    from qmtgan.runtime.bundle import load_bundle
 
     ap = argparse.ArgumentParser(
         prog="python -m qmtgan.runtime.stream", description=main.__doc__.split(":")[0]

@@ -17,6 +17,8 @@ from qmtgan.runtime.errors import QmtganError
 
 # The largest tile (patch) side any header or manifest may name.
 MAX_TILE = 8192
+# The paper's patch side, which is also the tile every bundle runs on unless told otherwise.
+PATCH_SIZE = 512
 
 
 def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
@@ -33,6 +35,9 @@ class Patch:
     col: int
     height: int    # valid (real) size; the rest of the patch is mirror padding
     width: int
+
+
+PATCHES_SCHEMA = "qmtgan.patches/1"
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class PatchGrid:
         return np.ascontiguousarray(full[:, : self.scene_height, : self.scene_width])
 
     def to_manifest(self, **extra: object) -> dict:
-        return {"schema": "qmtgan.patches/1", "scene_height": self.scene_height,
+        return {"schema": PATCHES_SCHEMA, "scene_height": self.scene_height,
                 "scene_width": self.scene_width, "patch_size": self.patch_size,
                 "rows": self.rows, "cols": self.cols,
                 "edge_rule": "symmetric mirror padding; stitch keeps the valid part",
@@ -105,3 +110,26 @@ class PatchGrid:
             raise QmtganError(f"patch manifest lists {len(m.get('patches', []))} patches, "
                               f"its grid has {grid.rows * grid.cols}")
         return grid
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if tile > length:
+        raise QmtganError(f"tile {tile} px is larger than the scene ({length} px along one axis)")
+    if not 0 <= overlap < tile:
+        raise QmtganError(f"overlap must be in 0..{tile - 1}, got {overlap}")
+    step = tile - overlap
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def ramp(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    w = np.ones(tile, np.float32)
+    if overlap:
+        rising = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        if not at_start:
+            w[:overlap] = rising
+        if not at_end:
+            w[-overlap:] = rising[::-1]
+    return w

@@ -4,6 +4,7 @@ its libraries installed with pip's --platform/--target into a cache outside the 
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -31,16 +32,55 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QMTGAN_CACHE") or Path.home() / ".cache" / "qmtgan")
 
 
+# What a board runs: the scene decoder (python -m qmtgan.runtime.stream), the measurement worker
+# (python -m qmtgan.runtime.probe), bundles as a library, and the payload decoder.
+DEVICE_ENTRY_POINTS = ("qmtgan.runtime.stream", "qmtgan.runtime.probe", "qmtgan.runtime.bundle",
+                       "qmtgan.runtime.decode")
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The qmtgan.runtime modules a runtime file imports, wherever the import statement is."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("qmtgan.runtime.")}
+        elif isinstance(node, ast.ImportFrom) and node.module == "qmtgan.runtime":
+            found |= {f"qmtgan.runtime.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qmtgan.runtime."):
+            found.add(node.module)
+    return found
+
+
+def device_modules(entry_points: tuple[str, ...] = DEVICE_ENTRY_POINTS) -> list[str]:
+    """The runtime's file names the entry points need: their imports, followed to the end."""
+    import qmtgan.runtime
+
+    folder = Path(qmtgan.runtime.__file__).parent
+    needed, todo = set(), list(entry_points)
+    while todo:
+        module = todo.pop()
+        name = module.removeprefix("qmtgan.runtime.").split(".")[0] + ".py"
+        if name in needed:
+            continue
+        if not (folder / name).is_file():
+            raise QmtganError(f"the device runtime imports {module}, which is not a module of qmtgan.runtime")
+        needed.add(name)
+        todo += sorted(_runtime_imports(folder / name))
+    return sorted(needed | {"__init__.py"})
+
+
 def stage_runtime(dest: Path) -> Path:
-    """dest/qmtgan/{__init__.py, runtime/*.py}: importable with PYTHONPATH=dest on any board."""
+    """dest/qmtgan/{__init__.py, runtime/<what the board's entry points import>}: importable
+    with PYTHONPATH=dest on any board."""
     import qmtgan
     import qmtgan.runtime
 
     pkg = dest / "qmtgan"
     (pkg / "runtime").mkdir(parents=True, exist_ok=True)
     shutil.copy2(qmtgan.__file__, pkg / "__init__.py")
-    for f in sorted(Path(qmtgan.runtime.__file__).parent.glob("*.py")):
-        shutil.copy2(f, pkg / "runtime" / f.name)
+    folder = Path(qmtgan.runtime.__file__).parent
+    for name in device_modules():
+        shutil.copy2(folder / name, pkg / "runtime" / name)
     return dest
 
 

@@ -86,7 +86,8 @@ class Device:
               timeout: float | None = None, ok_codes: tuple[int, ...] = (0,)) -> dict:
         """The device-side worker (runtime/probe.py, staged under RUNTIME_DIR) on a bundle staged
         at bundle_folder: its JSON record. Threads and XNNPACK follow the board unless given."""
-        argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", bundle_folder, "--tiles", tiles, *args]
+        argv = ["python3", "-m", "qmtgan.runtime.probe", "--bundle", bundle_folder, "--tiles-file", tiles,
+                *args]
         if threads:
             argv += ["--threads", str(threads)]
         if not self.board.tflite.xnnpack:

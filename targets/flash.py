@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import aliased, board_option, deprecated_alias
+from qmtgan.options import aliased, board_option, bundle_option, deprecated_alias
 from qmtgan.runtime.bundle import MANIFEST, Bundle, load_bundle
 from qmtgan.runtime.digest import sha256_file
 from qmtgan.runtime.backends import BACKENDS
@@ -140,8 +140,7 @@ def flash_bundle(bundle_path: Path, target: Board, device: Device, install: bool
 
 
 @click.command()
-@click.option("--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True,
-              help="A bundle folder or its .tar.gz.")
+@bundle_option("bundle_path")
 @board_option()
 @click.option("--host", help="user@addr of the board (ssh); default: the board's own reach record.")
 @click.option("--port", type=int, help="ssh port.")

@@ -252,6 +252,48 @@ def test_a_bundle_manifest_is_checked_when_opened(tmp_path, change, needle):
         load_bundle(dest)
 
 
+@pytest.mark.parametrize("record,change,needle", [
+    ("patches.json", {"scene_height": 95}, "disagree on its size: reference.tif 96x128"),
+    ("pair.json", {"width": 64}, "pair.json 96x64"),
+    ("patches.json", {"patches": []}, "lists 0 patches"),
+])
+def test_a_pair_whose_records_disagree_is_refused(tmp_path, small_pair_dir, record, change, needle):
+    """pair.json, patches.json and the two GeoTIFFs are read as one pair: a size they disagree on
+    (or a patch list that does not fit its grid) is one error naming the pair."""
+    import json
+    import shutil
+
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.train.pair import load_pair
+
+    pair = shutil.copytree(small_pair_dir, tmp_path / "pair")
+    path = pair / record
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(QmtganError, match=needle):
+        load_pair(pair)
+
+
+def test_the_manifest_is_written_and_read_through_one_type(tmp_path):
+    """write_bundle writes what Manifest.to_record gives; reading it back yields the same typed
+    manifest, and a manifest the device would refuse is refused before anything is written."""
+    from qmtgan.runtime.bundle import Manifest, load_bundle, read_manifest, write_bundle
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.runtime.normalization import Normalization
+
+    norm = Normalization(tuple([0.0] * 12), tuple([2.0] * 12))
+    base = {"name": "b", "backend": "onnxruntime", "model_file": "model.onnx", "tile_size": 32,
+            "normalization": norm.to_dict(), "generator": {"ngf": 4}, "measured": {"x": 1.5}}
+    dest = write_bundle(tmp_path / "b", base, {"model.onnx": b"never loaded here"})
+    opened = load_bundle(dest).manifest
+    again = Manifest.from_record(opened.to_record(), "round trip")
+    assert (again.name, again.tile_size, again.files, again.generator, again.normalization) == (
+        opened.name, 32, opened.files, {"ngf": 4}, norm)
+    assert read_manifest(dest)["measured"] == {"x": 1.5}  # untyped fields travel untouched
+    with pytest.raises(QmtganError, match="tile_size 0 is not in"):
+        write_bundle(tmp_path / "bad", {**base, "tile_size": 0}, {"model.onnx": b"x"})
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.tar.gz").exists()
+
+
 def test_missing_system_packages_stop_with_the_exact_command():
     """Without root or sudo, `make deps` (targets/system_packages.sh) stops at once and prints the
     apt-get command that installs what is missing; present packages pass silently."""
@@ -273,3 +315,24 @@ def test_missing_system_packages_stop_with_the_exact_command():
     present = subprocess.run(["sh", script], capture_output=True, text=True, timeout=60,
                              env={"PATH": "/usr/bin:/bin", "QMTGAN_SYSTEM_PACKAGES": "dpkg"})
     assert present.returncode == 0 and present.stdout == ""
+
+
+@pytest.mark.parametrize("selection, option, needle", [
+    ("tflite-fp32", ["--tune"], "--tune does not apply to tflite-fp32; it applies to tvm-"),
+    ("onnx-int8", ["--explain-int8"], "--explain-int8 does not apply to onnx-int8; it applies to tflite-int8"
+     ),
+    ("tflite-fp16", ["--int8-threshold", "0.5"], "--int8-threshold does not apply to tflite-fp16"),
+    ("tvm", ["--calibration-tiles", "4"], "--calibration-tiles does not apply to tvm-"),
+])
+def test_a_convert_option_no_chosen_format_uses_is_refused(tmp_path, selection, option, needle):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "pair").mkdir()
+    proc = run_cli("convert", selection, "--model", tmp_path / "model", "--pair", tmp_path / "pair",
+                   "-o", tmp_path / "out", *option)
+    assert proc.returncode == 1 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+    # with a format that uses it, the option passes this check (and the empty model folder fails later)
+    if option[0] == "--tune":
+        folders = ("--model", tmp_path / "model", "--pair", tmp_path / "pair", "-o", tmp_path / "out")
+        proc = run_cli("convert", "tvm-host-x86_64", *folders, "--tune", "--trials", "0")
+        assert proc.returncode != 0 and "does not apply" not in proc.stderr

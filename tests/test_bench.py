@@ -16,32 +16,9 @@ import numpy as np
 import pytest
 
 from helpers import free_port, run_cli, wait_for_port
+from qmtgan.bench.records import FIELDS
 from qmtgan.runtime.bundle import write_manifest
 
-FIELDS = (
-    "config",
-    "label",
-    "status",
-    "tile",
-    "tiles",
-    "threads",
-    "model_bytes",
-    "init_ms",
-    "first_ms",
-    "latency_ms",
-    "peak_rss_mb",
-    "snr_vs_float_db",
-    "lmse_vs_float",
-    "snr_vs_target_db",
-    "lmse_vs_target",
-    "megapixels_per_s",
-    "macs_per_tile",
-    "gflops",
-    "peak_gflops",
-    "fraction_of_peak",
-    "peak_formula",
-    "speedup_vs_keras",
-)
 
 
 @contextlib.contextmanager
@@ -125,7 +102,7 @@ def test_records_have_every_field_and_sane_values(bench_run):
         ("tflite-int8", "qemu"),
     }
     for r in ok.values():
-        assert all(k in r for k in FIELDS), [k for k in FIELDS if k not in r]
+        assert tuple(k for k in r if k in FIELDS) == FIELDS, [k for k in FIELDS if k not in r]
         lat = r["latency_ms"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] and lat["count"] >= 5
         assert r["tile"] == 32 and r["tiles"] == 3 and r["macs_per_tile"] > 0 and r["gflops"] > 0
@@ -191,7 +168,9 @@ def test_snr_in_the_record_equals_an_independent_computation(bench_run, small_pa
             for i in range(3)
         )
         assert r["snr_vs_target_db"] == pytest.approx(10 * np.log10(num / den), abs=1e-6), r["label"]
-    assert metrics.snr_db(tiles.target[0], tiles.target[0] * 1.0 + 1.0) > 0
+    # an error of exactly 1 DN everywhere: the SNR is the target's mean power in dB
+    x = tiles.target[0].astype(np.float64)
+    assert metrics.snr_db(x, x + 1.0) == pytest.approx(10 * np.log10(np.mean(x**2)), abs=1e-9)
 
 
 @pytest.mark.qemu  # bench_run measures the emulated board too
@@ -343,14 +322,15 @@ def test_the_width_benchmark_counts_the_work_and_times_every_runtime(small_pair_
     """The demo's generator and one twice as wide, through TFLite and ONNX Runtime: each row's
     MACs match the generator's definition and its GFLOP/s and fraction of peak follow from them."""
     out = tmp_path / "width"
-    refused = subprocess.run([sys.executable, "-m", "qmtgan.bench.width", "--pair", str(small_pair_dir),
+    refused = subprocess.run([sys.executable, "-m", "qmtgan", "bench", "width", "--pair", str(small_pair_dir),
                               "--generators", "demo,huge", "--out", str(out)], capture_output=True, text=True)
     assert refused.returncode == 1 and "unknown generator or runtime: huge" in refused.stderr
     assert not out.exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "qmtgan.bench.width", "--pair", str(small_pair_dir),
-         "--generators", "demo,ngf8", "--runtimes", "tflite,onnxruntime", "--threads", "1", "--tile", "32",
-         "--tiles", "2", "--runs", "3", "--min-time", "0", "--out", str(out)], capture_output=True, text=True)
+        [sys.executable, "-m", "qmtgan", "bench", "width", "--pair", str(small_pair_dir),
+         "--generators", "demo,ngf8", "--runtimes", "tflite,onnxruntime", "--threads", "1",
+         "--patch-size", "32", "--tiles", "2", "--runs", "3", "--min-time", "0", "--out", str(out)],
+        capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "width.json").read_text())
     rows = result["rows"]
@@ -364,3 +344,18 @@ def test_the_width_benchmark_counts_the_work_and_times_every_runtime(small_pair_
         assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / result["peak"]["peak_gflops"])
     assert result["sgemm_gflops"] > 0 and (out / "width.png").stat().st_size > 0
     assert (out / "width.md").read_text().count("| ngf8 | 8 |") == 2
+
+
+def test_every_bench_record_field_and_report_column_is_documented():
+    import re
+
+    from qmtgan.bench.records import HARNESS_FIELDS
+    from qmtgan.bench.report import COLUMNS
+
+    schema = (Path(__file__).resolve().parents[1] / "docs" / "bench-schema.md").read_text()
+    record_table = schema.split("A record (schema `qmtgan.bench/1`)")[1].split("\n# ")[0]
+    documented = {key for row in record_table.splitlines() if row.startswith("| `")
+                  for key in re.findall(r"`([a-z_0-9]+)`", row.split(" | ")[0])}
+    missing = [k for k in (*FIELDS, *HARNESS_FIELDS) if k not in documented and k != "schema"]
+    assert not missing, f"bench record fields not in docs/bench-schema.md: {missing}"
+    assert all(key.split(".")[0] in (*FIELDS, *HARNESS_FIELDS) for key, _ in COLUMNS)

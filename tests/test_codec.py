@@ -28,7 +28,8 @@ def encoded(tiny_run, reference_target):
 
 def test_decode_reproduces_the_in_memory_dequantized_model(encoded, tiny_run, reference_target, tmp_path):
     """`qmtgan decode` (numpy only) against Keras running the in-memory dequantized weights."""
-    from qmtgan.quantize.model import assign_weights, quantize_tensors
+    from qmtgan.quantize.model import quantize_tensors
+    from qmtgan.train.model_io import assign_weights
     from qmtgan.quantize.policy import Policy, generator_tensors
     from qmtgan.runtime import payload as fmt
     from qmtgan.runtime.tiling import PatchGrid
@@ -143,6 +144,12 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     assert report["best"]["in_table2"] and report["best"]["label"] != "float32"
     assert rows["unet"]["bits"] == "32" and rows["unet"]["in_table2"] and rows["unet"]["distance"] >= 0
     assert "| unet |" in (out / "table2.md").read_text()
+    assert all(np.isfinite(r["patch_snr_db"]) for r in report["rows"])
+    claims = {c["claim"]: c for c in report["ordering"]}
+    assert claims["float >= 8-bit symmetric"]["measured"]
+    assert len(claims["float >= 8-bit symmetric"]["per_pair_margin_db"]) == 2
+    assert not claims["8-bit stochastic > every 6-bit row"]["measured"]  # no 6-bit rows in this sweep
+    assert "## The paper's ordering" in (out / "table2.md").read_text()
 
 
 def test_sweep_needs_one_pair_per_model(tiny_run, small_pair_dir, tmp_path):

@@ -98,11 +98,11 @@ def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     manifest = json.loads((out / "tflite-int8" / "manifest.json").read_text())
     worst = manifest["int8"]["worst_ops"]
     assert len(worst) == 3 and worst[0]["rmse_steps"] >= worst[1]["rmse_steps"] >= worst[2]["rmse_steps"]
-    rows = list(csv.DictReader(io.StringIO((out / "tflite-int8" / "int8_layers.csv").read_text())))
+    rows = list(csv.DictReader(io.StringIO((out / "tflite-int8.reports" / "int8_layers.csv").read_text())))
     assert len(rows) > 10 and {r["op"] for r in rows} >= {"CONV_2D", "MEAN"}
     assert [r["op"] for r in rows[:3]] == [w["op"] for w in worst]
-    for name in ("int8_layers.md", "int8_layers.png", "int8_layers.csv"):
-        assert name in manifest["files"]
+    for name in ("int8_layers.md", "int8_layers.png", "int8_layers.csv"):  # beside the bundle, not in it
+        assert name not in manifest["files"] and (out / "tflite-int8.reports" / name).stat().st_size > 0
     trials = {t["kept_float"]: t for t in manifest["int8"]["float_trials"]}
     full = trials.pop("nothing (full int8)")
     assert full["ops"] == 0 and "CONV_2D ops" in trials and trials["CONV_2D ops"]["ops"] > 0
@@ -114,17 +114,17 @@ def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     assert onnx_manifest["precision"] == "int8" and onnx_manifest["backend"] == "onnxruntime"
     # within the threshold, the int8 bundle ships as int8, not a fallback
     assert manifest["precision"] == "int8" and manifest["input"]["dtype"] == "int8"
-    # where the ONNX time goes: per op type, from ONNX Runtime's profiler, in the bundle
+    # where the ONNX time goes: per op type, from ONNX Runtime's profiler, beside the bundle
     profile = onnx_manifest["op_profile"]["rows"]
     assert "QLinearConv" in {r["op"] for r in profile} and all(r["ms"] >= 0 for r in profile)
-    assert "op_profile.md" in onnx_manifest["files"]
-    assert "QLinearConv" in (out / "onnx-int8" / "op_profile.md").read_text()
+    assert "op_profile.md" not in onnx_manifest["files"]
+    assert "QLinearConv" in (out / "onnx-int8.reports" / "op_profile.md").read_text()
     # the TFLite int8 model timed op by op, with what XNNPACK does not take
     tflite_profile = manifest["op_profile"]
     assert "CONV_2D" in {r["op"] for r in tflite_profile["rows"]} and tflite_profile["partitions"] >= 1
     assert all(r["delegated"] <= r["nodes"] for r in tflite_profile["rows"])
     assert tflite_profile["sum_ms"] > 0 and tflite_profile["whole_ms"] > 0
-    assert "CONV_2D" in (out / "tflite-int8" / "op_profile.md").read_text()
+    assert "CONV_2D" in (out / "tflite-int8.reports" / "op_profile.md").read_text()
 
 
 def test_run_from_the_archive_matches_the_manifest(bundles, small_pair_dir, tmp_path):
@@ -340,11 +340,11 @@ def test_int8_that_loses_too_much_keeps_its_worst_layers_float_before_16x8(tiny_
     tiles = calibration_set(PatchGrid(*reference.shape, 32).cut(norm.forward(reference.data)), 8)
     measurer = Measurer(reference, target, norm, 32, KerasBackend(model), 0)
     unreachable = measurer.baseline.snr_vs_target_db + 30
-    ctx = Int8Context(tiles, lambda kind, blob: measure_bytes(kind, blob, "model.tflite", measurer.measure),
+    ctx = Int8Context(tiles, lambda kind, blob: measure_bytes(kind, blob, measurer.measure),
                       unreachable, 1.0, explain=False)
     art = tflite_int8(deploy_graphs(model, tiles).int8, ctx)
     int8 = art.manifest["int8"]
-    assert len(int8["worst_ops"]) == 3 and "int8_layers.csv" in art.files
+    assert len(int8["worst_ops"]) == 3 and "int8_layers.csv" in art.reports
     assert 1 <= len(int8["float_layers"]) <= 3
     assert set(int8["float_layers"]) <= {w["layer"] for w in int8["worst_ops"]}
     assert int8["selective"]["snr_vs_target_db"] < unreachable - 1.0

@@ -100,7 +100,7 @@ def test_qmtg_reader_on_well_formed_containers_with_hostile_content(data):
 
     if data is None:  # JSON nested deeper than Python's recursion limit
         deep = fmt.pack_sections(
-            fmt.VERSION, [(b"HEAD", b"[" * 100_000)] + [(t, b"") for t in fmt.SECTIONS[1:]]
+            fmt.VERSION, [(b"HEAD", fmt.pack_header(b"[" * 100_000))] + [(t, b"") for t in fmt.SECTIONS[1:]]
         )
         return _refused_or_parsed(_decode_and_dequantize, deep)
     valid = fmt.decode(VALID_QMTG)
@@ -114,7 +114,8 @@ def test_qmtg_reader_on_well_formed_containers_with_hostile_content(data):
         head = json.dumps(header).encode()
     except ValueError:  # a float NaN in a strict encoder; json.dumps allows it, keep the path honest
         head = b"{}"
-    sections = [(b"HEAD", head)] + [(tag, data.draw(st.binary(max_size=200))) for tag in fmt.SECTIONS[1:]]
+    sections = [(b"HEAD", fmt.pack_header(head))] + [(tag, data.draw(st.binary(max_size=200)))
+                                                     for tag in fmt.SECTIONS[1:]]
     _refused_or_parsed(_decode_and_dequantize, fmt.pack_sections(fmt.VERSION, sections))
 
 

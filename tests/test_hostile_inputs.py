@@ -136,10 +136,17 @@ def test_a_tile_size_the_model_was_not_built_for_is_refused(tiny_bundles, small_
 
 
 def test_a_model_file_that_is_another_file_of_the_bundle_is_refused(tiny_bundles, small_pair_dir, tmp_path):
+    from qmtgan.runtime.digest import sha256_file
+
     out, _ = tiny_bundles
-    other = next(n for n in read_manifest(out / "tflite-int8")["files"] if n.endswith(".csv"))
-    bad = resigned_copy(out / "tflite-int8", tmp_path / "b", model_file=other)
-    assert_refused(_run_bundle(bad, small_pair_dir, tmp_path), f"{other} is not a TFLite flatbuffer")
+    record = read_manifest(out / "tflite-int8")
+    other = "notes.csv"  # a checked file of the bundle that is no model
+    shutil.copytree(out / "tflite-int8", tmp_path / "b")
+    (tmp_path / "b" / other).write_text("layer,snr\nconv1,40\n")
+    files = {**record["files"], other: sha256_file(tmp_path / "b" / other)}
+    write_manifest(tmp_path / "b", {**record, "files": files, "model_file": other})
+    assert_refused(_run_bundle(tmp_path / "b", small_pair_dir, tmp_path),
+                   f"{other} is not a TFLite flatbuffer")
     bad = resigned_copy(out / "onnx", tmp_path / "c", model_file="smoke.npz")
     assert_refused(_run_bundle(bad, small_pair_dir, tmp_path), "one file as both model and smoke tiles")
 
@@ -287,8 +294,8 @@ def test_payload_sizes_are_checked_before_anything_is_sized_by_them(hybrid_paylo
         hostile = fmt.Payload(json.loads(json.dumps(payload.header)), payload.codes, payload.sides,
                               payload.floats, payload.residual)
         hostile.header["tensors"][0]["shape"] = shape
-        data = fmt.pack_sections(fmt.VERSION, [(b"HEAD", json.dumps(hostile.header).encode())]
-                                 + _sections_after_head(hybrid_payload))
+        head = fmt.pack_header(json.dumps(hostile.header).encode())
+        data = fmt.pack_sections(fmt.VERSION, [(b"HEAD", head)] + _sections_after_head(hybrid_payload))
         with pytest.raises(QmtganError, match=needle):
             fmt.decode(data)
     big = tmp_path / "big.qmtg"
@@ -407,7 +414,8 @@ def test_overlap_panels_give_the_floats_of_one_full_width_cross_fade(tmp_path):
     """Panels against the plain definition (every tile's output times its ramp, summed over the
     whole scene, divided by the summed ramps), on a scene many panels wide whose last tile
     column is moved back by one pixel."""
-    from qmtgan.runtime.infer import ramp, run_scene, tile_starts
+    from qmtgan.runtime.infer import run_scene
+    from qmtgan.runtime.tiling import ramp, tile_starts
     from qmtgan.runtime.normalization import Normalization
     from qmtgan.runtime.stream import PANEL_TILES
 

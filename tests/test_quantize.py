@@ -152,6 +152,61 @@ def test_payload_header_errors_name_the_problem():
         fmt.decode(data[:-5])
 
 
+
+def _with_head(data: bytes, version: tuple[int, int], head: bytes) -> bytes:
+    """The container of `data` with another HEAD section and version (checksums recomputed)."""
+    import struct
+
+    count = struct.unpack_from("<I", data, 12)[0]
+    offset, sections = 16 + 16 * count, []
+    for i in range(count):
+        tag, length, _ = struct.unpack_from("<4sQI", data, 16 + 16 * i)
+        sections.append((tag, data[offset:offset + length]))
+        offset += length
+    return fmt.pack_sections(version, [(b"HEAD", head)] + sections[1:])
+
+
+def test_payload_headers_of_every_version_read():
+    import json
+    import zlib
+
+    payload = _payload(Policy("symmetric", bits=6))[0]
+    data = fmt.encode(payload)
+    text = json.dumps(payload.header, separators=(",", ":")).encode()
+    assert fmt.VERSION >= fmt.HEADER_DEFLATED_FROM and zlib.decompress(_head(data), -15) == text
+    assert len(_head(data)) < len(text)  # the deflated header is what is stored
+    for version in ((2, 0), (2, 1), (2, 2)):  # older files: the header as plain JSON
+        older = fmt.decode(_with_head(data, version, text))
+        assert older.header == fmt.decode(data).header
+    with pytest.raises(QmtganError, match="not a valid deflate stream"):  # a plain header labelled 2.3
+        fmt.decode(_with_head(data, fmt.HEADER_DEFLATED_FROM, text))
+
+
+def _head(data: bytes) -> bytes:
+    import struct
+
+    count = struct.unpack_from("<I", data, 12)[0]
+    length = struct.unpack_from("<4sQI", data, 16)[1]
+    return data[16 + 16 * count:16 + 16 * count + length]
+
+
+def test_a_deflated_header_is_inflated_no_further_than_its_bound():
+    import resource
+
+    payload = _payload(Policy("symmetric", bits=6))[0]
+    data = fmt.encode(payload)
+    bomb = fmt.pack_header(b" " * (64 << 20))  # 64 MiB of spaces: about 64 KB deflated
+    assert len(bomb) < fmt.MAX_HEADER_BYTES
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    with pytest.raises(QmtganError, match="inflates past"):
+        fmt.decode(_with_head(data, fmt.VERSION, bomb))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_utime - before < 1.0
+    head = _head(data)
+    with pytest.raises(QmtganError, match="cut short"):
+        fmt.decode(_with_head(data, fmt.VERSION, head[:-3]))
+    with pytest.raises(QmtganError, match="bytes after"):
+        fmt.decode(_with_head(data, fmt.VERSION, head + b"\x00junk"))
+
 # The paper's Table 2 (accounting columns). Its float bpp 0.0590 is Eq. 1 (0.059057)
 # truncated, while its quantized bpps are rounded (0.014765 -> 0.0148): the paper's rounding is
 # not one rule, so the float row is checked against truncation.
@@ -198,3 +253,23 @@ def test_bpp_on_disk_is_within_one_percent_of_eq1_for_the_paper_generator():
         data = fmt.encode(to_payload(qmodel, cfg.to_dict(), Normalization((0.0,) * 12, (1.0,) * 12), scene))
         eq1_bits = account(qmodel).total_bits
         assert eq1_bits <= 8 * len(data) <= 1.01 * eq1_bits, (policy.label, len(data), eq1_bits / 8)
+
+
+def test_table2_ordering_reads_margins_per_pair_and_on_the_mean():
+    from qmtgan.quantize.ordering import COLLAPSE_DB, table2_ordering
+
+    def row(label, *snrs):
+        return {"label": label, "snr_db": float(np.mean(snrs)), "per_pair_snr_db": list(snrs)}
+
+    rows = [row("float32", 20.0, 30.0), row("symmetric 8", 19.995, 29.9), row("stochastic 8", 19.9, 29.95),
+            row("symmetric 6", 19.5, 29.0), row("stochastic 6", 19.0, 29.96), row("symmetric 2", 10.0, 20.0)]
+    claims = {c["claim"].split(" (")[0]: c for c in table2_ordering(rows)}
+    first = claims["float >= 8-bit symmetric"]
+    assert first["holds_every_pair"] and np.allclose(first["per_pair_margin_db"], [0.005, 0.1])
+    second = claims["8-bit symmetric >= 8-bit stochastic"]
+    assert second["holds_mean"] and not second["holds_every_pair"]  # the second pair: -0.05 dB
+    third = claims["8-bit stochastic > every 6-bit row"]
+    assert not third["holds_every_pair"] and np.isclose(third["per_pair_margin_db"][1], -0.01)
+    collapse = claims["symmetric 2 collapses"]
+    assert collapse["holds_every_pair"] and collapse["margin_db"] >= COLLAPSE_DB
+    assert not claims["stochastic 2 collapses"]["measured"]

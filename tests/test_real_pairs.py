@@ -33,7 +33,16 @@ def test_real_pairs_report_on_a_crop_of_a_real_city(tmp_path):
     int8 = doc["context"]["int8"]["paris"]
     for name in ("tflite-int8", "onnx-int8"):
         assert abs(int8[name]["loss_db"] - (int8["float_snr_db"] - int8[name]["snr_db"])) < 1e-9
+    # the PTQ sweep ran on the pair's generator, with the paper's ordering checked
+    sweep = doc["context"]["sweep"]
+    labels = {r["label"]: r for r in sweep["rows"]}
+    assert {"float32", "symmetric 2", "symmetric 8", "stochastic 6", "asymmetric 4"} <= set(labels)
+    assert labels["symmetric 8"]["bpp_scene"] < labels["float32"]["bpp_scene"] / 3.9
+    assert {c["claim"].split(" (")[0] for c in sweep["ordering"]} >= {"float >= 8-bit symmetric",
+                                                                      "symmetric 2 collapses"}
+    assert all(c["measured"] for c in sweep["ordering"])
     md = (out / "real.md").read_text()
+    assert "## Post-training quantization" in md and "The paper's ordering" in md
     assert "2016-11-30" in md and "2017-11-07" in md and "Copernicus" in md
     assert (out / "real.png").stat().st_size > 0
 
@@ -75,3 +84,28 @@ def test_the_codec_column_is_the_better_of_the_per_pair_and_the_shared_hybrid():
     mean = summarize(points, ["p"], [0.05])["mean"]
     assert abs(mean["shared_minus_linear_db"]["mean"] - 0.2) < 1e-9
     assert mean["0.05"]["codec_minus_classical_db"]["n"] == 1
+
+
+def test_equal_residual_rate_sets_each_predictors_bits_aside():
+    import math
+
+    from qmtgan.bench.real_report import pair_summary
+
+    def point(family, snr, bpp, requested=None, **extra):
+        return {"pair": "p", "family": family, "label": family, "bytes": round(bpp * 1000), "bpp": bpp,
+                "requested_bpp": requested, "snr_db": snr, "extra": {"bits": 8, **extra}}
+
+    weights = {"weight_bytes": 20, "pixels": 10**12}  # projected: the weights cost nothing
+    points = [point("linear-3x3", 15.0, 0.003), point("generator", 17.0, 0.03, **weights),
+              point("linear-3x3+klt+jpeg2000", 25.0, 0.05, 0.05, predictor_bytes=5),
+              point("linear-3x3+klt+jpeg2000", 27.0, 0.11, 0.11, predictor_bytes=5),
+              point("hybrid", 23.0, 0.05, 0.05, **weights),
+              point("hybrid-projected", 26.0, 0.05, 0.05, **weights),
+              point("hybrid-projected", 28.0, 0.11, 0.11, **weights)]
+    row = pair_summary(points, "p", [0.05])["rates"]["0.05"]
+    # 8000 samples: the base's 5 predictor bytes are 0.005 bpp, so its residual curve is
+    # (0.045, 25), (0.105, 27); the projected hybrid's is (0.05, 26), (0.11, 28)
+    base = 25.0 + 2.0 * math.log(0.05 / 0.045) / math.log(0.105 / 0.045)
+    assert math.isclose(row["equal_residual"]["base_snr_db"], base, abs_tol=1e-4)
+    assert math.isclose(row["equal_residual"]["hybrid_snr_db"], 26.0, abs_tol=1e-4)
+    assert math.isclose(row["equal_residual_gain_db"], 26.0 - base, abs_tol=1e-4)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import model_option, out_option, pair_option
+from qmtgan.options import model_option, out_option, pair_option, patch_size_option
 
 from qmtgan.runtime.errors import QmtganError
 
@@ -37,7 +37,7 @@ RESAMPLINGS = ("bilinear", "cubic", "nearest", "average", "lanczos", "cubic_spli
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair simulator.")
 @click.option("--preset", type=click.Choice(SIMULATION_PRESETS), default="default", show_default=True,
               help="Character of the simulated later date (train/simulate.py PRESETS).")
-@click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
+@patch_size_option()
 @click.option("--resampling", type=click.Choice(RESAMPLINGS), default="bilinear", show_default=True,
               help="How 20 m / 60 m bands (and a misaligned target) go onto the 10 m grid.")
 @click.option(
@@ -146,7 +146,7 @@ def model() -> None:
 @model.command("summary")
 @generator_options
 @click.option("--bands", type=POSITIVE, default=12, show_default=True)
-@click.option("--patch-size", type=POSITIVE, default=512, show_default=True)
+@patch_size_option()
 def model_summary(generator: str, ngf: int | None, depth: int | None, kernel: int | None, residual: str,
                   spectral_kernel: int,
                   bands: int, patch_size: int) -> None:

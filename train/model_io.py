@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
 from qmtgan.runtime.digest import load_record, sha256_file, verify_files
@@ -48,3 +49,12 @@ def load_model(run_dir: str | Path) -> tuple[keras.Model, GeneratorConfig, Norma
     generator = keras.saving.load_model(weights, compile=False, safe_mode=True)
     return generator, GeneratorConfig.from_dict(meta["generator"]), \
         Normalization.from_dict(meta["normalization"]), meta
+
+
+def assign_weights(generator, weights: list[np.ndarray]) -> None:
+    """Write tensors (in generator_tensors order) into the generator's variables."""
+    variables = [v for layer in generator.layers for v in layer.trainable_weights]
+    if len(variables) != len(weights):
+        raise ValueError(f"generator has {len(variables)} tensors, got {len(weights)}")
+    for var, w in zip(variables, weights):
+        var.assign(w)

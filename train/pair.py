@@ -23,7 +23,7 @@ from qmtgan.runtime.digest import load_record, sha256_file, verify_files
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.raster import write_geotiff
 from qmtgan.runtime.scene import BAND_ORDER, NODATA, Scene
-from qmtgan.runtime.tiling import PatchGrid
+from qmtgan.runtime.tiling import PATCHES_SCHEMA, PatchGrid
 from qmtgan.train.ingest import RESAMPLING, read_scene
 
 PAIR_SCHEMA = "qmtgan.pair/1"
@@ -131,11 +131,16 @@ def load_pair(pair_dir: str | Path) -> Pair:
     """A pair folder, sha256-checked."""
     pair_dir = Path(pair_dir)
     meta = load_record(pair_dir / "pair.json", PAIR_SCHEMA, "a pair folder")
-    manifest = load_record(pair_dir / "patches.json", "qmtgan.patches/1", "a patch manifest")
+    manifest = load_record(pair_dir / "patches.json", PATCHES_SCHEMA, "a patch manifest")
     verify_files(pair_dir, meta.get("sha256", {}))
-    return Pair(
-        pair_dir, read_scene(pair_dir / "reference.tif"), read_scene(pair_dir / "target.tif"), meta, manifest
-    )
+    reference, target = read_scene(pair_dir / "reference.tif"), read_scene(pair_dir / "target.tif")
+    grid = PatchGrid.from_manifest(manifest)
+    shapes = {"reference.tif": reference.shape, "target.tif": target.shape, "patches.json":
+              (grid.scene_height, grid.scene_width), "pair.json": (meta.get("height"), meta.get("width"))}
+    if len(set(shapes.values())) != 1:  # the records are read as one pair: they must agree
+        raise QmtganError(f"{pair_dir}: the pair's files disagree on its size: "
+                          + ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in shapes.items()))
+    return Pair(pair_dir, reference, target, meta, manifest)
 
 
 def data_identity(pair_dir: str | Path, meta: dict) -> dict:

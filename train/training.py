@@ -119,7 +119,7 @@ def _initialize(generator, gcfg: GeneratorConfig, tcfg: TrainConfig, patches) ->
     place); then fit a linear residual's spectral map to this pair by robust least squares, so
     that training starts from the linear predictor of these two dates."""
     if tcfg.init:
-        from qmtgan.quantize.model import assign_weights
+        from qmtgan.train.model_io import assign_weights
         from qmtgan.train.model_io import load_model
 
         previous, cfg, _, _ = load_model(tcfg.init)

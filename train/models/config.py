@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.tiling import PATCH_SIZE
 
 
 RESIDUALS = ("none", "reference", "linear")
@@ -17,7 +18,7 @@ class GeneratorConfig:
     ngf: int = 20                # width of the first layer; the paper uses 20
     depth: int = 5               # down (and up) layers of the U-Net; the paper uses 5
     kernel: int = 5              # square kernel size; the paper uses 5x5, stride 2
-    patch_size: int = 512
+    patch_size: int = PATCH_SIZE
     # What the tanh output is added to before clipping to [-1, 1]: nothing (the paper), the
     # normalized reference (the generator predicts the change, zero parameters), or a learned
     # per-pixel spectral map of it (a 1x1 convolution, bands x (bands + 1) parameters).
