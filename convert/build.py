@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,9 +18,9 @@ from qmtgan.convert.artifacts import Artifact, Int8Context, measure_bytes
 from qmtgan.convert.formats import REGISTRY, Format
 from qmtgan.runtime import metrics
 from qmtgan.runtime.backends import BACKENDS, load_backend
+from qmtgan.runtime.atomic import atomic_dir
 from qmtgan.runtime.bundle import write_bundle
 from qmtgan.runtime.infer import run_scene, run_tiles
-from qmtgan.runtime.atomic import atomic_dir
 from qmtgan.runtime.names import plain_name
 from qmtgan.runtime.scratch import scratch_dir
 from qmtgan.runtime.tileset import TileSet, load_tiles, save_tiles, smoke_tiles
@@ -83,12 +84,6 @@ def smoke_record(backend, smoke: TileSet, norm, source: str) -> dict:
         "snr_db": smoke.scores(TileSet.denormalized(out, norm))["snr_db"],
         "measured_with": source,
     }
-
-
-def _io_record(backend, backend_kind: str, tile: int, bands: int) -> dict:
-    """Input/output shape, dtype and quantization as the runtime sees them (a model built for
-    another CPU cannot be loaded here: its I/O is the float tiles it was built for)."""
-    return backend.io_record(tile, bands) if backend else BACKENDS[backend_kind].float_io(tile, bands)
 
 
 @dataclass
@@ -184,8 +179,6 @@ GRAPH_RECORD = {"transposed_convolution": "sub-pixel (phase convolutions + depth
 def write_reports(bundle: Path, reports: dict[str, bytes]) -> str | None:
     """A bundle's diagnostics in BUNDLE.reports/ beside it (never in the bundle, which is what
     is flashed); an older reports folder of the same bundle goes."""
-    import shutil
-
     folder = bundle.with_name(bundle.name + ".reports")
     if not reports:
         shutil.rmtree(folder, ignore_errors=True)
@@ -235,13 +228,14 @@ def _one_bundle(
                 f"{fmt.name}: built for {manifest['elf_machine']}; measure it on the board "
                 f"(not this {platform.machine()} host)"
             )
-            manifest.update(_io_record(None, kind, tile, bands), measured=None, smoke=smoke_float)
+            # not loadable here: its I/O is the float tiles it was built for
+            manifest.update(BACKENDS[kind].float_io(tile, bands), measured=None, smoke=smoke_float)
             measured = None
         else:
             backend = load_backend(kind, path)
             measured = art.measured or measurer.measure(backend)
             manifest["measured"] = {"keras_float": keras_m.to_dict(), fmt.name: measured.to_dict()}
-            manifest.update(_io_record(backend, kind, tile, bands))
+            manifest.update(backend.io_record(tile, bands))
             manifest["smoke"] = smoke_record(backend, smoke, norm, f"{fmt.name} on {platform.machine()}")
     dest = write_bundle(out_dir / fmt.name, manifest, files)
     record["reports"] = write_reports(dest, art.reports)

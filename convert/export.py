@@ -16,9 +16,8 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
     """(keras model at tile x tile, generator config, normalization, weights source)."""
     from dataclasses import replace
 
-    from qmtgan.train.model_io import assign_weights
     from qmtgan.runtime import payload as fmt
-    from qmtgan.train.model_io import load_model
+    from qmtgan.train.model_io import assign_weights, load_model
     from qmtgan.train.models.config import GeneratorConfig
     from qmtgan.train.models.registry import build_generator
 

@@ -18,9 +18,9 @@ import numpy as np
 
 from qmtgan.quantize.accounting import PAPER_IMAGES, PAPER_PIXELS, account, paper_row
 from qmtgan.quantize.model import quantize_tensors
-from qmtgan.train.model_io import assign_weights
 from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
 from qmtgan.runtime.scratch import scratch_dir
+from qmtgan.train.model_io import assign_weights
 
 log = logging.getLogger(__name__)
 

@@ -190,6 +190,8 @@ def test_format_1_payloads_still_decode(residual_run, small_pair_dir, tmp_path, 
         sections.append((tag, data[offset: offset + length]))
         offset += length
     assert sections[-1] == (b"RES ", b"")
+    # versions before 2.3 hold the header's JSON as it is, not deflated
+    sections[0] = (b"HEAD", fmt.unpack_header(sections[0][1], fmt.VERSION, "v2"))
     v1 = tmp_path / "v1.qmtg"
     v1.write_bytes(fmt.pack_sections((1, 0), sections[:4]))
     old = fmt.read(v1)

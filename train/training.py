@@ -20,7 +20,7 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.scene import Scene
 from qmtgan.train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from qmtgan.train.dataset import make_patch_set, training_dataset
-from qmtgan.train.model_io import save_model
+from qmtgan.train.model_io import assign_weights, load_model, save_model
 from qmtgan.train.models.config import GeneratorConfig
 from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
 
@@ -119,9 +119,6 @@ def _initialize(generator, gcfg: GeneratorConfig, tcfg: TrainConfig, patches) ->
     place); then fit a linear residual's spectral map to this pair by robust least squares, so
     that training starts from the linear predictor of these two dates."""
     if tcfg.init:
-        from qmtgan.train.model_io import assign_weights
-        from qmtgan.train.model_io import load_model
-
         previous, cfg, _, _ = load_model(tcfg.init)
         if replace(cfg, patch_size=gcfg.patch_size) != gcfg:
             raise QmtganError(
