@@ -1,1 +1,1 @@
-"""Measurement on the device: the benchmark harness, its reports and plots, and the demo."""
+"""Measurement on the device: the benchmark harness, its reports and plots."""

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from qmtgan.runtime.errors import QmtganError
     from qmtgan.runtime.probe import measure
     from qmtgan.runtime.tileset import load_tiles
-    from qmtgan.train.reconstruct import KerasBackend
+    from qmtgan.train.keras_backend import KerasBackend
 
     try:
         tiles = load_tiles(a.tiles)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qmtgan.bench.demo_config import DEMO_GENERATOR
 from qmtgan.bench.machine import describe_host, host_peak, measured_sgemm_gflops
 from qmtgan.bench.records import latency_stats, throughput
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
+from qmtgan.train.presets import DEMO_GENERATOR
 
 # Generators by name: overrides of the paper-sized configuration (train/models/registry.py).
 GENERATORS = {

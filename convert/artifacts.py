@@ -65,7 +65,7 @@ def _bias_corrected(graph, blob: bytes, ctx: Int8Context):
     keeps in float (None if the generator has no such layer)."""
     from qmtgan.convert.bias_correction import band_bias, corrected_copy
     from qmtgan.runtime.infer import run_tiles
-    from qmtgan.train.reconstruct import KerasBackend
+    from qmtgan.train.keras_backend import KerasBackend
 
     layers = float_kept_layers(graph)
     if not layers:

@@ -122,7 +122,7 @@ def build_bundles(run_dir: Path, pair_dir: Path, out_dir: Path, formats: list[st
     from tqdm import tqdm
 
     from qmtgan.convert.export import deployable_generator
-    from qmtgan.train.reconstruct import KerasBackend
+    from qmtgan.train.keras_backend import KerasBackend
     from qmtgan.runtime.tiling import PatchGrid
     from qmtgan.train.pair import load_pair
 

@@ -48,13 +48,15 @@ def main(verbose: int = 0, quiet: bool = False) -> None:
 def _register() -> None:
     from qmtgan.bench.cli import COMMANDS as bench_commands
     from qmtgan.convert.cli import COMMANDS as convert_commands
+    from qmtgan.demo.cli import COMMANDS as demo_commands
     from qmtgan.quantize.cli import COMMANDS as quantize_commands
+    from qmtgan.rd.cli import COMMANDS as rd_commands
     from qmtgan.runtime.cli import COMMANDS as runtime_commands
     from qmtgan.targets.cli import COMMANDS as target_commands
     from qmtgan.train.cli import COMMANDS as train_commands
 
-    for command in [*train_commands, *quantize_commands, *convert_commands, *runtime_commands,
-                    *target_commands, *bench_commands]:
+    for command in [*train_commands, *quantize_commands, *rd_commands, *convert_commands, *runtime_commands,
+                    *target_commands, *demo_commands, *bench_commands]:
         main.add_command(command)
 
 

@@ -1,1 +1,1 @@
-"""Post-training quantization of generator weights, the .qmtg payload and the RD report."""
+"""Post-training quantization of generator weights, the .qmtg payload's contents and the PTQ sweep."""

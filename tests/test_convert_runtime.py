@@ -333,7 +333,7 @@ def test_int8_that_loses_too_much_keeps_its_worst_layers_float_before_16x8(tiny_
     from qmtgan.convert.export import deployable_generator
     from qmtgan.runtime.tiling import PatchGrid
     from qmtgan.train.pair import load_pair
-    from qmtgan.train.reconstruct import KerasBackend
+    from qmtgan.train.keras_backend import KerasBackend
 
     reference, target, _, _ = load_pair(small_pair_dir)
     model, _, norm, _ = deployable_generator(tiny_run[0], 32)

@@ -18,13 +18,13 @@ RATES = [0.5, 1.0]
 
 @pytest.fixture(scope="module")
 def small_pair(small_pair_dir):
-    from qmtgan.quantize.rd import PairData
+    from qmtgan.rd.points import PairData
 
     return PairData.load(small_pair_dir)
 
 
 def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
-    from qmtgan.quantize.baselines import run_baselines
+    from qmtgan.rd.baselines import run_baselines
     from qmtgan.runtime.metrics import snr_db
 
     points, errors = run_baselines(small_pair, RATES)
@@ -59,7 +59,7 @@ def test_baselines_hit_their_rates_and_the_reference_row_is_exact(small_pair):
 
 
 def test_the_spectral_klt_is_orthonormal_and_inverts_within_its_step(small_pair):
-    from qmtgan.quantize.baselines import Klt
+    from qmtgan.rd.baselines import Klt
 
     image = small_pair.target.data
     klt = Klt.fit(image, small_pair.valid)
@@ -152,7 +152,7 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
 
 def test_a_hybrid_coded_band_by_band_still_decodes(residual_run, small_pair):
     """Format 2.0's residual (int16 bands, no KLT) decodes as before, next to the KLT one."""
-    from qmtgan.quantize.rate import candidates, with_residual
+    from qmtgan.rd.rate import candidates, with_residual
     from qmtgan.runtime import payload as fmt
     from qmtgan.runtime.decode import reconstruct
     from qmtgan.runtime.metrics import snr_db

@@ -58,7 +58,7 @@ def test_missing_real_pairs_are_one_clear_error(tmp_path):
 def test_break_even_is_where_the_weights_leave_the_residual_just_enough():
     import math
 
-    from qmtgan.bench.real_report import _snr_at, break_even_pixels
+    from qmtgan.demo.real_report import _snr_at, break_even_pixels
 
     known, alone, rate, weights = [(0.04, 20.0), (0.1, 22.0)], 15.0, 0.1, 50_000
     pixels = break_even_pixels(rate, weights, 12, known, alone, 21.0)
@@ -69,7 +69,7 @@ def test_break_even_is_where_the_weights_leave_the_residual_just_enough():
 
 
 def test_the_codec_column_is_the_better_of_the_per_pair_and_the_shared_hybrid():
-    from qmtgan.bench.real_report import pair_summary, summarize
+    from qmtgan.demo.real_report import pair_summary, summarize
 
     def point(family, snr, bpp, requested=None, **extra):
         return {"pair": "p", "family": family, "label": family, "bytes": int(bpp * 1000), "bpp": bpp,
@@ -91,7 +91,7 @@ def test_the_codec_column_is_the_better_of_the_per_pair_and_the_shared_hybrid():
 def test_equal_residual_rate_sets_each_predictors_bits_aside():
     import math
 
-    from qmtgan.bench.real_report import pair_summary
+    from qmtgan.demo.real_report import pair_summary
 
     def point(family, snr, bpp, requested=None, **extra):
         return {"pair": "p", "family": family, "label": family, "bytes": round(bpp * 1000), "bpp": bpp,
@@ -111,3 +111,6 @@ def test_equal_residual_rate_sets_each_predictors_bits_aside():
     assert math.isclose(row["equal_residual"]["base_snr_db"], base, abs_tol=1e-4)
     assert math.isclose(row["equal_residual"]["hybrid_snr_db"], 26.0, abs_tol=1e-4)
     assert math.isclose(row["equal_residual_gain_db"], 26.0 - base, abs_tol=1e-4)
+    # 0.108 bpp is beyond the base's last residual rate (0.105): not extrapolated, not compared
+    beyond = pair_summary(points, "p", [0.108])["rates"]["0.108"]
+    assert beyond["equal_residual"] is None and "equal_residual_gain_db" not in beyond

@@ -59,7 +59,7 @@ def test_a_held_out_city_round_trips_through_encode_and_decode_with_the_shared_g
     assert [t["name"] for t in payload.header["tensors"]] == ["linear/coef"]  # no generator weights
     assert payload.residual and payload.header["predictor"]["kind"] == "shared-linear-base"
     samples = SIZE * SIZE * 12
-    from qmtgan.quantize.rd_workflow import RATE_SLACK
+    from qmtgan.rd.workflow import RATE_SLACK
 
     assert 8 * (tmp / "pisa.qmtg").stat().st_size / samples <= budget * RATE_SLACK  # rate control's tolerance
 
@@ -75,8 +75,8 @@ def test_a_held_out_city_round_trips_through_encode_and_decode_with_the_shared_g
 
 @pytest.mark.slow
 def test_the_gated_hybrid_is_never_worse_than_its_linear_base_at_the_same_rate(shared_setup):
-    from qmtgan.quantize.rd import PairData
-    from qmtgan.quantize.shared_codec import SharedEncoder
+    from qmtgan.rd.points import PairData
+    from qmtgan.rd.shared_codec import SharedEncoder
     from qmtgan.runtime.metrics import snr_db
     from qmtgan.runtime.shared import SharedModel
 

@@ -12,10 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from qmtgan import logs
-from qmtgan.quantize.baselines import run_baselines
-from qmtgan.quantize.rate import candidates, generator_points
-from qmtgan.quantize.rd import PairData, RDPoint
-from qmtgan.quantize.rd_report import average, write_report
+from qmtgan.rd.baselines import run_baselines
+from qmtgan.rd.rate import candidates, generator_points
+from qmtgan.rd.points import PairData, RDPoint
+from qmtgan.rd.report import average, write_report
 from qmtgan.runtime.errors import QmtganError
 
 log = logging.getLogger(__name__)

@@ -60,8 +60,8 @@ def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, r
                            snr_floor: float | None, seed: int) -> dict:
     """Choose (with ``budget_bpp``) or force (``bits``) a run and bit width, optionally add the
     coded residual of its prediction, and write the payload; returns what was chosen and measured."""
-    from qmtgan.quantize.rate import RATE_BITS, candidates, choose, with_residual
-    from qmtgan.quantize.rd import PairData, score
+    from qmtgan.rd.rate import RATE_BITS, candidates, choose, with_residual
+    from qmtgan.rd.points import PairData, score
     from qmtgan.train.ingest import read_scene
     from qmtgan.train.pair import align_to_reference
 
@@ -95,7 +95,7 @@ def _residual_for_snr(pair, payload, prediction, snr_floor: float, log, steps: i
     """The smallest residual rate (bisection in log rate) whose reconstruction reaches snr_floor."""
     import math
 
-    from qmtgan.quantize.rate import with_residual
+    from qmtgan.rd.rate import with_residual
     from qmtgan.runtime.metrics import snr_db
 
     base = snr_db(pair.target.data, prediction, pair.valid)
@@ -129,8 +129,8 @@ def encode_shared(reference_path: Path, target_path: Path, out: Path, shared_pat
                   budget_bpp: float | None) -> dict:
     """A payload against a shared generator: the gated prediction alone, or with ``budget_bpp``
     plus its coded residual, the whole payload within the budget."""
-    from qmtgan.quantize.rd import PairData, score
-    from qmtgan.quantize.shared_codec import SharedEncoder
+    from qmtgan.rd.points import PairData, score
+    from qmtgan.rd.shared_codec import SharedEncoder
     from qmtgan.runtime.shared import SharedModel
     from qmtgan.train.ingest import read_scene
     from qmtgan.train.pair import align_to_reference

@@ -47,8 +47,8 @@ def shared_points(pair_dirs: dict[str, Path], out: Path, rates: list[float], epo
     """Every city against the generator of its fold: RD points (as dicts) and the stage's record."""
     from tqdm import tqdm
 
-    from qmtgan.quantize.rd import PairData, score
-    from qmtgan.quantize.shared_codec import SharedEncoder, export_shared
+    from qmtgan.rd.points import PairData, score
+    from qmtgan.rd.shared_codec import SharedEncoder, export_shared
     from qmtgan.runtime import payload as fmt
     from qmtgan.runtime.errors import QmtganError
     from qmtgan.runtime.shared import SharedModel

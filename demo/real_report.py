@@ -140,6 +140,8 @@ def _equal_residual(mine: list[dict], projected: dict, rate: float, samples: flo
         return None
     base_known = [(p["bpp"] - 8.0 * p["extra"]["predictor_bytes"] / samples, p["snr_db"]) for p in base]
     known, alone = _hybrid_curve(mine, projected, samples)
+    if not known or rate > min(max(r for r, _ in known), max(r for r, _ in base_known)):
+        return None  # beyond a curve's last measured point: extrapolated, so not compared
     hybrid, classical = _snr_at(rate, known, alone), _snr_at(rate, base_known, linear3["snr_db"])
     return {"hybrid_snr_db": hybrid, "base_snr_db": classical, "gain_db": hybrid - classical}
 

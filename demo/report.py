@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qmtgan.convert.report import artifact_table
-from qmtgan.quantize.rd_report import table as rd_table
+from qmtgan.rd.report import table as rd_table
 
 
 def plot_history(history: list[dict], path: Path) -> Path:
@@ -34,7 +34,7 @@ def plot_history(history: list[dict], path: Path) -> Path:
 
 
 def markdown(r: dict) -> str:
-    from qmtgan.quantize.rate import generator_label
+    from qmtgan.rd.rate import generator_label
     from qmtgan.train.models.config import GeneratorConfig
 
     m, t = r["reconstruction"], r["timings"]

@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from qmtgan.bench import demo_stages as stage
-from qmtgan.bench.demo_config import DEMO_BITS, DEMO_PAIRS, DEMO_RATES
+from qmtgan.demo import stages as stage
+from qmtgan.demo.config import DEMO_BITS, DEMO_PAIRS, DEMO_RATES
 from qmtgan.runtime.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ STAGES = (
 
 
 def run_demo(out: Path, epochs: int, seed: int) -> dict:
-    from qmtgan.bench.demo_report import markdown
+    from qmtgan.demo.report import markdown
     from qmtgan.train.pair import load_pair
 
     run = stage.DemoRun(out, epochs, seed)

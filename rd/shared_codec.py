@@ -22,7 +22,7 @@ from qmtgan import __version__
 from qmtgan.quantize.codec import scene_header, to_payload
 from qmtgan.quantize.model import quantize_tensors
 from qmtgan.quantize.policy import Policy, generator_tensors
-from qmtgan.quantize.rd import PairData
+from qmtgan.rd.points import PairData
 from qmtgan.runtime import gate as gates
 from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.errors import QmtganError
@@ -100,7 +100,7 @@ class SharedEncoder:
 
     def hybrid(self, total_bpp: float, klt: bool = True) -> SharedEncoding:
         """The gated prediction plus its coded residual, ``total_bpp`` in all."""
-        from qmtgan.quantize.rate import with_residual
+        from qmtgan.rd.rate import with_residual
 
         def coded(gate: np.ndarray, prediction: np.ndarray):
             payload = self._payload(gate)

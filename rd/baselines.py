@@ -1,7 +1,7 @@
 """What a user would fly instead of a generator, on the same pair and the same axes.
 
 One small class per kind; each yields (label, reconstruction, bytes, requested bpp, extra), and
-`Baseline.run` scores them all in one place (quantize/rd.py):
+`Baseline.run` scores them all in one place (rd/points.py):
 
   reference         the reference itself as the prediction (0 bytes)
   gain-offset       per-band gain and offset fitted to the pair (2 x bands float32)
@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from qmtgan.quantize.rd import PairData, RDPoint, score
+from qmtgan.rd.points import PairData, RDPoint, score
 from qmtgan.runtime import jpeg2000
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.klt import Klt

@@ -6,7 +6,7 @@ reference), `CITY/imgs_2` (the later date, the target), one GeoTIFF per band, an
 resampled onto the reference's grid), a generator is fitted to it with the demo's
 configuration, and the rate-distortion stage runs every baseline, generator and hybrid on all
 pairs, each hybrid also projected to the paper's scene size; the PTQ sweep quantizes every
-pair's generator (Table 2, averaged over the pairs). `bench/real_report.py` turns the points
+pair's generator (Table 2, averaged over the pairs). `demo/real_report.py` turns the points
 into the per-pair and mean tables, the break-even scene size and the plot.
 """
 
@@ -147,10 +147,11 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     out/real.{md,json,png}; return the summary."""
     from tqdm import tqdm
 
-    from qmtgan.bench.demo_config import DEMO_GENERATOR, DEMO_TRAIN, DEMO_VAL_EVERY
-    from qmtgan.bench.demo_stages import _train_or_reuse
-    from qmtgan.bench.real_report import write_real_report
-    from qmtgan.quantize.rd_workflow import rd_report
+    from qmtgan.demo.config import DEMO_VAL_EVERY
+    from qmtgan.train.presets import DEMO_GENERATOR, DEMO_TRAIN
+    from qmtgan.demo.stages import train_or_reuse
+    from qmtgan.demo.real_report import write_real_report
+    from qmtgan.rd.workflow import rd_report
     from qmtgan.train.models.registry import default_config
     from qmtgan.train.training import TrainConfig
 
@@ -166,7 +167,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     trained = {}
     for p, pair_dir, run_dir in zip(pairs, pair_dirs, run_dirs):
         log.info(f"train {p.city}: {epochs} epochs")
-        trained[p.city] = _train_or_reuse(pair_dir, run_dir, gcfg, tcfg)[1]
+        trained[p.city] = train_or_reuse(pair_dir, run_dir, gcfg, tcfg)[1]
     timings["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     doc = rd_report(pair_dirs, run_dirs, list(rates), tuple(bits), out / "rd", project_pixels=PAPER_PIXELS)
@@ -176,7 +177,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     timings["sweep_s"] = time.perf_counter() - t
     shared = None
     if shared_epochs and len(pairs) >= 2:
-        from qmtgan.bench.real_shared import shared_points
+        from qmtgan.demo.real_shared import shared_points
 
         t = time.perf_counter()
         points, shared = shared_points({p.city: d for p, d in zip(pairs, pair_dirs)}, out / "shared",

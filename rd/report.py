@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmtgan.quantize.rd import RDPoint
+from qmtgan.rd.points import RDPoint
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
 
 STYLE = {"reference": ("k", "--"), "gain-offset": ("0.5", ":"), "linear": ("C7", "-."),

@@ -15,7 +15,7 @@ import numpy as np
 from qmtgan.quantize.codec import scene_header, to_payload
 from qmtgan.quantize.model import quantize_tensors
 from qmtgan.quantize.policy import Policy, generator_tensors
-from qmtgan.quantize.rd import PairData, RDPoint, score
+from qmtgan.rd.points import PairData, RDPoint, score
 from qmtgan.runtime import jpeg2000
 from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.decode import predict

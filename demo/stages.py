@@ -1,5 +1,5 @@
 """The demo's stages, in pipeline order: each reads what earlier ones left in the `DemoRun`
-and adds its own results. `bench/demo.py` runs them and times each."""
+and adds its own results. `demo/pipeline.py` runs them and times each."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from qmtgan.bench.demo_config import (
-    DEMO_BITS,
-    DEMO_GENERATOR,
-    DEMO_PAIRS,
-    DEMO_RATES,
-    DEMO_TRAIN,
-    DEMO_VAL_EVERY,
-)
+from qmtgan.demo.config import DEMO_BITS, DEMO_PAIRS, DEMO_RATES, DEMO_VAL_EVERY
 from qmtgan.runtime.atomic import write_text_atomic
 from qmtgan.runtime.tiling import PATCH_SIZE
+from qmtgan.train.presets import DEMO_GENERATOR, DEMO_TRAIN
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +43,7 @@ def prepare(run: DemoRun) -> None:
 
 
 def train(run: DemoRun) -> None:
-    from qmtgan.quantize.rate import generator_label
+    from qmtgan.rd.rate import generator_label
     from qmtgan.train.models.registry import default_config
     from qmtgan.train.pair import load_pair
     from qmtgan.train.training import TrainConfig
@@ -60,12 +54,12 @@ def train(run: DemoRun) -> None:
     log.info(
         f"      {generator_label(gcfg)}, {run.epochs} epochs on {patches} patches, one generator per pair"
     )
-    trained = [_train_or_reuse(p, r, gcfg, tcfg) for p, r in zip(run.pair_dirs, run.run_dirs)]
+    trained = [train_or_reuse(p, r, gcfg, tcfg) for p, r in zip(run.pair_dirs, run.run_dirs)]
     run.results.update(generator=gcfg.to_dict(), history=trained[0][0],
                        training={"epochs": run.epochs, "wall_s": sum(w for _, w in trained)})
 
 
-def _train_or_reuse(pair_dir: Path, run_dir: Path, gcfg, tcfg) -> tuple[list[dict], float]:
+def train_or_reuse(pair_dir: Path, run_dir: Path, gcfg, tcfg) -> tuple[list[dict], float]:
     """Train, or reuse a finished run with the same configuration and data, or resume one."""
     import shutil
 
@@ -135,7 +129,7 @@ def convert(run: DemoRun) -> None:
 
 
 def rate_distortion(run: DemoRun) -> None:
-    from qmtgan.quantize.rd_workflow import rd_report
+    from qmtgan.rd.workflow import rd_report
 
     rd = rd_report(run.pair_dirs, run.run_dirs, list(DEMO_RATES), DEMO_BITS, run.out / "rd")
     run.results["rate_distortion"] = {"verdict": rd["context"]["verdict"], "average": rd["average"],
@@ -143,7 +137,7 @@ def rate_distortion(run: DemoRun) -> None:
 
 
 def previews(run: DemoRun) -> None:
-    from qmtgan.bench.demo_report import plot_history
+    from qmtgan.demo.report import plot_history
     from qmtgan.runtime.scene import Scene
     from qmtgan.train.ingest import read_scene
     from qmtgan.train.pair import load_pair
@@ -164,7 +158,7 @@ def _summary(row) -> dict:
 
 
 def _payload_round_trip(out: Path, run_dir: Path, pair_dir: Path, reference, target, valid) -> dict:
-    from qmtgan.quantize.encode import encode_pair
+    from qmtgan.rd.encode import encode_pair
     from qmtgan.runtime.decode import decode_payload
     from qmtgan.runtime.raster import write_geotiff
     from qmtgan.runtime.scene import Scene
