@@ -1,1 +1,2 @@
-"""Rate-distortion: the classical baselines, rate control, the hybrid residual and encoding a pair into a .qmtg payload."""
+"""Rate-distortion: the classical baselines, rate control, the hybrid residual and encoding a
+pair into a .qmtg payload."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import list_option, model_option, out_option, pair_option, patch_size_option, shared_option
+from qmtgan.options import (list_option, model_option, out_option, pair_option, patch_size_option,
+                            shared_option)
 from qmtgan.quantize.methods import METHODS
 from qmtgan.quantize.policy import MODES
 from qmtgan.train.shared import SHARED_EPOCHS

@@ -111,6 +111,7 @@ def test_equal_residual_rate_sets_each_predictors_bits_aside():
     assert math.isclose(row["equal_residual"]["base_snr_db"], base, abs_tol=1e-4)
     assert math.isclose(row["equal_residual"]["hybrid_snr_db"], 26.0, abs_tol=1e-4)
     assert math.isclose(row["equal_residual_gain_db"], 26.0 - base, abs_tol=1e-4)
-    # 0.108 bpp is beyond the base's last residual rate (0.105): not extrapolated, not compared
-    beyond = pair_summary(points, "p", [0.108])["rates"]["0.108"]
-    assert beyond["equal_residual"] is None and "equal_residual_gain_db" not in beyond
+    # 0.11 bpp is beyond the base's last residual rate (0.105): not extrapolated, not compared
+    beyond = pair_summary(points, "p", [0.11])["rates"]["0.11"]
+    assert beyond["projected"] and beyond["equal_residual"] is None
+    assert "equal_residual_gain_db" not in beyond
