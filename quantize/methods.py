@@ -18,6 +18,11 @@ decoder's arithmetic is the quantizer's.
                norm vectors are one channel): side one step per output channel
   mse          symmetric with the clipping range that minimizes the tensor's squared error
                (grid search over 0.50..1.00 x max|w|): side (step,)
+  kmeans       non-uniform: a Lloyd-Max (1-D k-means) codebook per tensor of at most 2^b levels
+               (never more levels than the tensor has values): side the sorted codebook
+  pwl          piecewise linear: a dense uniform grid of 2^(b-1) levels on [-p, p] and 2^(b-2)
+               levels on each tail (p, max|w|], the breakpoint p chosen for least squared error
+               (as in NUQ-MultiTempGAN): side (p, max|w|)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qmtgan.runtime.dequant import dequantize as runtime_dequantize
+from qmtgan.runtime.dequant import pwl_levels
 from qmtgan.runtime.errors import QmtganError
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -79,7 +85,7 @@ class Method:
     def dequantize(q: QTensor) -> np.ndarray:
         return runtime_dequantize(q.method, q.codes, q.side, q.bits, q.channel_axis)
 
-    def side_count(self, shape: tuple[int, ...], channel_axis: int = -1) -> int:
+    def side_count(self, shape: tuple[int, ...], bits: int, channel_axis: int = -1) -> int:
         return 1
 
     def codes_and_side(self, w, bits, rng, axis):  # pragma: no cover - abstract
@@ -89,7 +95,7 @@ class Method:
 class Linear(Method):
     name = "linear"
 
-    def side_count(self, shape, channel_axis=-1):
+    def side_count(self, shape, bits, channel_axis=-1):
         return 2
 
     def codes_and_side(self, w, bits, rng, axis, lo_hi=None):
@@ -157,7 +163,7 @@ class MseClip(Symmetric):
 class Asymmetric(Method):
     name = "asymmetric"
 
-    def side_count(self, shape, channel_axis=-1):
+    def side_count(self, shape, bits, channel_axis=-1):
         return 2
 
     def codes_and_side(self, w, bits, rng, axis):
@@ -172,7 +178,7 @@ class Asymmetric(Method):
 class PerChannel(Method):
     name = "integer"
 
-    def side_count(self, shape, channel_axis=-1):
+    def side_count(self, shape, bits, channel_axis=-1):
         return int(shape[channel_axis]) if len(shape) > 1 else 1
 
     def codes_and_side(self, w, bits, rng, axis):
@@ -189,9 +195,70 @@ class PerChannel(Method):
         return _offset(q, bits), steps
 
 
+def nearest_level(w: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The index of the nearest of the sorted ``levels`` for every value of ``w``."""
+    edges = (levels[1:].astype(np.float64) + levels[:-1]) / 2
+    return np.searchsorted(edges, w.astype(np.float64).ravel()).reshape(w.shape)
+
+
+class KMeans(Method):
+    """Lloyd-Max: alternately assign each weight to its nearest level and move each level to the
+    mean of its weights. The levels start at the high-rate optimum (point density proportional
+    to the cube root of the weights' density), so that few iterations are needed at any width;
+    the codebook is rounded to float32 before the final assignment, so that the decoder's levels
+    are the ones the codes were chosen for."""
+
+    name = "kmeans"
+    iterations = 60
+
+    def side_count(self, shape, bits, channel_axis=-1):
+        return min(1 << bits, int(np.prod(shape)))
+
+    @staticmethod
+    def start(x: np.ndarray, count: int) -> np.ndarray:
+        hist, edges = np.histogram(x, bins=max(64, 4 * count))
+        mass = np.cumsum(np.cbrt(hist.astype(np.float64)))
+        mass = np.concatenate([[0.0], mass / mass[-1]])
+        return np.interp((np.arange(count) + 0.5) / count, mass, edges)
+
+    def codes_and_side(self, w, bits, rng, axis):
+        x = w.astype(np.float64).ravel()
+        count = min(1 << bits, x.size)
+        levels = np.sort(self.start(x, count))
+        for _ in range(self.iterations):
+            idx = nearest_level(x, levels)
+            sums = np.bincount(idx, x, minlength=count)
+            hits = np.bincount(idx, minlength=count)
+            moved = np.sort(np.where(hits > 0, sums / np.maximum(hits, 1), levels))
+            done = np.allclose(moved, levels, rtol=0, atol=1e-7 * (x.max() - x.min() + 1e-30))
+            levels = moved
+            if done:
+                break
+        levels = np.sort(levels.astype(np.float32))
+        return nearest_level(w, levels), levels
+
+
+class PiecewiseLinear(Method):
+    name = "pwl"
+
+    def side_count(self, shape, bits, channel_axis=-1):
+        return 2
+
+    def codes_and_side(self, w, bits, rng, axis):
+        peak = f32(float(np.max(np.abs(w)))) or 1.0
+        best, best_err = (peak, peak), np.inf
+        for ratio in np.linspace(0.05, 1.0, 39):
+            side = (f32(peak * ratio), peak)
+            levels = pwl_levels(*side, bits)
+            err = float(np.mean((levels[nearest_level(w, levels)] - w) ** 2))
+            if err < best_err:
+                best, best_err = side, err
+        return nearest_level(w, pwl_levels(*best, bits)), best
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     GlobalLinear(), Linear(), FixedPoint(), Symmetric(), Asymmetric(), Stochastic(), PerChannel(),
-    MseClip())}
+    MseClip(), KMeans(), PiecewiseLinear())}
 PAPER_METHODS = ("global", "linear", "fixed_point", "symmetric", "asymmetric", "stochastic", "integer")
 
 

@@ -9,6 +9,8 @@ everything else (biases, norm gamma/beta) is "non-convolutional", as in the pape
   split         kernels at `conv_bits`, the rest at `nonconv_bits`       (seed: mixed (iii))
   lwpq          critical layers' tensors at `critical_bits`, other kernels at `conv_bits`,
                 the other non-conv tensors at `nonconv_bits`              (seed: 16 / 8 / 6)
+  allocated     each layer's tensors at the width `allocation` gives it (quantize/allocate.py
+                chooses them from measured sensitivities), unlisted layers at `bits`
 Bit width 32 means "kept in float32".
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 from qmtgan.quantize.methods import FLOAT_BITS, check_bits, get_method
 from qmtgan.runtime.errors import QmtganError
 
-MODES = ("uniform", "conv-only", "nonconv-only", "split", "lwpq")
+MODES = ("uniform", "conv-only", "nonconv-only", "split", "lwpq", "allocated")
 # Layers kept in float32 whatever the policy: the residual generator's 1x1 spectral map is the
 # base prediction every pixel starts from (156 values: 624 bytes).
 FLOAT_LAYERS = ("spectral",)
@@ -66,12 +68,19 @@ class Policy:
     nonconv_bits: int = 6         # split / lwpq
     critical_bits: int = 16       # lwpq
     critical: tuple[str, ...] = field(default_factory=tuple)  # lwpq: layer names
+    allocation: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # allocated: (layer, bits)
 
     def __post_init__(self) -> None:
         get_method(self.method)
         if self.mode not in MODES:
             raise QmtganError(f"unknown mode '{self.mode}' (choose from {', '.join(MODES)})")
-        for b in (self.bits, self.conv_bits, self.nonconv_bits, self.critical_bits):
+        for b in (
+            self.bits,
+            self.conv_bits,
+            self.nonconv_bits,
+            self.critical_bits,
+            *dict(self.allocation).values(),
+        ):
             check_bits(b)
         if self.mode == "lwpq" and not self.critical:
             raise QmtganError("lwpq needs the critical layers (or let the sweep measure them)")
@@ -81,6 +90,8 @@ class Policy:
             return FLOAT_BITS
         if self.mode == "uniform":
             return self.bits
+        if self.mode == "allocated":
+            return dict(self.allocation).get(t.layer, self.bits)
         if self.mode == "conv-only":
             return self.bits if t.is_conv else FLOAT_BITS
         if self.mode == "nonconv-only":
@@ -98,21 +109,43 @@ class Policy:
             return f"{self.mode} {m} {self.bits}"
         if self.mode == "split":
             return f"split {m} conv {self.conv_bits} / non-conv {self.nonconv_bits}"
-        return (f"lwpq {m} {self.critical_bits}/{self.conv_bits}/{self.nonconv_bits} "
-                f"(critical: {','.join(self.critical)})")
+        if self.mode == "allocated":
+            widths = sorted(set(dict(self.allocation).values()))
+            return (
+                f"allocated {m} {widths[0]}-{widths[-1]} bits ({len(self.allocation)} layers)"
+                if widths
+                else f"allocated {m} {self.bits}"
+            )
+        return (
+            f"lwpq {m} {self.critical_bits}/{self.conv_bits}/{self.nonconv_bits} "
+            f"(critical: {','.join(self.critical)})"
+        )
 
     @property
     def bits_column(self) -> str:
         """What the paper's Table 2 prints in its Bits column."""
-        if self.mode in ("split", "lwpq"):
+        if self.mode in ("split", "lwpq", "allocated"):
             return "BP"
         return str(self.bits)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "mode": self.mode, "bits": self.bits,
-                "conv_bits": self.conv_bits, "nonconv_bits": self.nonconv_bits,
-                "critical_bits": self.critical_bits, "critical": list(self.critical)}
+        return {
+            "method": self.method,
+            "mode": self.mode,
+            "bits": self.bits,
+            "conv_bits": self.conv_bits,
+            "nonconv_bits": self.nonconv_bits,
+            "critical_bits": self.critical_bits,
+            "critical": list(self.critical),
+            "allocation": [list(a) for a in self.allocation],
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
-        return cls(**{**d, "critical": tuple(d.get("critical", ()))})
+        return cls(
+            **{
+                **d,
+                "critical": tuple(d.get("critical", ())),
+                "allocation": tuple((str(k), int(b)) for k, b in d.get("allocation", ())),
+            }
+        )

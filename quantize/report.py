@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qmtgan.quantize.on_disk import figure as disk_figure
+from qmtgan.quantize.on_disk import markdown as disk_markdown
+from qmtgan.quantize.on_disk import on_disk
 from qmtgan.quantize.ordering import markdown as ordering_markdown
 from qmtgan.quantize.ordering import table2_ordering
 from qmtgan.runtime.atomic import atomic_file, write_text_atomic
@@ -36,8 +39,9 @@ def write_report(out_dir, rows, best, recons, reference, target, valid, context:
     dicts = [r.to_dict() for r in rows]
     table2 = [d for d in dicts if d["in_table2"]]
     ordering = table2_ordering(dicts)
+    disk = on_disk(dicts)
     write_text_atomic(out_dir / "table2.json", json.dumps(
-        {"context": context, "best": best.to_dict(), "rows": dicts, "ordering": ordering},
+        {"context": context, "best": best.to_dict(), "rows": dicts, "ordering": ordering, "on_disk": disk},
         indent=1, default=float))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
@@ -56,14 +60,17 @@ def write_report(out_dir, rows, best, recons, reference, target, valid, context:
           f"**Smallest distance: {best.policy.label}** (d = {best.distance:.3f}).", "",
           "## Table 2 rows", "", _md_table(table2), "",
           "## The paper's ordering", "", ordering_markdown(ordering), "",
+          "## Bytes on disk", "", disk_markdown(disk, context.get("pair_names", [])), "",
           "## Every configuration", "", _md_table(dicts), ""]
     write_text_atomic(out_dir / "table2.md", "\n".join(md))
+    if disk:
+        save_figure(disk_figure(disk), out_dir / "rd_on_disk.png")
     _figure2(out_dir / "figure2.png", table2)
     _figure3(out_dir / "figure3.png", recons, reference, target, valid, {d["label"]: d for d in dicts}, best)
     return out_dir
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     with atomic_file(path) as tmp:
@@ -86,7 +93,7 @@ def _figure2(path: Path, rows: list[dict]) -> None:
     ax.set_ylabel("normalized SNR (Eq. 2)")
     ax.set_title("Figure 2: configurations vs the float model (distance d, Eq. 3)")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _rgb(data: np.ndarray, ranges) -> np.ndarray:
@@ -120,4 +127,4 @@ def _figure3(path, recons, reference, target, valid, by_label, best) -> None:
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle(f"Figure 3: natural colour (B04 B03 B02), central {s}x{s} px")
-    _save(fig, path)
+    save_figure(fig, path)

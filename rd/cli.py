@@ -48,8 +48,9 @@ def positive_float(text: str) -> float:
     "--bpp",
     "budget",
     type=click.FloatRange(min=0, min_open=True),
-    help="Rate control: the run and bit width with the best measured SNR whose generator payload fits "
-    "this many bits per sample (H x W x bands) on disk; a hybrid residual comes on top.",
+    help="Rate control: the run and bit widths with the best measured SNR whose generator payload fits "
+    "this many bits per sample (H x W x bands) on disk, among the uniform widths of --method and a "
+    "per-layer allocation from measured sensitivities (printed); a hybrid residual comes on top.",
 )
 @click.option(
     "--residual-bpp",
@@ -112,6 +113,7 @@ def encode(
             residual_bpp,
             snr_floor,
             seed,
+            method,
         )
         click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
                    f"SNR {r['snr_db']:.2f} dB")

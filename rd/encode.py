@@ -57,10 +57,12 @@ def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy:
 
 def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, runs: list[Path],
                            budget_bpp: float | None, bits: int | None, residual_bpp: float | None,
-                           snr_floor: float | None, seed: int) -> dict:
+                           snr_floor: float | None, seed: int, method: str = "symmetric") -> dict:
     """Choose (with ``budget_bpp``) or force (``bits``) a run and bit width, optionally add the
-    coded residual of its prediction, and write the payload; returns what was chosen and measured."""
-    from qmtgan.rd.rate import RATE_BITS, candidates, choose, with_residual
+    coded residual of its prediction, and write the payload; returns what was chosen and measured.
+    With a budget the choice is among every uniform width of ``method`` and, per run, the
+    per-layer allocation (quantize/allocate.py) that fits it."""
+    from qmtgan.rd.rate import RATE_BITS, allocated_candidate, candidates, choose, with_residual
     from qmtgan.rd.points import PairData, score
     from qmtgan.train.ingest import read_scene
     from qmtgan.train.pair import align_to_reference
@@ -68,8 +70,13 @@ def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, r
     reference = read_scene(reference_path)
     target = align_to_reference(reference, read_scene(target_path))
     pair = PairData(Path(target_path).stem, reference, target, reference.valid & target.valid, None)
-    cands = candidates(runs, RATE_BITS if budget_bpp is not None else (bits,), pair, seed)
+    cands = candidates(runs, RATE_BITS if budget_bpp is not None else (bits,), pair, seed, method)
     if budget_bpp is not None:
+        for run in runs:
+            try:
+                cands.append(allocated_candidate(run, pair, method, budget_bpp, seed))
+            except QmtganError as exc:  # the uniform widths may still fit, or choose() says why not
+                log.info(f"no per-layer allocation: {exc}")
         chosen, point, prediction = choose(pair, cands, budget_bpp)
         log.info(f"chosen: {chosen.label} ({point.bpp:.5f} bpp <= {budget_bpp:g}), SNR {point.snr_db:.2f} dB")
     else:

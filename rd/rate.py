@@ -52,7 +52,7 @@ def generator_label(cfg) -> str:
 
 
 def candidates(
-    runs: list[Path], bits_list: tuple[int, ...], pair: PairData, seed: int = 0
+    runs: list[Path], bits_list: tuple[int, ...], pair: PairData, seed: int = 0, method: str = "symmetric"
 ) -> list[Candidate]:
     """Every (run, bits) payload, encoded for ``pair``'s reference (cheap: no inference)."""
     from qmtgan.train.model_io import load_model
@@ -67,9 +67,10 @@ def candidates(
         tensors = generator_tensors(generator)
         header = scene_header(pair.reference, cfg.patch_size)
         for bits in bits_list:
-            qmodel = quantize_tensors(tensors, Policy("symmetric", bits=bits), seed)
+            qmodel = quantize_tensors(tensors, Policy(method, bits=bits), seed)
             payload = to_payload(qmodel, cfg.to_dict(), norm, header)
-            label = f"{generator_label(cfg)}, {'float32' if bits == 32 else f'{bits}-bit'}"
+            kind = "" if method == "symmetric" else f" {method}"
+            label = f"{generator_label(cfg)}, {'float32' if bits == 32 else f'{bits}-bit{kind}'}"
             out.append(Candidate(run, label, bits, payload, len(fmt.encode(payload))))
     return out
 
@@ -172,3 +173,39 @@ def choose(
         if best is None or p.snr_db > best[1].snr_db:
             best = (c, p, prediction)
     return best
+
+
+def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: float, seed: int = 0,
+                        attempts: int = 6) -> Candidate:
+    """The run's generator with per-layer widths chosen from measured sensitivities
+    (quantize/allocate.py) so that the whole payload, on disk, fits ``budget_bpp``; the
+    allocation is logged layer by layer."""
+    from qmtgan.quantize.allocate import allocate, allocation_policy, describe, layer_options
+    from qmtgan.quantize.sweep import Evaluator
+    from qmtgan.train.dataset import make_patch_set
+    from qmtgan.train.model_io import load_model
+
+    generator, cfg, norm, _ = load_model(run)
+    tensors = generator_tensors(generator)
+    patches = make_patch_set(pair.reference, pair.target, cfg.patch_size, normalization=norm)
+    evaluator = Evaluator(generator, patches, pair.target.data, pair.valid)
+    options = layer_options(tensors, method, lambda w: evaluator.measure(w)[0]["snr_db"])
+    header = scene_header(pair.reference, cfg.patch_size)
+    budget = budget_bpp * pair.samples / 8.0
+    encode = lambda policy: to_payload(quantize_tensors(tensors, policy, seed), cfg.to_dict(), norm, header)
+    widest = {o.layer: o for o in options if o.bits == max(x.bits for x in options)}
+    overhead = len(fmt.encode(encode(allocation_policy(method, {k: o.bits for k, o in widest.items()})))) - \
+        sum(o.nbytes for o in widest.values())
+    room = budget - overhead
+    for _ in range(attempts):
+        allocation = allocate(options, room)
+        policy = allocation_policy(method, allocation)
+        payload = encode(policy)
+        nbytes = len(fmt.encode(payload))
+        if nbytes <= budget:
+            log.info(f"allocation for {budget_bpp:g} bpp ({nbytes:,} of {budget:,.0f} bytes):\n"
+                     f"{describe(allocation, options)}")
+            return Candidate(run, f"{generator_label(cfg)}, {policy.label}", max(allocation.values()),
+                             payload, nbytes)
+        room -= nbytes - budget  # coded together, the layers took more than apart: ask for less
+    raise QmtganError(f"no allocation of {run} fits {budget_bpp:g} bpp after {attempts} tries")

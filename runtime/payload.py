@@ -5,8 +5,9 @@
     count      u32 number of sections
     directory  count x (4-byte tag, u64 length, u32 CRC32 of the section)
     sections   in directory order: HEAD (UTF-8 JSON, raw-deflated from version 2.3), SIDE
-               (float32), CODE (bit-packed codes of every quantized tensor, in header order, one
-               continuous bitstream),
+               (float32), CODE (the codes of every quantized tensor, in header order: one
+               continuous bitstream, or from version 2.4 entropy coded as the header's
+               "code_coder" says, runtime/entropy.py),
                FLT (float32 tensors kept unquantized), and from version 2 RES (the coded
                residual of the hybrid mode, empty without one)
     sha256     32 bytes over everything before it
@@ -27,16 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from qmtgan.runtime import bitpack
+from qmtgan.runtime import entropy
 from qmtgan.runtime.atomic import atomic_file
 from qmtgan.runtime.dequant import dequantize
 from qmtgan.runtime.errors import QmtganError
 
 MAGIC = b"QMTG\r\n\x1a\n"
 # 2.1: the residual record may carry a spectral KLT; 2.2: a shared-generator predictor; 2.3: the
-# header is deflated (it is most of a small scene's payload besides the residual)
-VERSION = (2, 3)
+# header is deflated (it is most of a small scene's payload besides the residual); 2.4: the codes
+# may be entropy coded, and the kmeans / pwl codebooks
+VERSION = (2, 4)
 HEADER_DEFLATED_FROM = (2, 3)
+CODED_FROM = (2, 4)
 SECTIONS_BY_MAJOR = {1: (b"HEAD", b"SIDE", b"CODE", b"FLT "),
                      2: (b"HEAD", b"SIDE", b"CODE", b"FLT ", b"RES ")}
 SECTIONS = SECTIONS_BY_MAJOR[VERSION[0]]
@@ -67,7 +70,9 @@ class Payload:
         return out
 
 
-def encode(payload: Payload) -> bytes:
+def encode(payload: Payload, coder: str | None = None) -> bytes:
+    """The file's bytes; the codes coded by ``coder`` (runtime/entropy.py), or by whichever
+    coder gives the fewest bytes when None."""
     tensors = payload.header["tensors"]
     if not (len(tensors) == len(payload.codes) == len(payload.sides) == len(payload.floats)):
         raise QmtganError("payload: header and tensor lists differ in length")
@@ -82,8 +87,9 @@ def encode(payload: Payload) -> bytes:
             side_parts.append(np.asarray(s, "<f4").ravel())
         stream_codes.append(np.asarray(c, np.uint32).ravel())
         stream_bits.append(t["bits"])
-    code_bytes = bitpack.pack_stream(stream_codes, stream_bits)
-    sections = {b"HEAD": pack_header(json.dumps(payload.header, separators=(",", ":")).encode()),
+    code_coder, code_bytes = entropy.encode(stream_codes, stream_bits, coder)
+    header = {**payload.header, "code_coder": code_coder}
+    sections = {b"HEAD": pack_header(json.dumps(header, separators=(",", ":")).encode()),
                 b"SIDE": b"".join(p.tobytes() for p in side_parts),
                 b"CODE": code_bytes,
                 b"FLT ": b"".join(p.tobytes() for p in float_parts),
@@ -126,8 +132,8 @@ def pack_sections(version: tuple[int, int], sections: list[tuple[bytes, bytes]])
     return body + hashlib.sha256(body).digest()
 
 
-def write(path: str | os.PathLike, payload: Payload) -> Path:
-    data = encode(payload)
+def write(path: str | os.PathLike, payload: Payload, coder: str | None = None) -> Path:
+    data = encode(payload, coder)
     with atomic_file(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -172,7 +178,7 @@ def decode(data: bytes, name: str = "payload") -> Payload:
         raise QmtganError(f"{name}: SHA-256 mismatch (corrupted)")
     try:
         header = json.loads(unpack_header(sections[b"HEAD"], (major, minor), name).decode())
-        payload = _split(header, sections, name)
+        payload = _split(header, sections, name, (major, minor))
     except QmtganError:
         raise
     except (
@@ -202,7 +208,7 @@ def _shape(t: dict, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _split(header: dict, sections: dict, name: str) -> Payload:
+def _split(header: dict, sections: dict, name: str, version: tuple[int, int]) -> Payload:
     tensors, shared = header["tensors"], bool(header.get("shared_side", False))
     side = np.frombuffer(sections[b"SIDE"], "<f4")
     floats_all = np.frombuffer(sections[b"FLT "], "<f4")
@@ -215,11 +221,11 @@ def _split(header: dict, sections: dict, name: str) -> Payload:
             raise QmtganError(f"{name}: tensor {t['name']} has bit width {t['bits']}")
     counts = [math.prod(t["shape"]) for t in quantized]
     widths = [int(t["bits"]) for t in quantized]
-    need = bitpack.packed_size(sum(n * b for n, b in zip(counts, widths)))
-    if len(sections[b"CODE"]) != need:
-        raise QmtganError(f"{name}: CODE section has {len(sections[b'CODE'])} bytes, the header's "
-                          f"tensors need {need}")
-    stream = iter(bitpack.unpack_stream(sections[b"CODE"], counts, widths))
+    coder = header.get("code_coder", "packed")
+    if coder != "packed" and version < CODED_FROM:
+        raise QmtganError(
+            f"{name}: a version {version[0]}.{version[1]} payload cannot hold {coder!r}-coded codes")
+    stream = iter(entropy.decode(coder, sections[b"CODE"], counts, widths, name))
     codes, sides, floats = [], [], []
     s_off = f_off = 0
     for t in tensors:
@@ -243,8 +249,10 @@ def _split(header: dict, sections: dict, name: str) -> Payload:
         codes.append(next(stream).reshape(shape))
         floats.append(None)
     if s_off != side.size or f_off != floats_all.size:
-        raise QmtganError(f"{name}: SIDE/FLT sections have {side.size}/{floats_all.size} values, "
-                          f"the header accounts for {s_off}/{f_off}")
+        raise QmtganError(
+            f"{name}: SIDE/FLT sections have {side.size}/{floats_all.size} values, "
+            f"the header accounts for {s_off}/{f_off}"
+        )
     return Payload(header, codes, sides, floats)
 
 
@@ -254,7 +262,8 @@ def read(path: str | os.PathLike) -> Payload:
         size = path.stat().st_size
         if size > MAX_PAYLOAD_BYTES:
             raise QmtganError(
-                f"{path}: {size} bytes, more than a payload may hold ({MAX_PAYLOAD_BYTES}); refused")
+                f"{path}: {size} bytes, more than a payload may hold ({MAX_PAYLOAD_BYTES}); refused"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise QmtganError(f"{path}: cannot read payload ({exc})") from exc

@@ -16,9 +16,12 @@ from qmtgan.runtime.backends import BACKENDS
 from qmtgan.runtime.errors import QmtganError
 
 # The board's libraries, at the host's versions so both sides run the same code: numpy, every
-# backend's, and cloudpickle and psutil (what tvm.exec.rpc_server needs on the board).
+# backend's, the payload's code coders (runtime/entropy.py), and cloudpickle and psutil (what
+# tvm.exec.rpc_server needs on the board).
 BOARD_PACKAGES = (
     "numpy",
+    "pyppmd",
+    "zstandard",
     *dict.fromkeys(p for b in BACKENDS.values() for p in b.requires),
     "cloudpickle",
     "psutil",

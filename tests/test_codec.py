@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -102,7 +104,6 @@ def test_bad_bit_widths_and_methods_on_the_cli(tiny_run, reference_target, tmp_p
 
 
 def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
-    import json
 
     peer = tmp_path / "unet"
     trained = run_cli("train", "--pair", small_pair_dir, "-o", peer, "--generator", "unet", "--ngf", "2",
@@ -124,7 +125,7 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
         "-o",
         out,
         "--methods",
-        "symmetric,stochastic,integer",
+        "symmetric,stochastic,integer,kmeans",
         "--bits",
         "4,8,32",
         "--peer",
@@ -150,6 +151,17 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     assert len(claims["float >= 8-bit symmetric"]["per_pair_margin_db"]) == 2
     assert not claims["8-bit stochastic > every 6-bit row"]["measured"]  # no 6-bit rows in this sweep
     assert "## The paper's ordering" in (out / "table2.md").read_text()
+    # bytes on disk: the file `encode` would write, never above the bit-packed one, and the report
+    # built from them
+    for label in ("symmetric 4", "kmeans 4", "integer 8"):
+        assert rows[label]["file_bytes"] <= min(rows[label]["per_pair_packed_bytes"])
+        assert rows[label]["bpp_file"] == pytest.approx(np.mean(rows[label]["per_pair_bpp_file"]))
+    disk = report["on_disk"]
+    assert {c["label"] for c in disk["configs"]} >= {"symmetric 4", "kmeans 4", "float32"}
+    sym8 = next(c for c in disk["configs"] if c["label"] == "symmetric 8")
+    assert sym8["ratio"] <= 1  # the smallest coder, against the bit-packed reference
+    assert (out / "rd_on_disk.png").stat().st_size > 0
+    assert "## Bytes on disk" in (out / "table2.md").read_text()
 
 
 def test_sweep_needs_one_pair_per_model(tiny_run, small_pair_dir, tmp_path):
@@ -168,3 +180,38 @@ def test_sweep_needs_one_pair_per_model(tiny_run, small_pair_dir, tmp_path):
     )
     assert proc.returncode == 1 and "one --pair per --model" in proc.stderr
     assert not out.exists()
+
+
+def test_quantization_aware_finetuning_beats_ptq_at_2_bits_and_writes_a_run_encode_reads(
+    tiny_run, small_pair_dir, tmp_path
+):
+    from qmtgan.runtime import payload as fmt
+
+    out = tmp_path / "qat"
+    proc = run_cli("quantize", "finetune", "--model", tiny_run[0], "--pair", small_pair_dir,
+                   "--method", "kmeans", "--bits", "2", "--epochs", "4", "--lr", "1e-3", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "model.json").read_text())["finetune"]
+    assert record["quantized_snr_after_db"] > record["quantized_snr_before_db"] + 0.1, record
+    assert record["policy"]["method"] == "kmeans" and record["epochs"] == 4
+    payload = tmp_path / "qat.qmtg"
+    ref, tgt = small_pair_dir / "reference.tif", small_pair_dir / "target.tif"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", out, "--method", "kmeans",
+                   "--bits", "2", "-o", payload)
+    assert proc.returncode == 0, proc.stderr
+    assert {t["method"] for t in fmt.read(payload).header["tensors"] if t["bits"] != 32} == {"kmeans"}
+    again = run_cli("quantize", "finetune", "--model", tiny_run[0], "--pair", small_pair_dir, "-o", out)
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+    refused = run_cli(
+        "quantize",
+        "finetune",
+        "--model",
+        tiny_run[0],
+        "--pair",
+        small_pair_dir,
+        "--method",
+        "integer",
+        "-o",
+        tmp_path / "other",
+    )
+    assert refused.returncode != 0 and not (tmp_path / "other").exists()

@@ -217,3 +217,39 @@ def test_a_sysroot_build_killed_midway_is_never_used_and_a_rerun_completes(board
     dest = sysroot.ensure_sysroot(board, log=lambda msg: None)  # checks the guest Python runs
     assert dest == parent / "bookworm-arm64" and (dest / sysroot.STAMP).is_file()
     assert not list(parent.glob(".bookworm-arm64.tmp-*"))
+
+
+def test_entropy_coded_payloads_decode_on_the_board_to_the_hosts_weights_bit_for_bit(board, tmp_path):
+    """Every code coder and both codebook methods: the board (numpy, pyppmd, zstandard, liblzma
+    on aarch64) dequantizes each payload to exactly the host's float32 weights."""
+    import hashlib
+
+    from qmtgan.quantize.codec import to_payload
+    from qmtgan.quantize.model import quantize_tensors
+    from qmtgan.quantize.policy import Policy, generator_tensors
+    from qmtgan.runtime import payload as fmt
+    from qmtgan.runtime.normalization import Normalization
+    from qmtgan.targets.device_files import stage_runtime
+    from qmtgan.targets.emulate import run_emulated
+    from qmtgan.train.models.registry import build_generator, default_config
+
+    tensors = generator_tensors(build_generator(default_config("multitempgan", patch_size=64, ngf=4)))
+    norm = Normalization((0.0,) * 12, (1.0,) * 12)
+    expected = {}
+    for method, bits, coder in [("kmeans", 4, "ppmd"), ("pwl", 3, "lzma"), ("symmetric", 8, "zstd"),
+                                ("integer", 12, "ppmd"), ("symmetric", 5, "packed")]:
+        payload = to_payload(quantize_tensors(tensors, Policy(method, bits=bits)), {}, norm, None)
+        name = f"{method}{bits}-{coder}.qmtg"
+        fmt.write(tmp_path / name, payload, coder)
+        weights = fmt.read(tmp_path / name).weights()
+        expected[name] = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()
+    script = ("import hashlib, sys\nfrom qmtgan.runtime import payload\n"
+              "for name in sys.argv[1:]:\n"
+              "    w = payload.read(name).weights()\n"
+              "    print(name, hashlib.sha256(b''.join(x.tobytes() for x in w)).hexdigest())\n")
+    runtime = stage_runtime(tmp_path / "runtime")
+    proc = run_emulated(board, ["python3", "-c", script, *sorted(expected)], env={"PYTHONPATH": str(runtime)},
+                        timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = dict(line.split() for line in proc.stdout.strip().splitlines())
+    assert got == expected

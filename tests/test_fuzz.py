@@ -119,6 +119,31 @@ def test_qmtg_reader_on_well_formed_containers_with_hostile_content(data):
     _refused_or_parsed(_decode_and_dequantize, fmt.pack_sections(fmt.VERSION, sections))
 
 
+@FUZZ
+@given(st.sampled_from(["packed", "ppmd", "lzma", "zstd", "brotli", ""]), st.data())
+def test_qmtg_reader_on_hostile_entropy_coded_sections(coder, data):
+    """A valid header naming a coder, and a CODE section that is fuzzed bytes or a real coded
+    stream with bytes flipped, cut or added (checksums recomputed)."""
+    from qmtgan.runtime import entropy
+    from qmtgan.runtime import payload as fmt
+
+    valid = fmt.decode(VALID_QMTG)
+    header = {**json.loads(json.dumps(valid.header)), "code_coder": coder}
+    if data.draw(st.booleans()) and coder in entropy.CODERS:
+        code = bytearray(entropy.encode([valid.codes[0]], [4], coder)[1])
+        for _ in range(data.draw(st.integers(0, 3))):
+            if code:
+                code[data.draw(st.integers(0, len(code) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        code = bytes(code[: data.draw(st.integers(0, len(code)))]) + data.draw(st.binary(max_size=8))
+    else:
+        code = data.draw(st.binary(max_size=300))
+    raw = fmt.decode(VALID_QMTG)
+    sections = [(b"HEAD", fmt.pack_header(json.dumps(header).encode())),
+                (b"SIDE", np.asarray(raw.sides[0], "<f4").tobytes()), (b"CODE", code),
+                (b"FLT ", np.asarray(raw.floats[1], "<f4").tobytes()), (b"RES ", b"")]
+    _refused_or_parsed(_decode_and_dequantize, fmt.pack_sections(fmt.VERSION, sections))
+
+
 # --- bundle archive and manifest -------------------------------------------------------------
 
 MEMBER_NAMES = st.sampled_from(["b/manifest.json", "b/model.onnx", "b", "../evil", "/abs/path", "b/../../x",

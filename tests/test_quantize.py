@@ -49,7 +49,7 @@ def test_codes_fit_their_width_and_side_counts():
         for bits in (2, 5, 8, 13, 16):
             q = m.quantize(KERNEL, bits, np.random.default_rng(0))
             assert q.codes.max() < (1 << bits), (name, bits)
-            assert q.side.size == m.side_count(KERNEL.shape), name
+            assert q.side.size == m.side_count(KERNEL.shape, bits), name
 
 
 def test_transposed_kernels_use_their_output_axis():
@@ -171,8 +171,8 @@ def test_payload_headers_of_every_version_read():
     import zlib
 
     payload = _payload(Policy("symmetric", bits=6))[0]
-    data = fmt.encode(payload)
-    text = json.dumps(payload.header, separators=(",", ":")).encode()
+    data = fmt.encode(payload, "packed")  # the only coder older versions know
+    text = json.dumps({**payload.header, "code_coder": "packed"}, separators=(",", ":")).encode()
     assert fmt.VERSION >= fmt.HEADER_DEFLATED_FROM and zlib.decompress(_head(data), -15) == text
     assert len(_head(data)) < len(text)  # the deflated header is what is stored
     for version in ((2, 0), (2, 1), (2, 2)):  # older files: the header as plain JSON
@@ -236,7 +236,7 @@ def test_paper_config_accounting_equals_the_papers_table2():
             assert truncate(2_560_252 * 32 / (512 * 512 * 12 * 441), 4) == bpp
 
 
-def test_bpp_on_disk_is_within_one_percent_of_eq1_for_the_paper_generator():
+def test_bpp_on_disk_is_within_one_percent_of_eq1_for_the_paper_generator_and_entropy_coding_only_saves():
     from qmtgan.quantize.accounting import account
     from qmtgan.quantize.codec import to_payload
     from qmtgan.quantize.policy import generator_tensors
@@ -250,9 +250,11 @@ def test_bpp_on_disk_is_within_one_percent_of_eq1_for_the_paper_generator():
         qmodel = quantize_tensors(tensors, policy)
         scene = {"height": 10980, "width": 10980, "crs": "EPSG:32635", "transform": [10, 0, 0, 0, -10, 0],
                  "patch_size": 512}
-        data = fmt.encode(to_payload(qmodel, cfg.to_dict(), Normalization((0.0,) * 12, (1.0,) * 12), scene))
+        payload = to_payload(qmodel, cfg.to_dict(), Normalization((0.0,) * 12, (1.0,) * 12), scene)
+        packed = fmt.encode(payload, "packed")
         eq1_bits = account(qmodel).total_bits
-        assert eq1_bits <= 8 * len(data) <= 1.01 * eq1_bits, (policy.label, len(data), eq1_bits / 8)
+        assert eq1_bits <= 8 * len(packed) <= 1.01 * eq1_bits, (policy.label, len(packed), eq1_bits / 8)
+        assert len(fmt.encode(payload)) <= len(packed)
 
 
 def test_table2_ordering_reads_margins_per_pair_and_on_the_mean():
@@ -273,3 +275,157 @@ def test_table2_ordering_reads_margins_per_pair_and_on_the_mean():
     collapse = claims["symmetric 2 collapses"]
     assert collapse["holds_every_pair"] and collapse["margin_db"] >= COLLAPSE_DB
     assert not claims["stochastic 2 collapses"]["measured"]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])
+def test_codebook_quantizers_meet_their_error_bounds(bits):
+    w = KERNEL
+    sym = METHODS["symmetric"]
+    sym_mse = float(np.mean((sym.dequantize(sym.quantize(w, bits)) - w) ** 2))
+    q = METHODS["kmeans"].quantize(w, bits)
+    levels = q.side
+    assert levels.size == min(1 << bits, w.size) and np.all(np.diff(levels) >= 0)
+    got = METHODS["kmeans"].dequantize(q)
+    nearest = np.min(np.abs(w.reshape(-1, 1) - levels.reshape(1, -1)), axis=1)
+    np.testing.assert_allclose(np.abs(got - w).ravel(), nearest, rtol=0, atol=1e-7)  # each its nearest level
+    assert np.mean((got - w) ** 2) < sym_mse  # Lloyd-Max beats the uniform grid at every width
+    q = METHODS["pwl"].quantize(w, bits)
+    breakpoint_, peak = q.side
+    assert 0 < breakpoint_ <= peak == np.float32(np.abs(w).max())
+    got = METHODS["pwl"].dequantize(q)
+    inner = np.abs(w) <= breakpoint_
+    inner_step = 2 * breakpoint_ / ((1 << (bits - 1)) - 1)
+    tail_step = (peak - breakpoint_) / (1 << (bits - 2))
+    assert np.max(np.abs(got - w)[inner]) <= inner_step / 2 + 1e-7
+    assert np.abs(got - w).max() <= max(inner_step, tail_step) / 2 + 1e-7
+    assert np.mean((got - w) ** 2) <= sym_mse * (1 + 1e-6)
+
+
+def test_a_code_past_its_codebook_and_a_codebook_of_the_wrong_size_are_refused():
+    from qmtgan.runtime.dequant import dequantize
+
+    with pytest.raises(QmtganError, match="past its 3-level codebook"):
+        dequantize("kmeans", np.array([0, 3], np.uint32), np.array([0.1, 0.2, 0.3], np.float32), 2)
+    with pytest.raises(QmtganError, match="kmeans codebook has 5 levels"):
+        dequantize("kmeans", np.array([0], np.uint32), np.zeros(5, np.float32), 2)
+    with pytest.raises(QmtganError, match="pwl tensor needs 2 finite"):
+        dequantize("pwl", np.array([0], np.uint32), np.array([np.nan, 1], np.float32), 4)
+
+
+@pytest.mark.parametrize("coder", ["packed", "ppmd", "lzma", "zstd", None])
+def test_entropy_coded_codes_round_trip_bit_exactly(coder):
+    from qmtgan.runtime import entropy
+
+    widths = [2, 3, 8, 9, 16]
+    arrays = [RNG.geometric(0.3, 997).clip(0, (1 << b) - 1).astype(np.uint32) for b in widths]
+    arrays[2][:] = 255  # a constant tensor at the top of its range
+    used, data = entropy.encode(arrays, widths, coder)
+    assert used == coder or coder is None
+    for a, b in zip(arrays, entropy.decode(used, data, [a.size for a in arrays], widths, "t")):
+        assert b.dtype == np.uint32 and np.array_equal(a, b)
+    if coder is None:  # the smallest is kept, and skewed codes compress below their packed size
+        assert len(data) < len(bitpack.pack_stream(arrays, widths))
+    with pytest.raises(QmtganError, match="does not fit"):
+        entropy.encode([np.array([4], np.uint32)], [2], coder)
+
+
+@pytest.mark.parametrize("coder", ["ppmd", "lzma", "zstd"])
+def test_an_entropy_coded_payload_round_trips_and_refuses_every_damage(coder):
+    payload, weights = _payload(Policy("kmeans", bits=4))
+    data = fmt.encode(payload, coder)
+    decoded = fmt.decode(data)
+    assert decoded.header["code_coder"] == coder
+    for a, b in zip(decoded.weights(), weights):
+        assert a.tobytes() == b.tobytes()
+    rng = np.random.default_rng(12)
+    for cut in sorted(set(rng.integers(0, len(data), 100).tolist())):
+        with pytest.raises(QmtganError):
+            fmt.decode(data[:cut])
+    for pos in rng.integers(0, len(data) * 8, 200):
+        flipped = bytearray(data)
+        flipped[pos // 8] ^= 1 << (pos % 8)
+        with pytest.raises(QmtganError):
+            fmt.decode(bytes(flipped))
+
+
+def _with_section(data: bytes, tag: bytes, chunk: bytes, version: tuple[int, int] | None = None) -> bytes:
+    """The container of `data` with one section replaced (checksums recomputed)."""
+    import struct
+
+    major, minor, count = struct.unpack_from("<HHI", data, 8)
+    offset, sections = 16 + 16 * count, []
+    for i in range(count):
+        t, length, _ = struct.unpack_from("<4sQI", data, 16 + 16 * i)
+        sections.append((t, chunk if t == tag else data[offset:offset + length]))
+        offset += length
+    return fmt.pack_sections(version or (major, minor), sections)
+
+
+@pytest.mark.parametrize("coder", ["lzma", "zstd"])
+def test_a_coded_section_is_inflated_no_further_than_its_tensors_need(coder):
+    import lzma
+    import resource
+
+    import zstandard
+
+    data = fmt.encode(_payload(Policy("symmetric", bits=6))[0], coder)
+    zeros = b"\x00" * (256 << 20)  # 256 MiB of code bytes where the tensors need 44
+    bomb = (lzma.compress(zeros, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 1}])
+            if coder == "lzma" else zstandard.ZstdCompressor(level=1).compress(zeros))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    with pytest.raises(QmtganError, match="run past|bytes after|cut short"):
+        fmt.decode(_with_section(data, b"CODE", bomb))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_utime - before < 1.0
+    three = (lzma.compress(b"\x01\x02\x03", format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+             if coder == "lzma" else zstandard.ZstdCompressor().compress(b"\x01\x02\x03"))
+    with pytest.raises(QmtganError, match="hold 3 bytes"):
+        fmt.decode(_with_section(data, b"CODE", three))
+
+
+def test_older_payloads_still_decode_and_may_not_claim_a_coder():
+    payload, weights = _payload(Policy("symmetric", bits=6))
+    packed = fmt.encode(payload, "packed")
+    for version in ((2, 3), (2, 4)):
+        relabelled = _with_section(packed, b"HEAD", _head(packed), version)
+        for a, b in zip(fmt.decode(relabelled).weights(), weights):
+            assert a.tobytes() == b.tobytes()
+    coded = fmt.encode(payload, "lzma")
+    with pytest.raises(QmtganError, match="2.3 payload cannot hold 'lzma'-coded codes"):
+        fmt.decode(_with_section(coded, b"HEAD", _head(coded), (2, 3)))
+    with pytest.raises(QmtganError, match="unknown code coder"):
+        import json
+        import zlib
+
+        header = json.loads(zlib.decompress(_head(coded), -15))
+        fmt.decode(
+            _with_section(
+                coded, b"HEAD", fmt.pack_header(json.dumps({**header, "code_coder": "brotli"}).encode())
+            )
+        )
+
+
+def test_the_greedy_allocation_meets_its_budget_and_narrows_the_insensitive_layer_first():
+    from qmtgan.quantize.allocate import LayerOption, allocate
+
+    options = []
+    for layer, sensitivity, size in (("robust", 0.001, 1000), ("fragile", 1.0, 1000), ("tiny", 5.0, 10)):
+        for bits, drop in ((8, 0.0), (6, 1), (4, 4), (2, 30)):
+            options.append(LayerOption(layer, bits, drop * sensitivity, size * bits // 8))
+    assert allocate(options, 10_000) == {"robust": 8, "fragile": 8, "tiny": 8}  # fits already
+    got = allocate(options, 1800)
+    assert got["robust"] < got["fragile"] and got["tiny"] == 8
+    assert sum(o.nbytes for o in options if got[o.layer] == o.bits) <= 1800
+    with pytest.raises(QmtganError, match="no allocation fits 100 bytes"):
+        allocate(options, 100)
+
+
+def test_an_allocated_policy_quantizes_each_layer_at_its_width_and_survives_the_payload():
+    from qmtgan.quantize.allocate import allocation_policy
+
+    policy = allocation_policy("kmeans", {"c": 3, "n": 5})
+    payload, weights = _payload(policy)
+    decoded = fmt.decode(fmt.encode(payload))
+    assert [t["bits"] for t in decoded.header["tensors"]] == [3, 3, 5]  # a layer's bias goes with its kernel
+    assert Policy.from_dict(decoded.header["policy"]) == policy
+    for a, b in zip(decoded.weights(), weights):
+        assert a.tobytes() == b.tobytes()

@@ -209,6 +209,9 @@ def test_format_1_payloads_still_decode(residual_run, small_pair_dir, tmp_path, 
 def test_encode_bpp_meets_its_budget_and_refuses_an_impossible_one(
     residual_run, small_pair_dir, small_pair, tmp_path
 ):
+    from qmtgan.rd.rate import candidates
+    from qmtgan.runtime import payload as fmt
+
     ref, tgt = small_pair_dir / "reference.tif", small_pair_dir / "target.tif"
     params = json.loads((residual_run / "model.json").read_text())
     assert params["generator"]["residual"] == "linear"
@@ -220,6 +223,16 @@ def test_encode_bpp_meets_its_budget_and_refuses_an_impossible_one(
     assert proc.returncode == 0, proc.stderr
     assert "chosen:" in proc.stdout
     assert 8 * out.stat().st_size / small_pair.samples <= budget
+    # a budget below the 8-bit payload: a per-layer allocation is measured, printed and fits
+    (eight,) = candidates([residual_run], (8,), small_pair)
+    budget = 0.6 * 8 * eight.nbytes / small_pair.samples
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bpp", budget,
+                   "--method", "kmeans", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout + proc.stderr
+    assert "allocation for" in printed and "conv1:" in printed and " bits (alone: -" in printed
+    assert 8 * out.stat().st_size / small_pair.samples <= budget
+    assert fmt.read(out).header["tensors"][0]["method"] == "kmeans"
     nothing = tmp_path / "none.qmtg"
     proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bpp", "0.001",
                    "-o", nothing)
