@@ -69,33 +69,64 @@ def layer_options(tensors, method: str, measure: Callable[[list[np.ndarray]], fl
     return out
 
 
-def allocate(options: list[LayerOption], budget_bytes: float) -> dict[str, int]:
-    """The greedy allocation whose summed layer bytes fit ``budget_bytes``."""
-    by_layer: dict[str, list[LayerOption]] = {}
-    for o in options:
-        by_layer.setdefault(o.layer, []).append(o)
-    for opts in by_layer.values():
-        opts.sort(key=lambda o: -o.bits)  # widest first
-    at = {layer: 0 for layer in by_layer}
-    total = sum(opts[0].nbytes for opts in by_layer.values())
-    while total > budget_bytes:
+class _Walk:
+    """The greedy walk: every layer at its widest width, then one narrowing step at a time, the
+    step that loses the least SNR per byte saved first."""
+
+    def __init__(self, options: list[LayerOption]):
+        self.by_layer: dict[str, list[LayerOption]] = {}
+        for o in options:
+            self.by_layer.setdefault(o.layer, []).append(o)
+        for opts in self.by_layer.values():
+            opts.sort(key=lambda o: -o.bits)  # widest first
+        self.at = {layer: 0 for layer in self.by_layer}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(opts[self.at[layer]].nbytes for layer, opts in self.by_layer.items())
+
+    @property
+    def drop_db(self) -> float:
+        return sum(opts[self.at[layer]].drop_db for layer, opts in self.by_layer.items())
+
+    def next_step(self) -> tuple[str, int] | None:
         moves = []
-        for layer, opts in by_layer.items():
-            i = at[layer]
+        for layer, opts in self.by_layer.items():
+            i = self.at[layer]
             # the next narrower width that saves bytes (coded sizes need not fall at every step)
             for j in range(i + 1, len(opts)):
                 saved = opts[i].nbytes - opts[j].nbytes
                 if saved > 0:
-                    moves.append(((opts[j].drop_db - opts[i].drop_db) / saved, layer, j, saved))
+                    moves.append(((opts[j].drop_db - opts[i].drop_db) / saved, layer, j))
                     break
-        if not moves:
-            smallest = sum(min(o.nbytes for o in opts) for opts in by_layer.values())
+        return min(moves)[1:] if moves else None
+
+    def allocation(self) -> dict[str, int]:
+        return {layer: opts[self.at[layer]].bits for layer, opts in self.by_layer.items()}
+
+
+def allocate(options: list[LayerOption], budget_bytes: float) -> dict[str, int]:
+    """The greedy allocation whose summed layer bytes fit ``budget_bytes``."""
+    walk = _Walk(options)
+    while walk.nbytes > budget_bytes:
+        step = walk.next_step()
+        if step is None:
             raise QmtganError(f"no allocation fits {budget_bytes:,.0f} bytes of weights: the narrowest takes "
-                              f"{smallest:,} bytes")
-        _, layer, j, saved = min(moves)
-        at[layer] = j
-        total -= saved
-    return {layer: opts[at[layer]].bits for layer, opts in by_layer.items()}
+                              f"{walk.nbytes:,} bytes")
+        walk.at[step[0]] = step[1]
+    return walk.allocation()
+
+
+def allocate_within_loss(options: list[LayerOption], max_loss_db: float) -> dict[str, int]:
+    """The greedy allocation narrowed as far as the summed drops stay within ``max_loss_db``."""
+    walk = _Walk(options)
+    while (step := walk.next_step()) is not None:
+        before = walk.at[step[0]]
+        walk.at[step[0]] = step[1]
+        if walk.drop_db > max_loss_db:
+            walk.at[step[0]] = before
+            break
+    return walk.allocation()
 
 
 def allocation_policy(method: str, allocation: dict[str, int], others: int = max(ALLOCATION_BITS)) -> Policy:

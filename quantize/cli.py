@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from qmtgan.options import list_option, model_option, out_option, pair_option
-from qmtgan.quantize.finetune import QAT_METHODS
+from qmtgan.quantize.grids import GRID_METHODS
 from qmtgan.quantize.methods import METHODS
 
 
@@ -66,7 +66,7 @@ def sweep(
 @model_option()
 @pair_option()
 @out_option("Run folder for the fine-tuned generator (`encode --model` reads it).")
-@click.option("--method", type=click.Choice(sorted(QAT_METHODS)), default="symmetric", show_default=True)
+@click.option("--method", type=click.Choice(sorted(GRID_METHODS)), default="symmetric", show_default=True)
 @click.option("--bits", type=click.IntRange(2, 16), default=4, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)

@@ -16,63 +16,89 @@ from pathlib import Path
 
 import numpy as np
 
+from qmtgan.quantize import grids
 from qmtgan.quantize.model import quantize_tensors
 from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
-from qmtgan.runtime.dequant import dequantize
 from qmtgan.runtime.errors import QmtganError
 
 log = logging.getLogger(__name__)
-
-# Methods whose grid is one set of levels per tensor (per-channel grids are not handled here).
-QAT_METHODS = ("symmetric", "asymmetric", "linear", "mse", "kmeans", "pwl")
 
 
 def tensor_levels(tensors, policy: Policy) -> list[np.ndarray | None]:
     """Per tensor, the sorted levels its PTQ grid offers (None: kept in float32)."""
     qmodel = quantize_tensors(tensors, policy)
-    out = []
-    for entry in qmodel.entries:
-        if not entry.quantized:
-            out.append(None)
-            continue
-        bits = entry.bits
-        codes = np.arange(1 << bits, dtype=np.uint32)
-        if entry.q.method == "kmeans":
-            codes = codes[: entry.q.side.size]
-        out.append(np.unique(dequantize(entry.q.method, codes, entry.q.side, bits)).astype(np.float32))
-    return out
+    return [np.unique(grids.levels(e.q)) if e.quantized else None for e in qmodel.entries]
 
 
-def finetune(run_dir: Path, pair_dir: Path, out: Path, policy: Policy, epochs: int,
-             learning_rate: float = 1e-4, seed: int = 0, progress: bool = True) -> dict:
+class SceneFit:
+    """A trained generator with the pair it was fitted to: the patches to train on, and the
+    scene's SNR for any weights (the generator's own weights are put back after)."""
+
+    def __init__(self, run_dir: Path, reference, target):
+        from qmtgan.train.dataset import make_patch_set
+        from qmtgan.train.model_io import load_model
+
+        self.generator, self.cfg, self.norm, self.meta = load_model(run_dir)
+        self.reference, self.target = reference, target
+        self.valid = reference.valid & target.valid
+        self.patches = make_patch_set(reference, target, self.cfg.patch_size, normalization=self.norm)
+        self.tensors = generator_tensors(self.generator)
+
+    @classmethod
+    def of_pair(cls, run_dir: Path, pair_dir: Path) -> "SceneFit":
+        from qmtgan.train.pair import load_pair
+
+        pair = load_pair(pair_dir)
+        return cls(run_dir, pair.reference, pair.target)
+
+    def snr_db(self, weights: list[np.ndarray]) -> float:
+        from qmtgan.train.model_io import assign_weights
+        from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
+
+        own = [w for _, w in generator_tensors(self.generator)]
+        assign_weights(self.generator, weights)
+        p = self.patches
+        recon = reconstruct_scene(self.generator, p.reference, p.grid, self.norm, self.valid)
+        assign_weights(self.generator, own)
+        return scene_metrics(self.target.data, recon, self.valid, self.patches.grid)["snr_db"]
+
+    def forward(self, values: list, ref):
+        """The generator's output for ``ref`` with ``values`` in place of its trainable
+        variables (differentiable in them)."""
+        import tensorflow as tf
+
+        fixed = [tf.convert_to_tensor(v) for v in self.generator.non_trainable_variables]
+        return self.generator.stateless_call(values, fixed, ref, training=True)[0]
+
+
+def finetune(
+    run_dir: Path,
+    pair_dir: Path,
+    out: Path,
+    policy: Policy,
+    epochs: int,
+    learning_rate: float = 1e-4,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Fine-tune the run's generator through ``policy``'s fake quantization and write the
     result to ``out`` as a run folder; returns the SNR of the quantized model before and after."""
     import keras
     import tensorflow as tf
     from tqdm import tqdm
 
-    from qmtgan.train.dataset import make_patch_set, training_dataset
-    from qmtgan.train.model_io import assign_weights, load_model, save_model
-    from qmtgan.train.pair import load_pair
-    from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
+    from qmtgan.train.dataset import training_dataset
+    from qmtgan.train.model_io import save_model
     from qmtgan.train.training import FIXED_LAYERS
 
-    if policy.method not in QAT_METHODS:
-        raise QmtganError(f"fine-tuning needs a per-tensor grid: --method one of {', '.join(QAT_METHODS)}, "
-                          f"not {policy.method}")
+    grids.check_grid_method(policy.method, "fine-tuning")
     if (out / "model.json").exists():
         raise QmtganError(f"{out} already holds a run; choose another output folder")
-    generator, cfg, norm, meta = load_model(run_dir)
-    pair = load_pair(pair_dir)
-    patches = make_patch_set(pair.reference, pair.target, cfg.patch_size, normalization=norm)
+    fit = SceneFit.of_pair(run_dir, pair_dir)
+    generator, cfg, norm, meta, patches = fit.generator, fit.cfg, fit.norm, fit.meta, fit.patches
 
     def quantized_snr() -> float:
-        tensors = generator_tensors(generator)
-        float_weights = [w for _, w in tensors]
-        assign_weights(generator, quantize_tensors(tensors, policy, seed).dequantized())
-        recon = reconstruct_scene(generator, patches.reference, patches.grid, norm, pair.valid)
-        assign_weights(generator, float_weights)
-        return scene_metrics(pair.target.data, recon, pair.valid, patches.grid)["snr_db"]
+        return fit.snr_db(quantize_tensors(generator_tensors(generator), policy, seed).dequantized())
 
     before = quantized_snr()
     tensors = generator_tensors(generator)
@@ -80,16 +106,17 @@ def finetune(run_dir: Path, pair_dir: Path, out: Path, policy: Policy, epochs: i
     variables = [v for layer in generator.layers for v in layer.trainable_weights]
     by_path = {v.path: lv for v, lv in zip(variables, levels)}
     trainable = generator.trainable_variables
-    grids = [None if by_path.get(v.path) is None else tf.constant(by_path[v.path]) for v in trainable]
-    edges = [None if g is None else (g[1:] + g[:-1]) / 2 for g in grids]
-    train_mask = [not v.path.startswith(FIXED_LAYERS) and v.path.split("/")[0] not in FLOAT_LAYERS
-                  for v in trainable]
+    tables = [None if by_path.get(v.path) is None else tf.constant(by_path[v.path]) for v in trainable]
+    edges = [None if g is None else (g[1:] + g[:-1]) / 2 for g in tables]
+    train_mask = [
+        not v.path.startswith(FIXED_LAYERS) and v.path.split("/")[0] not in FLOAT_LAYERS for v in trainable
+    ]
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build([v for v, t in zip(trainable, train_mask) if t])
 
     def fake_quantized(values):
         out = []
-        for v, grid, edge in zip(values, grids, edges):
+        for v, grid, edge in zip(values, tables, edges):
             if grid is None:
                 out.append(v)
                 continue
@@ -103,12 +130,7 @@ def finetune(run_dir: Path, pair_dir: Path, out: Path, policy: Policy, epochs: i
         values = [tf.convert_to_tensor(v) for v in trainable]
         with tf.GradientTape() as tape:
             tape.watch(values)
-            fake, _ = generator.stateless_call(
-                fake_quantized(values),
-                [tf.convert_to_tensor(v) for v in generator.non_trainable_variables],
-                ref,
-                training=True,
-            )
+            fake = fit.forward(fake_quantized(values), ref)
             loss = tf.reduce_mean(tf.square(tgt - fake))
         grads = tape.gradient(loss, values)
         optimizer.apply_gradients([(g, v) for g, v, t in zip(grads, trainable, train_mask) if t])

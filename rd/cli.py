@@ -60,6 +60,15 @@ def positive_float(text: str) -> float:
 @click.option(
     "--snr-floor", type=float, help="Hybrid: the smallest residual that brings the SNR to this many dB."
 )
+@click.option(
+    "--max-loss",
+    type=click.FloatRange(min=0),
+    help="Per-layer allocation: the narrowest widths of --method whose measured single-layer SNR drops "
+    "add up to at most this many dB (printed layer by layer); needs one --model.",
+)
+@click.option("--rounding", type=click.Choice(("nearest", "adaround")), default="nearest", show_default=True,
+              help="adaround: choose each weight's rounding for this scene (trained on its patches, "
+              "kept where it measures better); methods with one grid per tensor.")
 @shared_option("The payload then holds no weights: the pair's linear base, a per-block gate and, with "
                "--bpp, the coded residual, the whole payload within --bpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -79,6 +88,8 @@ def encode(
     budget: float | None,
     residual_bpp: float | None,
     snr_floor: float | None,
+    max_loss: float | None,
+    rounding: str,
     shared_path: Path | None,
     seed: int,
     out: Path,
@@ -86,20 +97,32 @@ def encode(
     """Compress TARGET given REFERENCE into a .qmtg payload: the quantized generator, and with
     --residual-bpp / --snr-floor the coded residual of its prediction too (hybrid). With
     --shared, against a shared generator instead (no weights in the payload)."""
-    from qmtgan.rd.encode import encode_pair, encode_rate_controlled, encode_shared
+    from qmtgan.rd.encode import encode_allocated, encode_pair, encode_rate_controlled, encode_shared
     from qmtgan.quantize.policy import Policy
     from qmtgan.runtime.errors import QmtganError
 
+    chooses = (budget, residual_bpp, snr_floor, max_loss, shared_path)
+    if rounding != "nearest" and any(x is not None for x in chooses):
+        raise QmtganError("--rounding adaround applies to one --model at one --method and --bits: not with "
+                          "--bpp, --residual-bpp, --snr-floor, --max-loss or --shared")
     if shared_path is not None:
-        if model_dirs or residual_bpp is not None or snr_floor is not None:
-            raise QmtganError("--shared encodes against the shared generator: --model, --residual-bpp and "
-                              "--snr-floor do not apply (--bpp bounds the whole payload)")
+        if model_dirs or residual_bpp is not None or snr_floor is not None or max_loss is not None:
+            raise QmtganError("--shared encodes against the shared generator: --model, --residual-bpp, "
+                              "--snr-floor and --max-loss do not apply (--bpp bounds the whole payload)")
         r = encode_shared(reference, target, out, shared_path, budget)
         click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
                    f"SNR {r['snr_db']:.2f} dB")
         return
     if residual_bpp is not None and snr_floor is not None:
         raise QmtganError("give --residual-bpp or --snr-floor, not both")
+    if max_loss is not None:
+        if len(model_dirs) != 1 or budget is not None or residual_bpp is not None or snr_floor is not None:
+            raise QmtganError("--max-loss allocates the widths of one --model: --bpp, --residual-bpp and "
+                              "--snr-floor do not apply")
+        r = encode_allocated(reference, target, out, model_dirs[0], method, max_loss, seed)
+        click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
+                   f"SNR {r['snr_db']:.2f} dB")
+        return
     if budget is not None or residual_bpp is not None or snr_floor is not None:
         if not model_dirs:
             raise QmtganError("--bpp, --residual-bpp and --snr-floor choose among trained runs: give --model")
@@ -122,9 +145,13 @@ def encode(
         raise QmtganError("several --model runs need --bpp to choose among them")
     policy = Policy(method, mode, bits, conv_bits, nonconv_bits, critical_bits,
                     tuple(c for c in critical.split(",") if c))
-    r = encode_pair(reference, target, out, policy, model_dirs[0] if model_dirs else None, epochs, seed)
+    run = model_dirs[0] if model_dirs else None
+    r = encode_pair(reference, target, out, policy, run, epochs, seed, rounding)
     click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk "
                f"(Eq. 1: {r['bpp_eq1']:.5f}; header {r['header_bytes']:,} bytes), {policy.label}")
+    if "rounding" in r:
+        click.echo(f"rounding: SNR {r['rounding']['nearest_snr_db']:.2f} dB nearest, "
+                   f"{r['rounding']['adaround_snr_db']:.2f} dB data-aware (the better is in the payload)")
 
 
 @click.command()

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def encode_pair(reference_path: Path, target_path: Path, out: Path, policy: Policy,
-                model_dir: Path | None, epochs: int, seed: int) -> dict:
+                model_dir: Path | None, epochs: int, seed: int, rounding: str = "nearest") -> dict:
     from qmtgan.train.ingest import read_scene
     from qmtgan.train.models.registry import default_config
     from qmtgan.train.pair import align_to_reference
@@ -31,11 +31,12 @@ def encode_pair(reference_path: Path, target_path: Path, out: Path, policy: Poli
                         "height": reference.shape[0], "width": reference.shape[1]}
             train(reference, target, Path(tmp), default_config("multitempgan"),
                   TrainConfig(epochs=epochs, seed=seed), identity)
-            return _encode(reference, Path(tmp), reference_path, out, policy, seed)
-    return _encode(reference, model_dir, reference_path, out, policy, seed)
+            return _encode(reference, target, Path(tmp), reference_path, out, policy, seed, rounding)
+    return _encode(reference, target, model_dir, reference_path, out, policy, seed, rounding)
 
 
-def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy: Policy, seed: int) -> dict:
+def _encode(reference, target, model_dir: Path, reference_path: Path, out: Path, policy: Policy, seed: int,
+            rounding: str) -> dict:
     from qmtgan.train.model_io import load_model
 
     generator, cfg, norm, meta = load_model(model_dir)
@@ -44,7 +45,13 @@ def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy:
     if None not in trained_on and trained_on != reference.shape:
         raise QmtganError(f"{model_dir} was trained on a {trained_on[0]}x{trained_on[1]} px scene, "
                           f"{reference_path} is {reference.shape[0]}x{reference.shape[1]} px")
-    qmodel = quantize_tensors(generator_tensors(generator), policy, seed)
+    if rounding == "adaround":  # the codes chosen for this scene (quantize/adaround.py)
+        from qmtgan.quantize.adaround import adaround
+        from qmtgan.quantize.finetune import SceneFit
+
+        qmodel, record = adaround(SceneFit(model_dir, reference, target), policy, seed=seed)
+    else:
+        qmodel = quantize_tensors(generator_tensors(generator), policy, seed)
     payload = to_payload(qmodel, cfg.to_dict(), norm, scene_header(reference, cfg.patch_size))
     fmt.write(out, payload)
     pixels = reference.data.size
@@ -52,7 +59,8 @@ def _encode(reference, model_dir: Path, reference_path: Path, out: Path, policy:
     size = out.stat().st_size
     overhead = size - (acc.total_bits + 7) // 8
     return {"file_bytes": size, "bpp_file": 8 * size / pixels, "bpp_eq1": acc.bpp,
-            "header_bytes": overhead, "accounting": acc.to_dict()}
+            "header_bytes": overhead, "accounting": acc.to_dict(),
+            **({"rounding": record} if rounding == "adaround" else {})}
 
 
 def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, runs: list[Path],
@@ -95,6 +103,25 @@ def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, r
     fmt.write(out, payload)
     point = score(pair, "hybrid" if payload.residual else "generator", label, recon, out.stat().st_size)
     return {"file_bytes": point.bytes, "bpp_file": point.bpp, "label": label, "snr_db": point.snr_db,
+            "lmse": point.lmse}
+
+
+def encode_allocated(reference_path: Path, target_path: Path, out: Path, run: Path, method: str,
+                     max_loss_db: float, seed: int) -> dict:
+    """The run's generator at per-layer widths: the narrowest whose measured single-layer drops
+    add up to at most ``max_loss_db``; writes the payload and measures it."""
+    from qmtgan.rd.points import PairData, score
+    from qmtgan.rd.rate import allocated_candidate
+    from qmtgan.train.ingest import read_scene
+    from qmtgan.train.pair import align_to_reference
+
+    reference = read_scene(reference_path)
+    target = align_to_reference(reference, read_scene(target_path))
+    pair = PairData(Path(target_path).stem, reference, target, reference.valid & target.valid, None)
+    chosen = allocated_candidate(run, pair, method, None, seed, max_loss_db=max_loss_db)
+    fmt.write(out, chosen.payload)
+    point = score(pair, "generator", chosen.label, chosen.prediction(pair), out.stat().st_size)
+    return {"file_bytes": point.bytes, "bpp_file": point.bpp, "label": chosen.label, "snr_db": point.snr_db,
             "lmse": point.lmse}
 
 

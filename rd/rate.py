@@ -175,12 +175,14 @@ def choose(
     return best
 
 
-def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: float, seed: int = 0,
-                        attempts: int = 6) -> Candidate:
+def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: float | None, seed: int = 0,
+                        attempts: int = 6, max_loss_db: float | None = None) -> Candidate:
     """The run's generator with per-layer widths chosen from measured sensitivities
-    (quantize/allocate.py) so that the whole payload, on disk, fits ``budget_bpp``; the
+    (quantize/allocate.py) so that the whole payload, on disk, fits ``budget_bpp``, or (with
+    ``max_loss_db`` instead) the narrowest whose summed per-layer drops stay within it; the
     allocation is logged layer by layer."""
-    from qmtgan.quantize.allocate import allocate, allocation_policy, describe, layer_options
+    from qmtgan.quantize.allocate import (allocate, allocate_within_loss, allocation_policy, describe,
+                                          layer_options)
     from qmtgan.quantize.sweep import Evaluator
     from qmtgan.train.dataset import make_patch_set
     from qmtgan.train.model_io import load_model
@@ -193,6 +195,13 @@ def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: floa
     header = scene_header(pair.reference, cfg.patch_size)
     budget = budget_bpp * pair.samples / 8.0
     encode = lambda policy: to_payload(quantize_tensors(tensors, policy, seed), cfg.to_dict(), norm, header)
+    if max_loss_db is not None:
+        allocation = allocate_within_loss(options, max_loss_db)
+        policy = allocation_policy(method, allocation)
+        payload = encode(policy)
+        log.info(f"allocation within {max_loss_db:g} dB of float:\n{describe(allocation, options)}")
+        return Candidate(run, f"{generator_label(cfg)}, {policy.label}", max(allocation.values()), payload,
+                         len(fmt.encode(payload)))
     widest = {o.layer: o for o in options if o.bits == max(x.bits for x in options)}
     overhead = len(fmt.encode(encode(allocation_policy(method, {k: o.bits for k, o in widest.items()})))) - \
         sum(o.nbytes for o in widest.values())

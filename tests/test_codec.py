@@ -215,3 +215,33 @@ def test_quantization_aware_finetuning_beats_ptq_at_2_bits_and_writes_a_run_enco
         tmp_path / "other",
     )
     assert refused.returncode != 0 and not (tmp_path / "other").exists()
+
+
+def test_data_aware_rounding_is_kept_only_where_it_measures_better_and_encode_writes_it(
+    tiny_run, small_pair_dir, tmp_path
+):
+    from qmtgan.quantize.adaround import adaround
+    from qmtgan.quantize.finetune import SceneFit
+    from qmtgan.quantize.model import quantize_tensors
+    from qmtgan.quantize.policy import Policy
+
+    fit = SceneFit.of_pair(tiny_run[0], small_pair_dir)
+    policy = Policy("symmetric", bits=3)
+    kept, record = adaround(fit, policy, epochs=6, progress=False)
+    nearest = quantize_tensors(fit.tensors, policy)
+    assert 0 < record["changed_fraction"] < 0.5
+    assert record["adaround_snr_db"] > record["nearest_snr_db"], record
+    assert fit.snr_db(kept.dequantized()) == pytest.approx(record["adaround_snr_db"], abs=1e-6)
+    for a, b in zip(kept.entries, nearest.entries):  # the same grid, codes at most one level apart
+        if b.quantized:
+            assert np.array_equal(a.q.side, b.q.side)
+            assert np.abs(a.q.codes.astype(int) - b.q.codes.astype(int)).max() <= 1
+    ref, tgt = small_pair_dir / "reference.tif", small_pair_dir / "target.tif"
+    out = tmp_path / "ada.qmtg"
+    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0], "--bits", "3",
+                   "--rounding", "adaround", "-o", out)
+    assert proc.returncode == 0 and "data-aware (the better is in the payload)" in proc.stdout, proc.stderr
+    refused = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0],
+                      "--method", "integer", "--rounding", "adaround", "-o", tmp_path / "no.qmtg")
+    assert refused.returncode != 0 and "one grid per tensor" in refused.stderr
+    assert not (tmp_path / "no.qmtg").exists()

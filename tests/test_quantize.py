@@ -127,17 +127,20 @@ def test_payload_round_trip_is_bit_identical(policy):
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
 
 
-def test_random_truncations_and_bit_flips_always_give_a_clear_error():
-    data = fmt.encode(_payload(Policy("symmetric", bits=6))[0])
-    rng = np.random.default_rng(11)
-    for cut in sorted(set(rng.integers(0, len(data), 150).tolist()) | {0, 1, 8, 20, len(data) - 1}):
+def _every_cut_and_flip_is_refused(data: bytes, seed: int, cuts: int, flips: int) -> None:
+    rng = np.random.default_rng(seed)
+    for cut in sorted(set(rng.integers(0, len(data), cuts).tolist()) | {0, 1, 8, 20, len(data) - 1}):
         with pytest.raises(QmtganError):
             fmt.decode(data[:cut])
-    for pos in rng.integers(0, len(data) * 8, 300):
+    for pos in rng.integers(0, len(data) * 8, flips):
         flipped = bytearray(data)
         flipped[pos // 8] ^= 1 << (pos % 8)
         with pytest.raises(QmtganError):
             fmt.decode(bytes(flipped))
+
+
+def test_random_truncations_and_bit_flips_always_give_a_clear_error():
+    _every_cut_and_flip_is_refused(fmt.encode(_payload(Policy("symmetric", bits=6))[0]), 11, 150, 300)
 
 
 def test_payload_header_errors_name_the_problem():
@@ -337,15 +340,7 @@ def test_an_entropy_coded_payload_round_trips_and_refuses_every_damage(coder):
     assert decoded.header["code_coder"] == coder
     for a, b in zip(decoded.weights(), weights):
         assert a.tobytes() == b.tobytes()
-    rng = np.random.default_rng(12)
-    for cut in sorted(set(rng.integers(0, len(data), 100).tolist())):
-        with pytest.raises(QmtganError):
-            fmt.decode(data[:cut])
-    for pos in rng.integers(0, len(data) * 8, 200):
-        flipped = bytearray(data)
-        flipped[pos // 8] ^= 1 << (pos % 8)
-        with pytest.raises(QmtganError):
-            fmt.decode(bytes(flipped))
+    _every_cut_and_flip_is_refused(data, 12, 100, 200)
 
 
 def _with_section(data: bytes, tag: bytes, chunk: bytes, version: tuple[int, int] | None = None) -> bytes:
