@@ -38,8 +38,8 @@ def _rest(w: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return below, low, gap
 
 
-def adaround(fit: SceneFit, policy: Policy, epochs: int = 20, learning_rate: float = 1e-2,
-             weight: float = 0.1, seed: int = 0, progress: bool = True) -> tuple[QuantizedModel, dict]:
+def adaround(fit: SceneFit, policy: Policy, epochs: int = 20, learning_rate: float = 3e-3,
+             weight: float = 1.0, seed: int = 0, progress: bool = True) -> tuple[QuantizedModel, dict]:
     """``policy``'s quantized model with its codes chosen for ``fit``'s scene, and a record of
     the SNR with nearest rounding and with the chosen rounding (the better is kept)."""
     import keras

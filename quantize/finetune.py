@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from qmtgan.quantize import grids
+from qmtgan.quantize.methods import nearest_level
 from qmtgan.quantize.model import quantize_tensors
 from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
 from qmtgan.runtime.errors import QmtganError
@@ -88,7 +89,7 @@ def finetune(
     from tqdm import tqdm
 
     from qmtgan.train.dataset import training_dataset
-    from qmtgan.train.model_io import save_model
+    from qmtgan.train.model_io import assign_weights, save_model
     from qmtgan.train.training import FIXED_LAYERS
 
     grids.check_grid_method(policy.method, "fine-tuning")
@@ -147,6 +148,10 @@ def finetune(
                 bar.set_postfix(epoch=epoch, l2=f"{loss:.5f}")
                 bar.update(1)
     wall = time.perf_counter() - t0
+    if policy.method == "kmeans":  # put on the grid it was tuned for, a tensor keeps it as its codebook
+        tuned = [w for _, w in generator_tensors(generator)]
+        assign_weights(generator, [w if lv is None else lv[nearest_level(w, lv)]
+                                   for w, lv in zip(tuned, levels)])
     after = quantized_snr()
     record = {
         k: v

@@ -19,7 +19,8 @@ decoder's arithmetic is the quantizer's.
   mse          symmetric with the clipping range that minimizes the tensor's squared error
                (grid search over 0.50..1.00 x max|w|): side (step,)
   kmeans       non-uniform: a Lloyd-Max (1-D k-means) codebook per tensor of at most 2^b levels
-               (never more levels than the tensor has values): side the sorted codebook
+               (a tensor with no more distinct values than that keeps them as its codebook):
+               side the sorted codebook
   pwl          piecewise linear: a dense uniform grid of 2^(b-1) levels on [-p, p] and 2^(b-2)
                levels on each tail (p, max|w|], the breakpoint p chosen for least squared error
                (as in NUQ-MultiTempGAN): side (p, max|w|)
@@ -223,6 +224,9 @@ class KMeans(Method):
 
     def codes_and_side(self, w, bits, rng, axis):
         x = w.astype(np.float64).ravel()
+        values = np.unique(w)
+        if values.size <= 1 << bits:  # a tensor already on a grid keeps it exactly
+            return nearest_level(w, values), values
         count = min(1 << bits, x.size)
         levels = np.sort(self.start(x, count))
         for _ in range(self.iterations):

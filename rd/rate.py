@@ -176,7 +176,7 @@ def choose(
 
 
 def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: float | None, seed: int = 0,
-                        attempts: int = 6, max_loss_db: float | None = None) -> Candidate:
+                        attempts: int = 60, max_loss_db: float | None = None) -> Candidate:
     """The run's generator with per-layer widths chosen from measured sensitivities
     (quantize/allocate.py) so that the whole payload, on disk, fits ``budget_bpp``, or (with
     ``max_loss_db`` instead) the narrowest whose summed per-layer drops stay within it; the
@@ -216,5 +216,7 @@ def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: floa
                      f"{describe(allocation, options)}")
             return Candidate(run, f"{generator_label(cfg)}, {policy.label}", max(allocation.values()),
                              payload, nbytes)
-        room -= nbytes - budget  # coded together, the layers took more than apart: ask for less
+        log.debug(f"allocation for {room:,.0f} bytes of layers: the file takes {nbytes:,} of {budget:,.0f}")
+        # coded together, the layers took more than apart: ask for less, a little more each time
+        room = min(room - (nbytes - budget), 0.97 * room)
     raise QmtganError(f"no allocation of {run} fits {budget_bpp:g} bpp after {attempts} tries")

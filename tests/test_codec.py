@@ -227,7 +227,7 @@ def test_data_aware_rounding_is_kept_only_where_it_measures_better_and_encode_wr
 
     fit = SceneFit.of_pair(tiny_run[0], small_pair_dir)
     policy = Policy("symmetric", bits=3)
-    kept, record = adaround(fit, policy, epochs=6, progress=False)
+    kept, record = adaround(fit, policy, epochs=6, learning_rate=1e-2, weight=0.1, progress=False)
     nearest = quantize_tensors(fit.tensors, policy)
     assert 0 < record["changed_fraction"] < 0.5
     assert record["adaround_snr_db"] > record["nearest_snr_db"], record
