@@ -193,7 +193,6 @@ def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: floa
     evaluator = Evaluator(generator, patches, pair.target.data, pair.valid)
     options = layer_options(tensors, method, lambda w: evaluator.measure(w)[0]["snr_db"])
     header = scene_header(pair.reference, cfg.patch_size)
-    budget = budget_bpp * pair.samples / 8.0
     encode = lambda policy: to_payload(quantize_tensors(tensors, policy, seed), cfg.to_dict(), norm, header)
     if max_loss_db is not None:
         allocation = allocate_within_loss(options, max_loss_db)
@@ -202,6 +201,7 @@ def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: floa
         log.info(f"allocation within {max_loss_db:g} dB of float:\n{describe(allocation, options)}")
         return Candidate(run, f"{generator_label(cfg)}, {policy.label}", max(allocation.values()), payload,
                          len(fmt.encode(payload)))
+    budget = budget_bpp * pair.samples / 8.0
     widest = {o.layer: o for o in options if o.bits == max(x.bits for x in options)}
     overhead = len(fmt.encode(encode(allocation_policy(method, {k: o.bits for k, o in widest.items()})))) - \
         sum(o.nbytes for o in widest.values())
