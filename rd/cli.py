@@ -164,22 +164,26 @@ def encode(
 @list_option(
     "--bits", "bits_list", convert=int, default=(4, 8, 32), help="Generator bit widths (32 = float32)."
 )
+@list_option("--methods", default=("symmetric",), help="Quantization methods of the generator payloads.")
 @out_option("Report folder.")
 def baselines(
     pair_dirs: tuple[Path, ...],
     model_dirs: tuple[Path, ...],
     rates: list[float],
     bits_list: list[int],
+    methods: list[str],
     out: Path,
 ) -> None:
     """Rate-distortion against what a user would fly instead: the reference, gain + offset, linear
     predictors (1x1 and 3x3), JPEG2000 of the target, and each predictor + JPEG2000 of its residual; with
     --model the generators (quantized and hybrid) on the same axes. Writes rd.md, rd.json, rd.png."""
-    from qmtgan.quantize.methods import check_bits
+    from qmtgan.quantize.methods import check_bits, get_method
     from qmtgan.rd.workflow import rd_report
 
     widths = tuple(check_bits(b) for b in bits_list)
-    doc = rd_report(list(pair_dirs), list(model_dirs), rates, widths, out)
+    for m in methods:
+        get_method(m)
+    doc = rd_report(list(pair_dirs), list(model_dirs), rates, widths, out, methods=tuple(methods))
     click.echo(f"{len(doc['points'])} points on {len(doc['pairs'])} pair(s); report in {out / 'rd.md'}")
     for line in doc["context"].get("verdict", []):
         click.echo(line)

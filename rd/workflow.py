@@ -39,7 +39,8 @@ def runs_by_pair(pair_dirs: list[Path], model_dirs: list[Path]) -> dict[Path, li
 
 
 def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tuple[int, ...],
-                part: str, project_pixels: int | None = None) -> tuple[list[RDPoint], list[str]]:
+                part: str, project_pixels: int | None = None,
+                methods: tuple[str, ...] = ("symmetric",)) -> tuple[list[RDPoint], list[str]]:
     """One pair's baseline points (part "baselines") or generator and hybrid points ("generators"),
     and what could not be computed."""
     pair = PairData.load(pair_dir)
@@ -48,7 +49,9 @@ def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tupl
         return run_baselines(pair, rates)
     log.info(f"pair {pair.name}: {len(runs)} generator(s) x {len(bits)} bit widths, hybrids at {rates}")
     try:
-        return generator_points(pair, candidates(runs, bits, pair), rates, project_pixels)
+        cands = [c for m in methods for c in candidates(runs, bits, pair, 0, m)
+                 if m == methods[0] or c.bits != 32]  # float32 is the same for every method
+        return generator_points(pair, cands, rates, project_pixels)
     except QmtganError as exc:
         log.info(f"  generators: not computed: {exc}")
         return [], [f"{pair.name}: generators: {exc}"]
@@ -71,7 +74,8 @@ def _single_threaded_children():
 
 
 def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float], bits: tuple[int, ...],
-              out: Path, project_pixels: int | None = None) -> dict:
+              out: Path, project_pixels: int | None = None,
+              methods: tuple[str, ...] = ("symmetric",)) -> dict:
     """Each pair's baselines and generators run as separate jobs in worker processes (JPEG2000
     coding is single-threaded), at most one per core. With ``project_pixels``, the hybrids are
     also projected to a scene of that many pixels."""
@@ -81,20 +85,21 @@ def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float],
     points: list[RDPoint] = []
     errors: list[str] = []
     if workers <= 1:
-        results = [pair_points(p, r, rates, bits, part, project_pixels) for p, r, part in jobs]
+        results = [pair_points(p, r, rates, bits, part, project_pixels, methods) for p, r, part in jobs]
     else:
         # spawn: the caller may hold TensorFlow's threads, which a fork would copy half-alive;
         # one BLAS thread per worker, since the workers already fill the cores
         with _single_threaded_children(), ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"), initializer=logs.configure,
                 initargs=(logs.verbosity(),)) as pool:
-            futures = [pool.submit(pair_points, p, r, rates, bits, part, project_pixels)
+            futures = [pool.submit(pair_points, p, r, rates, bits, part, project_pixels, methods)
                        for p, r, part in jobs]
             results = [f.result() for f in futures]
     for got, errs in results:
         points += got
         errors += errs
-    context = {"rates": rates, "bits": list(bits), "pairs": [str(p) for p in pair_dirs],
+    context = {"rates": rates, "bits": list(bits), "methods": list(methods),
+               "pairs": [str(p) for p in pair_dirs],
                "models": [str(m) for m in model_dirs]}
     context["verdict"] = verdict(average(points), rates)
     return write_report(out, points, errors, context)

@@ -249,9 +249,13 @@ def test_encode_bpp_meets_its_budget_and_refuses_an_impossible_one(
 def test_baselines_command_writes_the_report(residual_run, small_pair_dir, tmp_path):
     out = tmp_path / "rd"
     proc = run_cli("baselines", "--pair", small_pair_dir, "--model", residual_run, "--rates", "1.0",
-                   "--bits", "8", "-o", out)
+                   "--bits", "8", "--methods", "symmetric,pwl", "-o", out)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "rd.json").read_text())
+    generators = [p["label"] for p in doc["points"] if p["family"] == "generator"]
+    assert len(generators) == 2 and sum("8-bit pwl" in g for g in generators) == 1
+    hybrids = [p["label"] for p in doc["points"] if p["family"] == "hybrid"]
+    assert any("8-bit pwl + JPEG2000 residual" in h for h in hybrids)
     families = {p["family"] for p in doc["points"]}
     assert {"jpeg2000", "linear+jpeg2000", "generator", "hybrid", "linear"} <= families
     assert any("JPEG2000 of the target" in line for line in doc["context"]["verdict"])
