@@ -230,29 +230,22 @@ def _sweep_section(sweep: dict | None) -> list[str]:
 
 def markdown(summary: dict, context: dict) -> str:
     pairs = {p["city"]: p for p in context["pairs"]}
-    lines = [
-        "# The codec on real Sentinel-2 pairs",
-        "",
-        f"Data: {context['root']}. {context['licence']}",
-        "",
-        f"Generator: {context['generator']['name']} ngf {context['generator']['ngf']}, residual "
-        f"{context['generator'].get('residual')}, {context['training']['epochs']} epochs, loss "
-        f"{context['training']['loss']}; bits {', '.join(map(str, context['bits']))}. Every number is "
-        "measured on the pair itself (bpp from the coded bytes, SNR over valid pixels); the paper-size "
-        f"column is a projection to {context['paper_pixels']:,} pixels (441 patches of 512 x 512) that "
-        "assumes the generator's per-pixel quality holds there. *Equal residual rate*: the hybrid "
-        "against the classical base (3x3 linear + KLT + JPEG2000 residual) when each residual gets the "
-        "whole rate and each predictor's own bits are set aside (interpolated in log rate between "
-        "measured points): what the generator's prediction is worth to the residual coder. "
-        "Rate-distortion details: rd/rd.md.",
-        "",
-        *_shared_intro(context),
-        "## Pairs",
-        "",
-        "| city | reference date | target date | size (H x W) | 3x3 linear SNR | "
-        "generator SNR | generator - linear | shared SNR (held out) | shared - linear |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
-    ]
+    lines = ["# The codec on real Sentinel-2 pairs", "",
+             f"Data: {context['root']}. {context['licence']}", "",
+             f"Generator: {context['generator']['name']} ngf {context['generator']['ngf']}, residual "
+             f"{context['generator'].get('residual')}, {context['training']['epochs']} epochs, loss "
+             f"{context['training']['loss']}; bits {', '.join(map(str, context['bits']))}. Every number is "
+             "measured on the pair itself (bpp from the coded bytes, SNR over valid pixels); the paper-size "
+             f"column is a projection to {context['paper_pixels']:,} pixels (441 patches of 512 x 512) that "
+             "assumes the generator's per-pixel quality holds there. *Equal residual rate*: the hybrid "
+             "against the classical base (3x3 linear + KLT + JPEG2000 residual) when each residual gets the "
+             "whole rate and each predictor's own bits are set aside (interpolated in log rate between "
+             "measured points): what the generator's prediction is worth to the residual coder. "
+             "Rate-distortion details: rd/rd.md.", "",
+             *_shared_intro(context),
+             "## Pairs", "", "| city | reference date | target date | size (H x W) | 3x3 linear SNR | "
+             "generator SNR | generator - linear | shared SNR (held out) | shared - linear |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for s in summary["pairs"]:
         p = pairs.get(s["pair"], {})
         size = context.get("sizes", {}).get(s["pair"], "?")
@@ -262,22 +255,15 @@ def markdown(summary: dict, context: dict) -> str:
         shared = f"{_f(s.get('shared', {}).get('snr_db'))} | {_f(s.get('shared_minus_linear_db'), '+.2f')}"
         lines.append(f"| {s['pair']} | {dates} | {size} | {snrs} | {gain} | {shared} |")
     m = summary["mean"]
-    lines += [
-        f"| **mean** | | | | | | {_spread(m['generator_minus_linear_db'])} | | "
-        f"{_spread(m['shared_minus_linear_db'])} |",
-        "",
-    ]
+    lines += [f"| **mean** | | | | | | {_spread(m['generator_minus_linear_db'])} | | "
+              f"{_spread(m['shared_minus_linear_db'])} |", ""]
     for rate in context["rates"]:
         key = f"{rate:g}"
-        lines += [
-            f"## At {key} bpp",
-            "",
-            "| city | best classical | SNR | hybrid (own size) | SNR | "
-            "hybrid - classical | projected to the paper's size | hybrid - classical | "
-            "break-even scene | equal residual rate: hybrid - base | shared, held out (blocks "
-            "refined) | shared - classical | codec - classical |",
-            "|---|---|---:|---|---:|---:|---|---:|---|---:|---:|---:|---:|",
-        ]
+        lines += [f"## At {key} bpp", "", "| city | best classical | SNR | hybrid (own size) | SNR | "
+                  "hybrid - classical | projected to the paper's size | hybrid - classical | "
+                  "break-even scene | equal residual rate: hybrid - base | shared, held out (blocks "
+                  "refined) | shared - classical | codec - classical |",
+                  "|---|---|---:|---|---:|---:|---|---:|---|---:|---:|---:|---:|"]
         for s in summary["pairs"]:
             r = s["rates"][key]
             c, h, pr, sh = r["classical"], r["hybrid"], r["projected"], r.get("shared")
@@ -290,34 +276,24 @@ def markdown(summary: dict, context: dict) -> str:
                 f"{_f(pr and pr['snr_db'])} | {_f(r.get('projected_minus_classical_db'), '+.2f')} | "
                 f"{_km2(r.get('break_even'))} | {_f(r.get('equal_residual_gain_db'), '+.2f')} | {shared} | "
                 f"{_f(r.get('shared_minus_classical_db'), '+.2f')} | "
-                f"{_f(r.get('codec_minus_classical_db'), '+.2f')} |"
-            )
+                f"{_f(r.get('codec_minus_classical_db'), '+.2f')} |")
         mk = summary["mean"][key]
         own, proj = mk["hybrid_minus_classical_db"], mk["projected_minus_classical_db"]
         be = mk["break_even_km2"]
-        lines += [
-            f"| **mean** | | | ({own['n']} pairs) | | {_spread(own)} | ({proj['n']} pairs) | "
-            f"{_spread(proj)} | never on {be['never']}; else {_f(be['mean'], '.0f')} km² mean | "
-            f"{_spread(mk['equal_residual_gain_db'])} | | "
-            f"{_spread(mk['shared_minus_classical_db'])} | "
-            f"{_spread(mk['codec_minus_classical_db'])} |",
-            "",
-        ]
+        lines += [f"| **mean** | | | ({own['n']} pairs) | | {_spread(own)} | ({proj['n']} pairs) | "
+                  f"{_spread(proj)} | never on {be['never']}; else {_f(be['mean'], '.0f')} km² mean | "
+                  f"{_spread(mk['equal_residual_gain_db'])} | | "
+                  f"{_spread(mk['shared_minus_classical_db'])} | "
+                  f"{_spread(mk['codec_minus_classical_db'])} |", ""]
     lines += ["![hybrid minus the best classical method](real.png)", ""]
     lines += _sweep_section(context.get("sweep"))
     if context.get("int8"):
-        lines += [
-            "## int8 against float (whole scene, the convert stage's measurement)",
-            "",
-            "| city | float SNR | tflite-int8 SNR | loss | onnx-int8 SNR | loss |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
+        lines += ["## int8 against float (whole scene, the convert stage's measurement)", "",
+                  "| city | float SNR | tflite-int8 SNR | loss | onnx-int8 SNR | loss |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for city, r in context["int8"].items():
-            cells = [
-                f"{_f(r.get(n, {}).get('snr_db'))} ({r.get(n, {}).get('precision', '-')}) | "
-                f"{_f(r.get(n, {}).get('loss_db'), '.3f')}"
-                for n in ("tflite-int8", "onnx-int8")
-            ]
+            cells = [f"{_f(r.get(n, {}).get('snr_db'))} ({r.get(n, {}).get('precision', '-')}) | "
+                     f"{_f(r.get(n, {}).get('loss_db'), '.3f')}" for n in ("tflite-int8", "onnx-int8")]
             lines.append(f"| {city} | {_f(r['float_snr_db'])} | {' | '.join(cells)} |")
         for n in ("tflite-int8", "onnx-int8"):
             m = _mean_spread([r.get(n, {}).get("loss_db") for r in context["int8"].values()])
@@ -333,17 +309,14 @@ def plot(summary: dict, rates: list[float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, key, title in (
-        (axes[0], "hybrid_minus_classical_db", "at each scene's own size"),
-        (axes[1], "projected_minus_classical_db", "projected to the paper's size"),
-    ):
+    for ax, key, title in ((axes[0], "hybrid_minus_classical_db", "at each scene's own size"),
+                           (axes[1], "projected_minus_classical_db", "projected to the paper's size")):
         for s in summary["pairs"]:
             ys = [s["rates"][f"{r:g}"].get(key) for r in rates]
             ax.plot(rates, [np.nan if y is None else y for y in ys], "o-", label=s["pair"], alpha=0.8)
         means = [summary["mean"][f"{r:g}"][key]["mean"] for r in rates]
-        ax.plot(
-            rates, [np.nan if y is None else y for y in means], "k-", lw=3, label="mean of the pairs shown"
-        )
+        ax.plot(rates, [np.nan if y is None else y for y in means], "k-", lw=3,
+                label="mean of the pairs shown")
         ax.axhline(0, color="0.5", lw=1)
         ax.set_xscale("log")
         ax.set_xlim(min(rates) / 1.5, max(rates) * 1.5)  # also when a panel has no point at all

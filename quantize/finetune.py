@@ -153,23 +153,12 @@ def finetune(
         assign_weights(generator, [w if lv is None else lv[nearest_level(w, lv)]
                                    for w, lv in zip(tuned, levels)])
     after = quantized_snr()
-    record = {
-        k: v
-        for k, v in meta.items()
-        if k not in ("schema", "generator", "bands", "normalization", "patch_size", "files")
-    }
-    record["finetune"] = {
-        "from": str(run_dir),
-        "policy": policy.to_dict(),
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "wall_s": wall,
-        "quantized_snr_before_db": before,
-        "quantized_snr_after_db": after,
-    }
+    own = ("schema", "generator", "bands", "normalization", "patch_size", "files")  # save_model writes these
+    record = {k: v for k, v in meta.items() if k not in own}
+    record["finetune"] = {"from": str(run_dir), "policy": policy.to_dict(), "epochs": epochs,
+                          "learning_rate": learning_rate, "wall_s": wall, "quantized_snr_before_db": before,
+                          "quantized_snr_after_db": after}
     save_model(out, generator, cfg, norm, record)
-    log.info(
-        f"{policy.label}: quantized SNR {before:.2f} dB before, {after:.2f} dB after {epochs} epochs "
-        f"({wall:.0f} s)"
-    )
+    log.info(f"{policy.label}: quantized SNR {before:.2f} dB before, {after:.2f} dB after {epochs} epochs "
+             f"({wall:.0f} s)")
     return record["finetune"]

@@ -74,13 +74,8 @@ class Policy:
         get_method(self.method)
         if self.mode not in MODES:
             raise QmtganError(f"unknown mode '{self.mode}' (choose from {', '.join(MODES)})")
-        for b in (
-            self.bits,
-            self.conv_bits,
-            self.nonconv_bits,
-            self.critical_bits,
-            *dict(self.allocation).values(),
-        ):
+        allocated = dict(self.allocation).values()
+        for b in (self.bits, self.conv_bits, self.nonconv_bits, self.critical_bits, *allocated):
             check_bits(b)
         if self.mode == "lwpq" and not self.critical:
             raise QmtganError("lwpq needs the critical layers (or let the sweep measure them)")
@@ -111,15 +106,11 @@ class Policy:
             return f"split {m} conv {self.conv_bits} / non-conv {self.nonconv_bits}"
         if self.mode == "allocated":
             widths = sorted(set(dict(self.allocation).values()))
-            return (
-                f"allocated {m} {widths[0]}-{widths[-1]} bits ({len(self.allocation)} layers)"
-                if widths
-                else f"allocated {m} {self.bits}"
-            )
-        return (
-            f"lwpq {m} {self.critical_bits}/{self.conv_bits}/{self.nonconv_bits} "
-            f"(critical: {','.join(self.critical)})"
-        )
+            if not widths:
+                return f"allocated {m} {self.bits}"
+            return f"allocated {m} {widths[0]}-{widths[-1]} bits ({len(self.allocation)} layers)"
+        return (f"lwpq {m} {self.critical_bits}/{self.conv_bits}/{self.nonconv_bits} "
+                f"(critical: {','.join(self.critical)})")
 
     @property
     def bits_column(self) -> str:
@@ -129,23 +120,12 @@ class Policy:
         return str(self.bits)
 
     def to_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "mode": self.mode,
-            "bits": self.bits,
-            "conv_bits": self.conv_bits,
-            "nonconv_bits": self.nonconv_bits,
-            "critical_bits": self.critical_bits,
-            "critical": list(self.critical),
-            "allocation": [list(a) for a in self.allocation],
-        }
+        return {"method": self.method, "mode": self.mode, "bits": self.bits,
+                "conv_bits": self.conv_bits, "nonconv_bits": self.nonconv_bits,
+                "critical_bits": self.critical_bits, "critical": list(self.critical),
+                "allocation": [list(a) for a in self.allocation]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
-        return cls(
-            **{
-                **d,
-                "critical": tuple(d.get("critical", ())),
-                "allocation": tuple((str(k), int(b)) for k, b in d.get("allocation", ())),
-            }
-        )
+        allocation = tuple((str(k), int(b)) for k, b in d.get("allocation", ()))
+        return cls(**{**d, "critical": tuple(d.get("critical", ())), "allocation": allocation})

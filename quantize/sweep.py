@@ -98,36 +98,22 @@ def _row(name: str, policy: Policy, sub: "Subject", seed: int, table2: bool):
     m, recon = evaluator.measure(qmodel.dequantized())
     acc = {**acc_scene.to_dict(), "bpp_tile": acc_tile.bpp}
     stored = payload_bytes(qmodel, sub)
-    return Row(
-        name,
-        policy,
-        policy.bits_column if policy.mode != "uniform" else str(policy.bits),
-        acc,
-        paper_row(acc_tile),
-        acc_scene.bpp,
-        m["snr_db"],
-        m["lmse"],
-        m["psnr_db"],
-        table2,
-        m["mean_patch_snr_db"],
-        extra={**stored, "bpp_file": 8 * stored["file_bytes"] / evaluator.pixels},
-    ), recon
+    stored["bpp_file"] = 8 * stored["file_bytes"] / evaluator.pixels
+    return Row(name, policy, policy.bits_column if policy.mode != "uniform" else str(policy.bits), acc,
+               paper_row(acc_tile), acc_scene.bpp, m["snr_db"], m["lmse"], m["psnr_db"], table2,
+               m["mean_patch_snr_db"], extra=stored), recon
 
 
 def payload_bytes(qmodel, sub: "Subject") -> dict:
     """The size of the .qmtg file `encode` would write for this configuration (the codes coded
-    by whichever coder is smallest), and that coder."""
+    by whichever coder is smallest), that coder, and the size with the codes bit-packed."""
     from qmtgan.quantize.codec import scene_header, to_payload
     from qmtgan.runtime import payload as fmt
 
     norm = sub.evaluator.patches.normalization
     payload = to_payload(qmodel, sub.config, norm, scene_header(sub.reference, sub.config["patch_size"]))
-    data = fmt.encode(payload)
-    return {
-        "file_bytes": len(data),
-        "packed_bytes": len(fmt.encode(payload, "packed")),
-        "code_coder": fmt.decode(data).header["code_coder"],
-    }
+    data, coder = fmt.encode_with_coder(payload)
+    return {"file_bytes": len(data), "packed_bytes": len(fmt.encode(payload, "packed")), "code_coder": coder}
 
 
 def normalized_distances(rows: list[Row], reference: Row) -> None:
@@ -141,12 +127,8 @@ def normalized_distances(rows: list[Row], reference: Row) -> None:
     ns = lambda s: (s - s_lo) / (s_hi - s_lo) if s_hi > s_lo else 0.0
     for r in rows:
         r.extra.update(bpp_norm=nb(r.accounting["bpp_tile"]), snr_norm=ns(r.snr_db))
-        r.distance = float(
-            np.hypot(
-                nb(r.accounting["bpp_tile"]) - nb(reference.accounting["bpp_tile"]),
-                ns(r.snr_db) - ns(reference.snr_db),
-            )
-        )
+        r.distance = float(np.hypot(nb(r.accounting["bpp_tile"]) - nb(reference.accounting["bpp_tile"]),
+                                    ns(r.snr_db) - ns(reference.snr_db)))
 
 
 @dataclass
@@ -172,16 +154,8 @@ def load_subject(model_dir, pair_dir) -> Subject:
     pair = load_pair(pair_dir)
     reference, target, valid = pair.reference, pair.target, pair.valid
     patches = make_patch_set(reference, target, cfg.patch_size, normalization=norm)
-    return Subject(
-        Path(model_dir),
-        Path(pair_dir),
-        Evaluator(generator, patches, target.data, valid),
-        generator_tensors(generator),
-        reference,
-        target,
-        valid,
-        cfg.to_dict(),
-    )
+    return Subject(Path(model_dir), Path(pair_dir), Evaluator(generator, patches, target.data, valid),
+                   generator_tensors(generator), reference, target, valid, cfg.to_dict())
 
 
 def _average(rows: list[Row]) -> Row:
@@ -191,40 +165,18 @@ def _average(rows: list[Row]) -> Row:
         return first
     mean = lambda k: float(np.mean([getattr(r, k) for r in rows]))
     per_pair = lambda k: [r.extra[k] for r in rows]
-    return Row(
-        first.model,
-        first.policy,
-        first.bits,
-        first.accounting,
-        first.paper,
-        mean("bpp_scene"),
-        mean("snr_db"),
-        mean("lmse"),
-        mean("psnr_db"),
-        first.in_table2,
-        mean("patch_snr_db"),
-        extra={
-            "per_pair_snr_db": [r.snr_db for r in rows],
-            "per_pair_patch_snr_db": [r.patch_snr_db for r in rows],
-            "file_bytes": float(np.mean(per_pair("file_bytes"))),
-            "bpp_file": float(np.mean(per_pair("bpp_file"))),
-            "per_pair_file_bytes": per_pair("file_bytes"),
-            "per_pair_bpp_file": per_pair("bpp_file"),
-            "per_pair_packed_bytes": per_pair("packed_bytes"),
-            "per_pair_code_coder": per_pair("code_coder"),
-        },
-    )
+    return Row(first.model, first.policy, first.bits, first.accounting, first.paper, mean("bpp_scene"),
+               mean("snr_db"), mean("lmse"), mean("psnr_db"), first.in_table2, mean("patch_snr_db"),
+               extra={"per_pair_snr_db": [r.snr_db for r in rows],
+                      "per_pair_patch_snr_db": [r.patch_snr_db for r in rows],
+                      "file_bytes": float(np.mean(per_pair("file_bytes"))),
+                      "bpp_file": float(np.mean(per_pair("bpp_file"))),
+                      **{f"per_pair_{k}": per_pair(k)
+                         for k in ("file_bytes", "bpp_file", "packed_bytes", "code_coder")}})
 
 
-def run_sweep(
-    model_dirs: list,
-    pair_dirs: list,
-    out_dir: str | Path,
-    methods: list[str],
-    bits: list[int],
-    seed: int = 0,
-    peers: list[str] = (),
-) -> list[Row]:
+def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: list[str], bits: list[int],
+              seed: int = 0, peers: list[str] = ()) -> list[Row]:
     """Every configuration on every (model, pair); metrics averaged over the pairs. The LWPQ
     critical layers are measured on the first model and used for all."""
     from tqdm import tqdm
@@ -248,9 +200,8 @@ def run_sweep(
     for policy in tqdm(sweep_policies(methods, bits, critical), desc="sweep", unit="config"):
         per_pair = []
         for k, sub in enumerate(subjects):
-            row, recon = _row(
-                names.get(policy.label, "Q-MultiTempGAN"), policy, sub, seed, policy.label in table2
-            )
+            row, recon = _row(names.get(policy.label, "Q-MultiTempGAN"), policy, sub, seed,
+                              policy.label in table2)
             per_pair.append(row)
             if k == 0 and policy.label in ("float32", "symmetric 8", "stochastic 8"):
                 recons[policy.label] = recon
@@ -263,28 +214,13 @@ def run_sweep(
     best = best_row(rows)
     if best.policy.label not in recons:
         recons[best.policy.label] = first.evaluator.reconstruct(
-            quantize_tensors(first.tensors, best.policy, seed).dequantized()
-        )
+            quantize_tensors(first.tensors, best.policy, seed).dequantized())
         assign_weights(first.evaluator.generator, [w for _, w in first.tensors])
-    write_report(
-        out_dir,
-        rows,
-        best,
-        recons,
-        first.reference,
-        first.target,
-        first.valid,
-        {
-            "model": ", ".join(map(str, model_dirs)),
-            "pair": ", ".join(map(str, pair_dirs)),
-            "pairs": len(subjects),
-            "pair_names": [s.pair_dir.name for s in subjects],
-            "seed": seed,
-            "critical_layers": list(critical),
-            "scene_pixels": first.evaluator.pixels,
-            "generator": first.config,
-        },
-    )
+    write_report(out_dir, rows, best, recons, first.reference, first.target, first.valid,
+                 {"model": ", ".join(map(str, model_dirs)), "pair": ", ".join(map(str, pair_dirs)),
+                  "pairs": len(subjects), "pair_names": [s.pair_dir.name for s in subjects],
+                  "seed": seed, "critical_layers": list(critical),
+                  "scene_pixels": first.evaluator.pixels, "generator": first.config})
     return rows
 
 
@@ -296,10 +232,8 @@ def json_key(d: dict) -> str:
 
 def best_row(rows: list[Row]) -> Row:
     """The quantized Table 2 configuration nearest to the float model (the paper's criterion)."""
-    return min(
-        (r for r in rows if r.in_table2 and r.policy is not None and r.policy.label != "float32"),
-        key=lambda r: r.distance,
-    )
+    return min((r for r in rows if r.in_table2 and r.policy is not None and r.policy.label != "float32"),
+               key=lambda r: r.distance)
 
 
 def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
@@ -307,25 +241,16 @@ def _peer_row(run_dir: str, pair_dir, pixels: int, log) -> Row:
     from qmtgan.quantize.accounting import Accounting
     from qmtgan.train.evaluate import evaluate
 
+
     with scratch_dir() as tmp:
         m = evaluate(run_dir, pair_dir, Path(tmp) / "peer.tif", progress=False)
     params = sum(int(np.prod(t)) for t in _shapes(run_dir))
     acc = Accounting(params, 0, 0, 0, PAPER_PIXELS, PAPER_IMAGES)
     name = m["generator"]["name"]
     log.info(f"peer {name}: SNR {m['snr_db']:.2f} dB")
-    return Row(
-        name,
-        None,
-        "32",
-        {**acc.with_data(pixels, 1).to_dict(), "bpp_tile": acc.bpp},
-        paper_row(acc),
-        acc.with_data(pixels, 1).bpp,
-        m["snr_db"],
-        m["lmse"],
-        m["psnr_db"],
-        True,
-        m["mean_patch_snr_db"],
-    )
+    return Row(name, None, "32", {**acc.with_data(pixels, 1).to_dict(), "bpp_tile": acc.bpp},
+               paper_row(acc), acc.with_data(pixels, 1).bpp, m["snr_db"], m["lmse"], m["psnr_db"], True,
+               m["mean_patch_snr_db"])
 
 
 def _shapes(run_dir) -> list[tuple[int, ...]]:

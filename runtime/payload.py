@@ -73,6 +73,11 @@ class Payload:
 def encode(payload: Payload, coder: str | None = None) -> bytes:
     """The file's bytes; the codes coded by ``coder`` (runtime/entropy.py), or by whichever
     coder gives the fewest bytes when None."""
+    return encode_with_coder(payload, coder)[0]
+
+
+def encode_with_coder(payload: Payload, coder: str | None = None) -> tuple[bytes, str]:
+    """The file's bytes and the coder its codes went through."""
     tensors = payload.header["tensors"]
     if not (len(tensors) == len(payload.codes) == len(payload.sides) == len(payload.floats)):
         raise QmtganError("payload: header and tensor lists differ in length")
@@ -96,7 +101,7 @@ def encode(payload: Payload, coder: str | None = None) -> bytes:
                 b"RES ": bytes(payload.residual)}
     if bool(payload.residual) != bool(payload.header.get("residual")):
         raise QmtganError("payload: residual bytes and the header's residual record must come together")
-    return pack_sections(VERSION, [(tag, sections[tag]) for tag in SECTIONS])
+    return pack_sections(VERSION, [(tag, sections[tag]) for tag in SECTIONS]), code_coder
 
 
 def pack_header(text: bytes) -> bytes:
@@ -249,10 +254,8 @@ def _split(header: dict, sections: dict, name: str, version: tuple[int, int]) ->
         codes.append(next(stream).reshape(shape))
         floats.append(None)
     if s_off != side.size or f_off != floats_all.size:
-        raise QmtganError(
-            f"{name}: SIDE/FLT sections have {side.size}/{floats_all.size} values, "
-            f"the header accounts for {s_off}/{f_off}"
-        )
+        raise QmtganError(f"{name}: SIDE/FLT sections have {side.size}/{floats_all.size} values, "
+                          f"the header accounts for {s_off}/{f_off}")
     return Payload(header, codes, sides, floats)
 
 
@@ -262,8 +265,7 @@ def read(path: str | os.PathLike) -> Payload:
         size = path.stat().st_size
         if size > MAX_PAYLOAD_BYTES:
             raise QmtganError(
-                f"{path}: {size} bytes, more than a payload may hold ({MAX_PAYLOAD_BYTES}); refused"
-            )
+                f"{path}: {size} bytes, more than a payload may hold ({MAX_PAYLOAD_BYTES}); refused")
         data = path.read_bytes()
     except OSError as exc:
         raise QmtganError(f"{path}: cannot read payload ({exc})") from exc
