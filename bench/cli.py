@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qmtgan.bench.farm_cli import COMMANDS as FARM_COMMANDS
 from qmtgan.bench.tool_commands import TOOLS
 from qmtgan.options import (FOLDER, aliased, deprecated_alias, key_value_option, list_option, model_option,
                             out_option, pair_option)
@@ -139,4 +140,4 @@ def bench(
 
 for tool in TOOLS:
     bench.add_command(tool)
-COMMANDS = [bench]
+COMMANDS = [bench, *FARM_COMMANDS]

@@ -7,6 +7,7 @@ Peak RSS is not measured over RPC (the server process serves many sessions)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -19,6 +20,9 @@ from qmtgan.runtime.bundle import load_bundle
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.probe import ProbeRecord
 from qmtgan.runtime.tileset import TileSet
+
+
+_UPLOADS = itertools.count()
 
 
 def _address(text: str, what: str) -> tuple[str, int]:
@@ -68,48 +72,50 @@ class RpcRunner(Runner):
             ) from None
 
     def run(self, config: Config, timing: Timing, expected_shape) -> tuple[dict, np.ndarray]:
-        import tvm
-        from tvm import relax
+        return measure_on_session(self._session, config, self.tiles, timing, self.describe())
 
-        bundle = load_bundle(config.bundle)
-        if not BACKENDS[bundle.manifest.backend].built_for_a_board:
-            raise QmtganError(
-                f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest.backend}"
-            )
-        t0 = time.perf_counter()
-        session = self._session()
-        model = bundle.path / bundle.manifest.model_file
-        session.upload(str(model), target=f"qmtgan-{config.name}.so")
-        device = session.cpu()
-        try:
-            vm = relax.VirtualMachine(session.load_module(f"qmtgan-{config.name}.so"), device)
-        except Exception as exc:
-            raise QmtganError(
-                f"{self.describe()}: the board cannot load {model.name} ({str(exc).strip().splitlines()[-1]})"
-            ) from None
-        init_s = time.perf_counter() - t0
-        x = self.tiles.normalized(bundle.normalization)
-        out, per_tile = np.empty_like(x), []
-        for i in range(len(x)):
-            t = time.perf_counter()
-            out[i] = vm["main"](tvm.runtime.tensor(x[i : i + 1], device)).numpy()[0]
-            per_tile.append(time.perf_counter() - t)
-        vm.set_input("main", tvm.runtime.tensor(x[:1], device))
-        for _ in range(timing.warmup):
-            vm.invoke_stateful("main")
-        repeat = max(timing.runs, math.ceil(timing.min_time_s / max(min(per_tile), 1e-6)))
-        result = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)("main")
-        session_info = {"arch": None, "system": None, "cpus": None, "rpc": self.describe()}
-        record = ProbeRecord(
-            bundle.tile,
-            len(x),
-            None,
-            init_s,
-            per_tile[0],
-            [float(r) for r in result.results],
-            None,
-            session_info,
-            {"apache-tvm (client)": tvm.__version__},
-            {"tile_pass_s": per_tile},
-        ).to_dict()
-        return record, TileSet.denormalized(out, bundle.normalization)
+
+def measure_on_session(open_session, config: Config, tiles: TileSet, timing: Timing,
+                       where: str) -> tuple[dict, np.ndarray]:
+    """The probe record and predicted tiles of ``config`` (a TVM bundle) on the board RPC
+    session ``open_session()`` returns once the bundle checks out. ``config.threads`` sets the
+    board's thread pool (None: its default)."""
+    import tvm
+    from tvm import relax
+
+    bundle = load_bundle(config.bundle)
+    if not BACKENDS[bundle.manifest.backend].built_for_a_board:
+        raise QmtganError(
+            f"{config.bundle}: TVM RPC runs TVM modules, this bundle is {bundle.manifest.backend}"
+        )
+    t0 = time.perf_counter()
+    session = open_session()
+    if config.threads:
+        session.get_function("runtime.config_threadpool")(1, config.threads)
+    model = bundle.path / bundle.manifest.model_file
+    remote_name = f"qmtgan-{config.name}-{next(_UPLOADS)}.so"  # a session may load several modules
+    session.upload(str(model), target=remote_name)
+    device = session.cpu()
+    try:
+        vm = relax.VirtualMachine(session.load_module(remote_name), device)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        raise QmtganError(f"{where}: the board cannot load {model.name} ({reason})") from None
+    init_s = time.perf_counter() - t0
+    x = tiles.normalized(bundle.normalization)
+    out, per_tile = np.empty_like(x), []
+    for i in range(len(x)):
+        t = time.perf_counter()
+        out[i] = vm["main"](tvm.runtime.tensor(x[i : i + 1], device)).numpy()[0]
+        per_tile.append(time.perf_counter() - t)
+    vm.set_input("main", tvm.runtime.tensor(x[:1], device))
+    for _ in range(timing.warmup):
+        vm.invoke_stateful("main")
+    repeat = max(timing.runs, math.ceil(timing.min_time_s / max(min(per_tile), 1e-6)))
+    result = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)("main")
+    session_info = {"arch": None, "system": None, "cpus": None, "rpc": where}
+    latencies = [float(r) for r in result.results]
+    record = ProbeRecord(bundle.tile, len(x), config.threads, init_s, per_tile[0], latencies, None,
+                         session_info, {"apache-tvm (client)": tvm.__version__},
+                         {"tile_pass_s": per_tile}).to_dict()
+    return record, TileSet.denormalized(out, bundle.normalization)

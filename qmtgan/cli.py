@@ -46,6 +46,7 @@ def main(verbose: int = 0, quiet: bool = False) -> None:
 
 
 def _register() -> None:
+    from qmtgan.archive.cli import COMMANDS as archive_commands
     from qmtgan.bench.cli import COMMANDS as bench_commands
     from qmtgan.convert.cli import COMMANDS as convert_commands
     from qmtgan.demo.cli import COMMANDS as demo_commands
@@ -56,7 +57,7 @@ def _register() -> None:
     from qmtgan.train.cli import COMMANDS as train_commands
 
     for command in [*train_commands, *quantize_commands, *rd_commands, *convert_commands, *runtime_commands,
-                    *target_commands, *demo_commands, *bench_commands]:
+                    *target_commands, *demo_commands, *bench_commands, *archive_commands]:
         main.add_command(command)
 
 

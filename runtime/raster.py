@@ -46,24 +46,42 @@ def geotiff_profile(bands: int, height: int, width: int, dtype: str, crs, transf
     return profile
 
 
+# What a STAC asset calls a Cloud-Optimized GeoTIFF.
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def cog_copy(src: str | os.PathLike, dst: str | os.PathLike, compress: str = "deflate",
+             overviews: bool = True) -> None:
+    """``src`` (any raster GDAL reads) written to ``dst`` by GDAL's COG driver: 256 px tiles,
+    the header and tile index first, overviews (averaged) when asked, then the full
+    resolution; readable with HTTP range requests."""
+    from rasterio.shutil import copy
+
+    options = COMPRESSIONS[compress]
+    level = options.get("zlevel", options.get("zstd_level"))
+    copy(str(src), str(dst), driver="COG", compress=options["compress"].upper(), level=level,
+         predictor="YES", blocksize=256, overviews="AUTO" if overviews else "NONE",
+         overview_resampling="AVERAGE")
+
+
 def write_geotiff(path: str | os.PathLike, scene: Scene, dtype: str = "uint16",
-                  tags: dict | None = None, valid: np.ndarray | None = None) -> Path:
-    """Write ``scene`` as a tiled, compressed GeoTIFF with band descriptions.
-    ``valid`` (default: the scene's own mask) says which pixels are real data."""
-    import rasterio
+                  tags: dict | None = None, valid: np.ndarray | None = None,
+                  overviews: bool = True) -> Path:
+    """Write ``scene`` as a Cloud-Optimized GeoTIFF (compressed, 256 px tiles, overviews) with
+    band descriptions. ``valid`` (default: the scene's own mask) says which pixels are real data."""
+    from rasterio.io import MemoryFile
 
     valid = scene.valid if valid is None else valid
     array = to_uint16(scene.data, valid) if dtype == "uint16" else scene.data.astype(dtype)
     path = Path(path)
-    with atomic_file(path) as tmp:
-        with rasterio.open(
-            tmp, "w", **geotiff_profile(*array.shape, dtype, scene.crs, scene.transform)
-        ) as dst:
+    with MemoryFile() as memory, atomic_file(path) as tmp:
+        with memory.open(**geotiff_profile(*array.shape, dtype, scene.crs, scene.transform)) as dst:
             dst.write(array)
-            for i, name in enumerate(scene.bands, start=1):
+            for i, name in enumerate(scene.bands[: array.shape[0]], start=1):
                 dst.set_band_description(i, name)
             if tags:
                 dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        cog_copy(memory.name, tmp, overviews=overviews)
     return path
 
 
@@ -194,11 +212,12 @@ def check_free_space(path: Path, needed_bytes: float) -> None:
 class SceneWriter:
     """A decoded scene written window by window: a tiled, compressed uint16 GeoTIFF of whole DN
     (a band-first float32 .npy when the name ends in .npy or rasterio is not installed), nodata
-    0 where the reference has none. The file appears under its name only once every window is written
-    (and the overviews built, if asked); a failure leaves nothing behind."""
+    0 where the reference has none; at the end rewritten as a Cloud-Optimized GeoTIFF (``cog``,
+    the default). The file appears under its name only once every window is written (and the
+    overviews built, if asked); a failure leaves nothing behind."""
 
     def __init__(self, path: str | os.PathLike, bands: int, height: int, width: int, crs=None, transform=None,
-                 overviews: bool = False, compress: str = "deflate"):
+                 overviews: bool = False, compress: str = "deflate", cog: bool = True):
         rasterio = None
         if Path(path).suffix.lower() != ".npy":  # a .npy name is written as .npy, rasterio or not
             try:
@@ -207,9 +226,10 @@ class SceneWriter:
                 pass
         self.path = Path(path) if rasterio else Path(path).with_suffix(".npy")
         self.overviews = overviews and rasterio is not None
-        check_free_space(
-            self.path, bands * height * width * (2 if rasterio else 4) * (4 / 3 if self.overviews else 1)
-        )
+        self.cog, self.compress = cog and rasterio is not None, compress
+        copies = 2 if self.cog else 1  # the tiled file and its COG rewrite, side by side at the end
+        check_free_space(self.path, bands * height * width * (2 if rasterio else 4) * copies
+                         * (4 / 3 if self.overviews else 1))
         self._atomic = atomic_file(self.path)
         tmp = self._atomic.__enter__()
         try:
@@ -244,7 +264,9 @@ class SceneWriter:
             if self._dst is not None:
                 self._dst.close()
                 if ok and self.overviews:
-                    self._build_overviews()
+                    self._build_overviews()  # the COG driver keeps them (it makes none below 256 px)
+                if ok and self.cog:
+                    self._rewrite_as_cog()
             else:
                 self._npy.close()
         except BaseException:
@@ -254,6 +276,14 @@ class SceneWriter:
             self._atomic.__exit__(None, None, None)
         else:
             self._atomic.__exit__(QmtganError, QmtganError("aborted"), None)
+
+    def _rewrite_as_cog(self) -> None:
+        cog = Path(f"{self._tmp}.cog")
+        try:
+            cog_copy(self._tmp, cog, self.compress, self.overviews)
+            os.replace(cog, self._tmp)
+        finally:
+            cog.unlink(missing_ok=True)
 
     def _build_overviews(self) -> None:
         import rasterio

@@ -88,10 +88,11 @@ def _require_qemu(board: Board) -> None:
                           f"'{board.reach.method}', not 'qemu')")
 
 
-def emulated_argv(board: Board, argv, env: dict[str, str] | None = None) -> list[str]:
-    """The host command line that runs `argv` on the emulated board (building the sysroot and
-    fetching the board's wheels on first use). `env`: guest environment variables; its
-    PYTHONPATH (os.pathsep-separated host paths) comes after the board's site-packages."""
+def guest_command(board: Board, argv, env: dict[str, str] | None = None) -> list[str]:
+    """The qemu command line that runs `argv` on the board's CPU with its sysroot (building the
+    sysroot and fetching the board's wheels on first use); no ARM cpuinfo, no clean host
+    environment (emulated_argv adds both). `env`: guest environment variables; its PYTHONPATH
+    (os.pathsep-separated host paths) comes after the board's site-packages."""
     _require_qemu(board)
     argv = [str(a) for a in argv]
     if not argv:
@@ -112,11 +113,29 @@ def emulated_argv(board: Board, argv, env: dict[str, str] | None = None) -> list
     guest = [qemu, "-L", str(sysroot), "-cpu", board.reach.cpu or "max"]
     for key, value in env.items():
         guest += ["-E", f"{key}={value}"]
-    guest += [str(exe), *argv[1:]]
+    return [*guest, str(exe), *argv[1:]]
+
+
+def emulated_argv(board: Board, argv, env: dict[str, str] | None = None) -> list[str]:
+    """The host command line that runs `argv` on the emulated board: guest_command in a mount
+    namespace of its own where /proc/cpuinfo is the board's, with a clean host environment."""
+    guest = guest_command(board, argv, env)
     bind = 'mount --bind "$1" /proc/cpuinfo && shift && exec "$@"'
     host_env = [f"PATH={HOST_PATH}", f"HOME={os.path.expanduser('~')}", "LC_ALL=C.UTF-8"]
     return [shutil.which("env") or "env", "-i", *host_env, *_unshare(), "sh", "-c", bind, "qmtgan-emulate",
             str(cpuinfo_file(board)), *guest]
+
+
+def guest_python_launcher(board: Board, path: Path, env: dict[str, str] | None = None) -> Path:
+    """A host script at `path` that runs the board's python under qemu with `args`: what a
+    guest program execs to start another guest python (qemu's user mode cannot exec an
+    aarch64 binary by itself where the host has no binfmt handler for it)."""
+    import shlex
+
+    command = " ".join(shlex.quote(a) for a in guest_command(board, ["python3"], env))
+    path.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
 def run_emulated(board: Board, argv, env: dict[str, str] | None = None, timeout: float | None = None,

@@ -202,6 +202,8 @@ def test_smoke_tile_is_a_small_mirrored_crop_stored_losslessly(small_pair_dir, t
 
 
 def test_a_read_failing_mid_scene_is_a_clear_error_and_leaves_no_file(conv_backend, small_pair_dir, tmp_path):
+    import rasterio
+
     from qmtgan.runtime.errors import QmtganError
     from qmtgan.runtime.normalization import Normalization
     from qmtgan.runtime.raster import SceneWriter, read_reference
@@ -210,9 +212,10 @@ def test_a_read_failing_mid_scene_is_a_clear_error_and_leaves_no_file(conv_backe
     ref = read_reference(small_pair_dir / "reference.tif")
     norm = Normalization.fit([ref.data], ref.valid)
     data = bytearray((small_pair_dir / "reference.tif").read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(
-        4096
-    )  # the header survives, a compressed block does not
+    # the header survives, the first full-resolution block does not
+    with rasterio.open(small_pair_dir / "reference.tif") as src:
+        at = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    data[at : at + 4096] = bytes(4096)
     corrupt = tmp_path / "in" / "corrupt.tif"
     corrupt.parent.mkdir()
     corrupt.write_bytes(bytes(data))

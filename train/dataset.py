@@ -1,8 +1,9 @@
-"""Patches of a pair, normalized for the generator, and the tf.data pipeline over them."""
+"""Patches of a pair, normalized for the generator, and the order training visits them in."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -52,22 +53,17 @@ def epoch_order(patches: PatchSet, seed: int, epoch: int, flips: bool) -> tuple[
     return order, flip
 
 
-def training_dataset(patches: PatchSet, seed: int, first_epoch: int, last_epoch: int, flips: bool):
-    """(reference, target) batches of 1 for epochs first..last, as one tf.data pipeline built
-    once (a pipeline per epoch costs a noticeable start-up every epoch)."""
-    import tensorflow as tf
-
+def training_dataset(patches: PatchSet, seed: int, first_epoch: int, last_epoch: int,
+                     flips: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(reference, target) batches of 1 for epochs first..last, as numpy arrays."""
+    # Not tf.data: a step costs far more than slicing a patch, and a from_generator pipeline's
+    # iterator can block its own destruction for tens of seconds (its pool waits for the GIL).
     ref, tgt = patches.reference, patches.target
-
-    def gen():
-        for epoch in range(first_epoch, last_epoch + 1):
-            for i, (fv, fh) in zip(*epoch_order(patches, seed, epoch, flips)):
-                a, b = ref[i], tgt[i]
-                if fv:
-                    a, b = a[::-1], b[::-1]
-                if fh:
-                    a, b = a[:, ::-1], b[:, ::-1]
-                yield np.ascontiguousarray(a), np.ascontiguousarray(b)
-
-    spec = tf.TensorSpec(ref.shape[1:], tf.float32)
-    return tf.data.Dataset.from_generator(gen, output_signature=(spec, spec)).batch(1).prefetch(2)
+    for epoch in range(first_epoch, last_epoch + 1):
+        for i, (fv, fh) in zip(*epoch_order(patches, seed, epoch, flips)):
+            a, b = ref[i], tgt[i]
+            if fv:
+                a, b = a[::-1], b[::-1]
+            if fh:
+                a, b = a[:, ::-1], b[:, ::-1]
+            yield np.ascontiguousarray(a[None]), np.ascontiguousarray(b[None])

@@ -1,0 +1,1 @@
+"""Archive scale: many pairs encoded as Ray tasks, catalogued as STAC, rasters as COGs."""
