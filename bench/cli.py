@@ -9,7 +9,7 @@ import click
 from qmtgan.bench.farm_cli import COMMANDS as FARM_COMMANDS
 from qmtgan.bench.tool_commands import TOOLS
 from qmtgan.options import (FOLDER, aliased, deprecated_alias, key_value_option, list_option, model_option,
-                            out_option, pair_option)
+                            out_option, pair_option, timing_options)
 
 
 def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
@@ -46,12 +46,7 @@ def _bundle_dirs(folders: tuple[Path, ...], only: list[str]) -> list[Path]:
     "--rpc-board", default="host-x86_64", show_default=True, help="The board behind the RPC server."
 )
 @deprecated_alias("--rpc-target", "rpc_board", "--rpc-board")
-@click.option("--tiles", "tile_count", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
-              help="Seconds one configuration may take.")
+@timing_options()
 @click.option(
     "--native",
     is_flag=True,

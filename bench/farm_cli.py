@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import FOLDER, key_value_option, list_option, out_option, pair_option
+from qmtgan.options import FOLDER, key_value_option, list_option, out_option, pair_option, timing_options
 
 
 @click.group()
@@ -24,8 +24,13 @@ def farm() -> None:
     required=True,
     help="BOARD=COUNT: that many RPC servers of a local or emulated board (repeatable).",
 )
-@click.option("--listen", "host", default="127.0.0.1", show_default=True,
-              help="Address the tracker and servers listen on.")
+@click.option(
+    "--listen",
+    "host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the tracker and servers listen on.",
+)
 @click.option("--tracker-port", "port", type=click.IntRange(1, 65535), default=9190, show_default=True)
 @click.option(
     "--for",
@@ -89,17 +94,7 @@ def status(tracker: str) -> None:
     type=click.IntRange(min=1),
     help="At most this many boards (default: every free one).",
 )
-@click.option("--tiles", "tile_count", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=1800,
-    show_default=True,
-    help="Seconds a board's session may last.",
-)
+@timing_options("Seconds a board's session may last.")
 @out_option("Report folder.", default=Path("results/farm"))
 def farm_bench_cmd(
     tracker: str,

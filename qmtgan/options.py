@@ -71,6 +71,27 @@ def patch_size_option(help: str = "") -> Callable:
                         help=help or None)
 
 
+def timing_options(timeout_help: str = "Seconds one configuration may take.") -> Callable:
+    """How each configuration is timed (bench, farm bench): --tiles, --warmup, --runs,
+    --min-time, --timeout."""
+    options = [
+        click.option("--tiles", "tile_count", type=click.IntRange(min=1), default=4, show_default=True),
+        click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True),
+        click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True),
+        click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Seconds."),
+        click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
+                     help=timeout_help),
+    ]
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def _split(values) -> list[str]:
     if values is None:
         return []

@@ -3,6 +3,7 @@ matrix spread over both (qmtgan farm bench), one report row per board."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -22,48 +23,33 @@ def _farm_up(port: int, *boards: str) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_registered(proc: subprocess.Popen) -> None:
-    line = proc.stderr.readline()  # printed once every server is registered
-    assert "registered" in line, line + proc.stderr.read() if proc.poll() is not None else line
+def _farm_bench(port: int, key: str, bundles, pair, threads: str, out):
+    return run_cli("farm", "bench", "--tracker", f"127.0.0.1:{port}", "--key", key, "--bundles", bundles,
+                   "--pair", pair, "--threads", threads, "--tiles", "2", "--warmup", "1", "--runs", "3",
+                   "--min-time", "0", "-o", out)
+
+
+@contextlib.contextmanager
+def _farm(*slots: str):
+    """`qmtgan farm up` with these slots on a free port, once every server is registered; its port."""
+    port = free_port()
+    farm = _farm_up(port, *slots)
+    try:
+        line = farm.stderr.readline()  # printed once every server is registered
+        assert "registered" in line, line + farm.stderr.read() if farm.poll() is not None else line
+        yield port
+    finally:
+        farm.terminate()
+        farm.wait(60)
 
 
 def test_the_bench_matrix_is_spread_over_every_free_board_of_a_key(tiny_bundles, small_pair_dir, tmp_path):
     out_dir, _ = tiny_bundles
-    port = free_port()
-    farm = _farm_up(port, "host-x86_64=2")
-    try:
-        _wait_registered(farm)
-        tracker = f"127.0.0.1:{port}"
-        status = run_cli("farm", "status", "--tracker", tracker)
+    with _farm("host-x86_64=2") as port:
+        status = run_cli("farm", "status", "--tracker", f"127.0.0.1:{port}")
         assert status.returncode == 0 and "host-x86_64: 2 free" in status.stdout, status.stderr
-        proc = run_cli(
-            "farm",
-            "bench",
-            "--tracker",
-            tracker,
-            "--key",
-            "host-x86_64",
-            "--bundles",
-            out_dir,
-            "--pair",
-            small_pair_dir,
-            "--threads",
-            "1,2,1,2",
-            "--tiles",
-            "2",
-            "--warmup",
-            "1",
-            "--runs",
-            "3",
-            "--min-time",
-            "0",
-            "-o",
-            tmp_path / "farm",
-        )
+        proc = _farm_bench(port, "host-x86_64", out_dir, small_pair_dir, "1,2,1,2", tmp_path / "farm")
         assert proc.returncode == 0, proc.stderr[-3000:]
-    finally:
-        farm.terminate()
-        farm.wait(30)
     report = json.loads((tmp_path / "farm" / "farm.json").read_text())
     boards = report["boards"]
     # one row per board; both boards took work; every configuration ran once, somewhere
@@ -91,17 +77,9 @@ def test_a_farm_of_an_unknown_or_remote_board_is_one_clear_error():
 @pytest.mark.qemu
 def test_a_farm_of_emulated_boards_runs_their_modules(tiny_bundles, small_pair_dir, tmp_path):
     out_dir, _ = tiny_bundles
-    port = free_port()
-    farm = _farm_up(port, "qemu-aarch64=2")
-    try:
-        _wait_registered(farm)
-        proc = run_cli("farm", "bench", "--tracker", f"127.0.0.1:{port}", "--key", "qemu-aarch64",
-                       "--bundles", out_dir, "--pair", small_pair_dir, "--threads", "1,2", "--tiles", "2",
-                       "--warmup", "1", "--runs", "3", "--min-time", "0", "-o", tmp_path / "farm")
+    with _farm("qemu-aarch64=2") as port:
+        proc = _farm_bench(port, "qemu-aarch64", out_dir, small_pair_dir, "1,2", tmp_path / "farm")
         assert proc.returncode == 0, proc.stderr[-3000:]
-    finally:
-        farm.terminate()
-        farm.wait(60)
     report = json.loads((tmp_path / "farm" / "farm.json").read_text())
     assert len(report["boards"]) == 2 and all(b["ok"] >= 1 and b["failed"] == 0 for b in report["boards"])
     # the aarch64 modules (the Raspberry Pi and Jetson builds) run there, the host's does not
