@@ -30,17 +30,11 @@ OBJECT_STORE_BYTES = 128 * 2**20
 WORKER_RETRIES = 3
 
 
-def _encode_task(job: dict, out: str, settings: dict) -> dict:
+def _encode_task(job: dict, out: str, settings: dict, inputs: str) -> dict:
     """What a Ray worker runs (plain dicts in and out)."""
-    settings = {**settings, "formats": tuple(settings["formats"])}
-    job = PairJob(
-        job["id"],
-        Path(job["reference"]),
-        Path(job["target"]),
-        job["target_datetime"],
-        job["reference_datetime"],
-    )
-    return encode_pair_job(job, Path(out), BatchSettings(**settings))
+    job = PairJob(**{**job, "reference": Path(job["reference"]), "target": Path(job["target"])})
+    settings = BatchSettings(**{**settings, "formats": tuple(settings["formats"])})
+    return encode_pair_job(job, Path(out), settings, inputs)
 
 
 class _Lock:
@@ -80,7 +74,7 @@ def _start_ray(
             **options,
         )
     resources = ray.cluster_resources()
-    slots = int(resources.get("CPU", 0) // cpus_per_pair) if cpus_per_pair else workers
+    slots = int(resources.get("CPU", 0) // cpus_per_pair)
     if gpus_per_pair:
         slots = min(slots, int(resources.get("GPU", 0) // gpus_per_pair))
     if slots < 1:
@@ -114,7 +108,7 @@ def _failure(exc: Exception) -> str:
 
 
 def _run_tasks(
-    todo: list[PairJob],
+    todo: list[tuple[PairJob, str]],
     out: Path,
     settings: BatchSettings,
     slots: int,
@@ -134,8 +128,8 @@ def _run_tasks(
     )
     plain = {**asdict(settings), "formats": list(settings.formats)}
     # the largest pairs first, so that no long pair starts last while the other workers idle
-    todo = sorted(todo, key=input_bytes, reverse=True)
-    pending = {task.remote(j.to_dict(), str(out), plain): j for j in todo}
+    todo = sorted(todo, key=lambda t: input_bytes(t[0]), reverse=True)
+    pending = {task.remote(j.to_dict(), str(out), plain, inputs): j for j, inputs in todo}
     done, failed = [], []
     with tqdm(
         total=len(todo), unit="pair", desc="encode-batch", disable=not progress, dynamic_ncols=True
@@ -177,8 +171,9 @@ def run_batch(
     with _Lock(out):
         skipped, todo = [], []
         for job in tqdm(jobs, desc="check finished", unit="pair", disable=not progress):
-            record = finished_record(out, job, settings, inputs_sha256(job))
-            (skipped if record else todo).append(record or job)
+            inputs = inputs_sha256(job)
+            record = finished_record(out, job, settings, inputs)
+            (skipped if record else todo).append(record or (job, inputs))
         log.info(f"{len(jobs)} pairs: {len(skipped)} already finished, {len(todo)} to encode")
         done, failed, slots = [], [], 0
         if todo:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from qmtgan import __version__
-from qmtgan.archive.pairs import PairJob, inputs_sha256
+from qmtgan.archive.pairs import PairJob
 from qmtgan.runtime.atomic import write_text_atomic
 from qmtgan.runtime.digest import sha256_file
 from qmtgan.runtime.errors import QmtganError
@@ -169,8 +169,10 @@ def _report(folder: Path, record: dict) -> None:
     write_text_atomic(folder / "report.json", json.dumps(record, indent=2))
 
 
-def encode_pair_job(job: PairJob, out: Path, settings: BatchSettings, progress: bool = False) -> dict:
-    """Encode one pair into OUT/pairs/ID/ and return its record (also written as done.json)."""
+def encode_pair_job(job: PairJob, out: Path, settings: BatchSettings, inputs: str,
+                    progress: bool = False) -> dict:
+    """Encode one pair into OUT/pairs/ID/ and return its record (also written as done.json);
+    ``inputs`` is the pair's inputs_sha256."""
     from qmtgan.quantize.codec import scene_header, to_payload
     from qmtgan.quantize.model import quantize_tensors
     from qmtgan.quantize.policy import Policy, generator_tensors
@@ -186,7 +188,6 @@ def encode_pair_job(job: PairJob, out: Path, settings: BatchSettings, progress: 
     folder = pair_folder(out, job.id)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ERROR).unlink(missing_ok=True)
-    inputs = inputs_sha256(job)
     _prepare(job, folder / "pair", settings, inputs)
     pair = load_pair(folder / "pair")
     timings["prepare"] = time.perf_counter() - t0

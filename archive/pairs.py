@@ -15,7 +15,6 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.names import plain_name
 
 CSV_COLUMNS = ("id", "reference", "target", "target_datetime")
-CSV_OPTIONAL = ("reference_datetime",)
 # STAC asset keys of a pair item in an input ItemCollection.
 REFERENCE_ASSET, TARGET_ASSET = "reference", "target"
 MAX_PAIRS = 100_000

@@ -45,49 +45,16 @@ def pair_item(out: Path, record: dict):
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code, proj.shape, proj.transform = fp["crs"], fp["shape"], fp["transform"]
     folder = pair_folder(out, record["id"])
-    item.add_asset(
-        "payload",
-        pystac.Asset(
-            str(folder / record["payload"]),
-            "compressed target (.qmtg)",
-            media_type=PAYLOAD_MEDIA_TYPE,
-            roles=["data"],
-        ),
-    )
-    item.add_asset(
-        "preview",
-        pystac.Asset(
-            str(folder / "preview.tif"),
-            "decoded target, true colour",
-            media_type=COG_MEDIA_TYPE,
-            roles=["overview", "visual"],
-        ),
-    )
-    item.add_asset(
-        "report",
-        pystac.Asset(
-            str(folder / "report.md"), "encoding report", media_type="text/markdown", roles=["metadata"]
-        ),
-    )
-    item.add_asset(
-        "record",
-        pystac.Asset(
-            str(folder / "report.json"),
-            "encoding record",
-            media_type=pystac.MediaType.JSON,
-            roles=["metadata"],
-        ),
-    )
-    for name in record["bundles"]:
-        item.add_asset(
-            f"bundle-{name}",
-            pystac.Asset(
-                str(folder / "bundles" / name / "manifest.json"),
-                f"{name} deployment bundle (manifest)",
-                media_type=pystac.MediaType.JSON,
-                roles=["metadata"],
-            ),
-        )
+    assets = [  # key, file, title, media type, roles
+        ("payload", record["payload"], "compressed target (.qmtg)", PAYLOAD_MEDIA_TYPE, ["data"]),
+        ("preview", "preview.tif", "decoded target, true colour", COG_MEDIA_TYPE, ["overview", "visual"]),
+        ("report", "report.md", "encoding report", "text/markdown", ["metadata"]),
+        ("record", "report.json", "encoding record", pystac.MediaType.JSON, ["metadata"]),
+        *((f"bundle-{name}", f"bundles/{name}/manifest.json", f"{name} deployment bundle (manifest)",
+           pystac.MediaType.JSON, ["metadata"]) for name in record["bundles"]),
+    ]
+    for key, file, title, media_type, roles in assets:
+        item.add_asset(key, pystac.Asset(str(folder / file), title, media_type=media_type, roles=roles))
     item.set_self_href(str(folder / f"{record['id']}.json"))
     return item
 
@@ -109,7 +76,6 @@ def write_catalogue(out: Path, records: list[dict]) -> Path:
     items = [pair_item(out, r) for r in sorted(records, key=lambda r: r["id"])]
     for item in items:
         catalog.add_item(item)
-        item.set_self_href(str(pair_folder(out, item.id) / f"{item.id}.json"))  # add_item does not move it
         item.make_asset_hrefs_relative()
     for item in items:
         write_text_atomic(

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qmtgan.bench.records import Config, Timing, error_record, latency_stats
+from qmtgan.bench.rpc import host_port, measure_on_session
 from qmtgan.runtime.errors import QmtganError
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,11 @@ PORTS_PER_SERVER = 20
 REGISTER_TIMEOUT_S = 300.0  # an emulated server imports TVM under qemu: slow on the first start
 
 
-def address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise QmtganError(f"a tracker address is host:port, got '{text}'")
-    return host, int(port)
-
-
 def free_boards(tracker: str) -> dict[str, int]:
     """Free servers per device key, as the tracker counts them."""
     from tvm import rpc
 
-    where = address(tracker)
+    where = host_port(tracker, "--tracker")
     try:
         socket.create_connection(where, timeout=5).close()  # TVM's own client retries for a minute
         summary = rpc.connect_tracker(*where).summary()
@@ -184,7 +178,7 @@ def request_board(tracker: str, key: str, session_timeout: int = 0):
     from tvm import rpc
     from tvm.rpc import base
 
-    sock = socket.create_connection(address(tracker), timeout=30)
+    sock = socket.create_connection(host_port(tracker, "--tracker"), timeout=30)
     try:
         sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
         if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
@@ -212,8 +206,6 @@ def farm_bench(
     """Every configuration on the next free board of ``key`` (``boards`` of them at once,
     default: all free now); one record each, with the board's address in "board"."""
     from tqdm import tqdm
-
-    from qmtgan.bench.rpc import measure_on_session
 
     free = free_boards(tracker).get(key, 0)
     if free < 1:

@@ -25,9 +25,9 @@ from qmtgan.runtime.tileset import TileSet
 _UPLOADS = itertools.count()
 
 
-def _address(text: str, what: str) -> tuple[str, int]:
+def host_port(text: str, what: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise QmtganError(f"{what} must be host:port, got '{text}'")
     return host, int(port)
 
@@ -63,8 +63,8 @@ class RpcRunner(Runner):
 
         try:
             if self.server:
-                return rpc.connect(*_address(self.server, "--rpc"), session_timeout=self.timeout)
-            return rpc.connect_tracker(*_address(self.tracker, "--rpc-tracker")).request(
+                return rpc.connect(*host_port(self.server, "--rpc"), session_timeout=self.timeout)
+            return rpc.connect_tracker(*host_port(self.tracker, "--rpc-tracker")).request(
                 self.key, session_timeout=self.timeout)
         except Exception as exc:  # TVMError / OSError / RuntimeError: no server there
             raise QmtganError(

@@ -77,7 +77,7 @@ def write_geotiff(path: str | os.PathLike, scene: Scene, dtype: str = "uint16",
     with MemoryFile() as memory, atomic_file(path) as tmp:
         with memory.open(**geotiff_profile(*array.shape, dtype, scene.crs, scene.transform)) as dst:
             dst.write(array)
-            for i, name in enumerate(scene.bands[: array.shape[0]], start=1):
+            for i, name in enumerate(scene.bands, start=1):
                 dst.set_band_description(i, name)
             if tags:
                 dst.update_tags(**{k: str(v) for k, v in tags.items()})
