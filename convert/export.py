@@ -28,6 +28,8 @@ def deployable_generator(run_dir: Path, tile: int, payload_path: Path | None = N
     source = "float32 (trained)"
     if payload_path is not None:
         payload = fmt.read(payload_path)
+        if "generator" not in payload.header:
+            raise QmtganError(f"{payload_path}: carries no generator (made against a shared generator)")
         if GeneratorConfig.from_dict(payload.header["generator"]) != cfg:
             raise QmtganError(f"{payload_path}: made for another generator than {run_dir}")
         weights, source = (

@@ -12,8 +12,17 @@ from qmtgan.runtime.scene import BAND_ORDER, Scene
 
 def scene_header(scene: Scene, patch_size: int) -> dict:
     h, w = scene.shape
-    return {"height": h, "width": w, "crs": scene.crs.to_wkt() if scene.crs else None,
+    return {"height": h, "width": w, "crs": crs_text(scene.crs),
             "transform": list(scene.transform)[:6], "patch_size": patch_size}
+
+
+def crs_text(crs) -> str | None:
+    """The CRS as its authority code ("EPSG:32636") when it has one, else as WKT: a few bytes
+    instead of several hundred (the decoder takes the reference's CRS, and checks the code)."""
+    if crs is None:
+        return None
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else crs.to_wkt()
 
 
 def to_payload(

@@ -5,7 +5,8 @@ One small class per kind; each yields (label, reconstruction, bytes, requested b
 
   reference         the reference itself as the prediction (0 bytes)
   gain-offset       per-band gain and offset fitted to the pair (2 x bands float32)
-  linear            a bands x (bands + 1) spectral predictor, least squares (float32)
+  linear            a bands x (bands + 1) spectral predictor, least squares (stored as a
+                    payload stores a linear base: 12-bit taps, float32 offsets)
   linear-3x3        the same over each pixel's 3x3 neighbourhood, bands x (9 bands + 1): it
                     also absorbs a sub-pixel misregistration between the dates
   jpeg2000          JPEG2000 of the target at each requested rate
@@ -28,6 +29,7 @@ from qmtgan.runtime import jpeg2000
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.klt import Klt
 from qmtgan.runtime.linear import apply_linear
+from qmtgan.runtime.linear_coding import CodedLinear
 from qmtgan.runtime.residual import add_residual, residual_image
 from qmtgan.train.linear_fit import fit_linear
 
@@ -36,12 +38,13 @@ log = logging.getLogger(__name__)
 FLOAT_BYTES = 4
 
 
-def linear_prediction(pair: PairData, kernel: int) -> tuple[np.ndarray, np.ndarray]:
-    """(coefficients, prediction) of the robust linear predictor, fitted once per pair and kernel."""
+def linear_prediction(pair: PairData, kernel: int) -> tuple[CodedLinear, np.ndarray]:
+    """(coefficients as stored, prediction from them) of the robust linear predictor, fitted
+    once per pair and kernel; stored as a shared-predictor payload stores its base."""
     key = ("linear", kernel)
     if key not in pair.memo:
-        coef = fit_linear(pair.reference.data, pair.target.data, pair.valid, kernel=kernel)
-        pair.memo[key] = (coef, apply_linear(coef, pair.reference.data, pair.valid))
+        coded = CodedLinear.code(fit_linear(pair.reference.data, pair.target.data, pair.valid, kernel=kernel))
+        pair.memo[key] = (coded, apply_linear(coded.coef, pair.reference.data, pair.valid))
     return pair.memo[key]
 
 
@@ -79,12 +82,12 @@ class LinearPredictor(Baseline):
     kernel = 1
 
     def _run_impl(self, pair, rates):
-        coef, prediction = linear_prediction(pair, self.kernel)
+        coded, prediction = linear_prediction(pair, self.kernel)
         what = "spectral" if self.kernel == 1 else f"{self.kernel}x{self.kernel} spatial-spectral"
         yield (
-            f"linear {coef.shape[0]}x{coef.shape[1]} {what} predictor",
+            f"linear {coded.coef.shape[0]}x{coded.coef.shape[1]} {what} predictor",
             prediction,
-            coef.size * FLOAT_BYTES,
+            coded.nbytes,
             None,
             {},
         )
@@ -125,8 +128,8 @@ class LinearPlusJpeg2000(Baseline):
     kernel = 1
 
     def _run_impl(self, pair, rates):
-        coef, prediction = linear_prediction(pair, self.kernel)
-        side = coef.size * FLOAT_BYTES
+        coded, prediction = linear_prediction(pair, self.kernel)
+        side = coded.nbytes
         name = "linear" if self.kernel == 1 else f"linear {self.kernel}x{self.kernel}"
         for bpp in rates:
             residual_bpp = bpp - 8.0 * side / pair.samples
@@ -168,8 +171,8 @@ class SpatialLinearPlusKltJpeg2000(Baseline):
     rate_driven = True
 
     def _run_impl(self, pair, rates):
-        coef, prediction = linear_prediction(pair, 3)
-        side = coef.size * FLOAT_BYTES
+        coded, prediction = linear_prediction(pair, 3)
+        side = coded.nbytes
         residual = pair.target.data - prediction
         for bpp in rates:
             decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples)

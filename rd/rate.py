@@ -21,7 +21,7 @@ from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.decode import predict
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.residual import (DTYPE, KLT_CODEC, add_residual, decode_residual, klt_residual,
-                                     residual_image)
+                                     residual_bytes, residual_image)
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +82,18 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
     decoder gets from it. The residual goes through a spectral KLT before JPEG2000 (``klt``),
     or is coded band by band as int16."""
     record = {"codec": KLT_CODEC if klt else "jpeg2000", "dtype": DTYPE, "shape": list(prediction.shape)}
+    transform = None
     if klt:
         transform, image = klt_residual(pair.target.data, prediction, pair.valid)
-        record["klt"] = transform.to_text()
     else:
         image = residual_image(pair.target.data, prediction, pair.valid)
-    side = len(record.get("klt", ""))
+    side = transform.side_bytes if transform else 0
     coded = jpeg2000.encode_at_bpp(image, residual_bpp - 8.0 * side / pair.samples)
-    record.update(bpp=coded.bpp, quality=coded.quality)
+    record.update(bpp=round(coded.bpp, 6), quality=round(coded.quality, 4))  # for the record only
+    data = residual_bytes(transform, coded.data)
     hybrid = fmt.Payload({**payload.header, "residual": record}, payload.codes, payload.sides, payload.floats,
-                         coded.data)
-    recon = add_residual(prediction, decode_residual(coded.data, record, image.shape), pair.valid)
+                         data)
+    recon = add_residual(prediction, decode_residual(data, record, image.shape), pair.valid)
     return hybrid, recon, coded
 
 
@@ -145,9 +146,8 @@ def projected_hybrids(pair: PairData, c: Candidate, prediction: np.ndarray, rate
         except QmtganError as exc:
             errors.append(f"{pair.name}: {c.label} + residual @ {total:g}, projected: {exc}")
             continue
-        side = len(hybrid.header["residual"].get("klt", ""))  # the transform travels in the header
         label = f"{c.label} + JPEG2000 residual @ {total:g}, projected"
-        points.append(score(pair, "hybrid-projected", label, recon, round(weights + side + len(coded.data)),
+        points.append(score(pair, "hybrid-projected", label, recon, round(weights + len(hybrid.residual)),
                             total, bits=c.bits, run=str(c.run), pixels=pixels, weight_bytes=c.nbytes))
     return points, errors
 

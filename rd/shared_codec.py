@@ -1,7 +1,7 @@
 """Payloads against a shared generator: export a trained shared generator as the float .qmtg
 both ends hold, and encode a pair against it.
 
-A pair's payload is its linear base (coefficients, float32), its normalization, a per-block
+A pair's payload is its linear base (12-bit taps, float32 offsets), its normalization, a per-block
 gate and, in hybrid mode, the coded residual. The gate is chosen by measured error after the
 residual: the residual of the base and of the refinement are each coded at the requested rate,
 and each block takes the prediction whose reconstruction is closer to the target there. The
@@ -29,7 +29,8 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.metrics import snr_db
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
-from qmtgan.runtime.shared import COEF_TENSOR, PREDICTOR, SharedModel
+from qmtgan.runtime.linear_coding import METHOD, CodedLinear
+from qmtgan.runtime.shared import BIAS_TENSOR, KERNEL_TENSOR, PREDICTOR, SharedModel
 from qmtgan.train.shared import BASE_KERNEL, base_normalization, linear_base
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,19 @@ def export_shared(run_dir: Path, out: Path) -> dict:
     return {"file": str(out), "bytes": out.stat().st_size, "trained_on": meta["shared"]["pairs"]}
 
 
-def shared_payload(pair: PairData, shared: SharedModel, coef: np.ndarray, norm: Normalization,
+def shared_payload(pair: PairData, shared: SharedModel, coded: CodedLinear, norm: Normalization,
                    gate: np.ndarray, block: int) -> fmt.Payload:
-    """A pair's payload against ``shared`` (no residual yet)."""
-    header = {"format": "qmtg", "qmtgan_version": __version__, "generator": shared.header["generator"],
-              "bands": list(BAND_ORDER), "normalization": norm.to_dict(), "method": "float32",
-              "seed": 0, "shared_side": False, "scene": scene_header(pair.reference, shared.tile),
+    """A pair's payload against ``shared`` (no residual yet). The generator's record stays in
+    the shared model, which ``model_sha256`` pins."""
+    header = {"format": "qmtg", "qmtgan_version": __version__, "bands": list(BAND_ORDER),
+              "normalization": norm.to_dict(), "method": "float32",
+              "scene": scene_header(pair.reference, shared.tile),
               "predictor": {"kind": PREDICTOR, "model_sha256": shared.sha256, "base_kernel": BASE_KERNEL,
                             "gate": gates.to_record(gate, block)},
-              "tensors": [{"name": COEF_TENSOR, "layer": "linear", "role": "coef", "shape": list(coef.shape),
-                           "bits": fmt.FLOAT_BITS, "method": "float32", "channel_axis": -1, "side": 0}]}
-    return fmt.Payload(header, [None], [None], [np.asarray(coef, np.float32)])
+              "tensors": [{"name": KERNEL_TENSOR, "shape": list(coded.codes.shape), "bits": coded.bits,
+                           "method": METHOD, "channel_axis": 0, "side": int(coded.steps.size)},
+                          {"name": BIAS_TENSOR, "shape": list(coded.bias.shape), "bits": fmt.FLOAT_BITS}]}
+    return fmt.Payload(header, [coded.codes, None], [coded.steps, None], [None, coded.bias])
 
 
 @dataclass
@@ -79,13 +82,13 @@ class SharedEncoder:
 
     def __init__(self, pair: PairData, shared: SharedModel, block: int = GATE_BLOCK):
         self.pair, self.shared, self.block = pair, shared, block
-        self.coef, self.base = linear_base(pair.reference, pair.target)
+        self.coded, self.base = linear_base(pair.reference, pair.target)
         self.norm = base_normalization(self.base, pair.target.data, pair.valid)
         self.refined = shared.refine(self.base, self.norm, pair.valid)
         self.grid = gates.block_grid(pair.valid.shape, block)
 
     def _payload(self, gate: np.ndarray) -> fmt.Payload:
-        return shared_payload(self.pair, self.shared, self.coef, self.norm, gate, self.block)
+        return shared_payload(self.pair, self.shared, self.coded, self.norm, gate, self.block)
 
     def _gate(self, base_recon: np.ndarray, refined_recon: np.ndarray) -> np.ndarray:
         t, v, b = self.pair.target.data, self.pair.valid, self.block

@@ -37,6 +37,12 @@ def check_reference(header: dict, reference: Scene, name: str) -> None:
     if reference.transform is not None and not np.allclose(list(reference.transform)[:6], scene["transform"]):
         raise QmtganError(f"reference grid {list(reference.transform)[:6]} differs from the one {name} "
                           f"was made for {scene['transform']}")
+    code = scene.get("crs")
+    if isinstance(code, str) and code.startswith("EPSG:") and reference.crs is not None:
+        # payloads name an authority code (older ones a WKT, which only a writer reads)
+        own = reference.crs.to_epsg()
+        if own is not None and f"EPSG:{own}" != code:
+            raise QmtganError(f"reference CRS EPSG:{own} differs from the one {name} was made for ({code})")
 
 
 def decode_payload(path: str | os.PathLike, reference: Scene, progress: bool = False,

@@ -27,25 +27,36 @@ class Klt:
 
     @property
     def side_bytes(self) -> int:
-        return (self.mean.size + self.basis.size + 1) * 4  # float32
+        return self.byte_count(self.mean.size)  # float32
+
+    def to_bytes(self) -> bytes:
+        """mean, basis (row-major) and step as little-endian float32: what a payload carries."""
+        return np.concatenate([self.mean, self.basis.ravel(), [self.step]]).astype("<f4").tobytes()
 
     def to_text(self) -> str:
-        """mean, basis (row-major) and step as little-endian float32, base64: what a payload's
-        residual record carries."""
-        values = np.concatenate([self.mean, self.basis.ravel(), [self.step]]).astype("<f4")
-        return base64.b64encode(values.tobytes()).decode("ascii")
+        """``to_bytes`` as base64 (the residual record of format 2.1-2.4)."""
+        return base64.b64encode(self.to_bytes()).decode("ascii")
+
+    @staticmethod
+    def byte_count(bands: int) -> int:
+        return 4 * (bands + bands * bands + 1)
 
     @classmethod
     def from_text(cls, text: object, bands: int) -> "Klt":
-        """The transform of a residual record, checked: the expected count of finite values, an
-        orthonormal basis, and a step that is a power of two from 1 to 2^16."""
+        """The transform of a base64 residual record, checked as ``from_bytes`` checks it."""
         try:
             raw = base64.b64decode(str(text), validate=True)
         except (ValueError, TypeError) as exc:
             raise QmtganError(f"residual KLT record is not base64 ({exc})") from exc
-        count = bands + bands * bands + 1
-        if len(raw) != 4 * count:
-            raise QmtganError(f"residual KLT record has {len(raw)} bytes, {bands} bands need {4 * count}")
+        return cls.from_bytes(raw, bands)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, bands: int) -> "Klt":
+        """The transform of ``to_bytes``, checked: the expected count of finite values, an
+        orthonormal basis, and a step that is a power of two from 1 to 2^16."""
+        if len(raw) != cls.byte_count(bands):
+            raise QmtganError(f"residual KLT record has {len(raw)} bytes, {bands} bands need "
+                              f"{cls.byte_count(bands)}")
         values = np.frombuffer(raw, "<f4").astype(np.float32)
         mean, basis, step = values[:bands], values[bands:-1].reshape(bands, bands), float(values[-1])
         if (not np.all(np.isfinite(values)) or step < 1 or step > 2 ** 16 or not math.log2(step).is_integer()

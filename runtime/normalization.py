@@ -74,8 +74,15 @@ class Normalization:
 
     def to_dict(self) -> dict:
         return {"kind": "percentile-linear", "low_percentile": self.low_percentile,
-                "high_percentile": self.high_percentile, "low": list(self.low),
-                "high": list(self.high)}
+                "high_percentile": self.high_percentile, "low": _compact(self.low),
+                "high": _compact(self.high)}
+
+    def outward_to_integers(self) -> "Normalization":
+        """The same map with each range widened to whole DN: nothing more is clipped, and the
+        bounds are a few characters each in a header."""
+        return Normalization(tuple(float(np.floor(v)) for v in self.low),
+                             tuple(float(np.ceil(v)) for v in self.high), self.low_percentile,
+                             self.high_percentile)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
@@ -87,3 +94,8 @@ class Normalization:
             raise QmtganError(f"normalization low has {len(low)} bands, high has {len(high)}")
         return cls(low, high, float(d.get("low_percentile", LOW_PERCENTILE)),
                    float(d.get("high_percentile", HIGH_PERCENTILE)))
+
+
+def _compact(values: tuple[float, ...]) -> list[float | int]:
+    """Whole values as JSON integers (the same numbers, fewer characters)."""
+    return [int(v) if float(v).is_integer() else v for v in values]

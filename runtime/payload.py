@@ -36,8 +36,10 @@ from qmtgan.runtime.errors import QmtganError
 MAGIC = b"QMTG\r\n\x1a\n"
 # 2.1: the residual record may carry a spectral KLT; 2.2: a shared-generator predictor; 2.3: the
 # header is deflated (it is most of a small scene's payload besides the residual); 2.4: the codes
-# may be entropy coded, and the kmeans / pwl codebooks
-VERSION = (2, 4)
+# may be entropy coded, and the kmeans / pwl codebooks; 2.5: a residual's KLT as float32 in RES
+# (codec "jpeg2000+klt-in-res"), the CRS as its authority code, and no generator record in a
+# shared-predictor payload
+VERSION = (2, 5)
 HEADER_DEFLATED_FROM = (2, 3)
 CODED_FROM = (2, 4)
 SECTIONS_BY_MAJOR = {1: (b"HEAD", b"SIDE", b"CODE", b"FLT "),

@@ -14,10 +14,13 @@ from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.klt import Klt
 
 DTYPE = "int16"
-# A new codec name for the KLT path: a reader that predates it refuses the payload instead of
-# adding the components as if they were the residual.
-KLT_CODEC = "jpeg2000+klt"
-CODECS = ("jpeg2000", KLT_CODEC)
+# A new codec name for each KLT layout: a reader that predates it refuses the payload instead of
+# adding the components as if they were the residual. "jpeg2000+klt" carries the transform as
+# base64 in the record (format 2.1-2.4); KLT_CODEC puts its float32 values at the start of the
+# residual's bytes, ahead of the codestream (2.5), a third fewer bytes.
+KLT_TEXT_CODEC = "jpeg2000+klt"
+KLT_CODEC = "jpeg2000+klt-in-res"
+CODECS = ("jpeg2000", KLT_TEXT_CODEC, KLT_CODEC)
 _LIMIT = np.iinfo(np.int16)
 
 
@@ -37,20 +40,31 @@ def add_residual(prediction: np.ndarray, residual: np.ndarray, valid: np.ndarray
 
 
 def decode_residual(data: bytes, record: dict, expected: tuple[int, int, int]) -> np.ndarray:
-    """The residual image a header record describes ({"codec", "dtype", "shape"}, and "klt"
-    when its components were coded through a spectral KLT), which must be `expected` (the
-    reference's bands, H, W): the record's shape, the transform, then the codestream's own
-    header are checked before anything is decoded or allocated. int16 DN, or float32 DN
-    through a KLT."""
+    """The residual image a header record describes ({"codec", "dtype", "shape"}; through a
+    spectral KLT, the transform is the record's "klt" text or the first bytes of ``data``),
+    which must be `expected` (the reference's bands, H, W): the record's shape, the transform,
+    then the codestream's own header are checked before anything is decoded or allocated.
+    int16 DN, or float32 DN through a KLT."""
     if not isinstance(record, dict) or record.get("codec") not in CODECS or record.get("dtype") != DTYPE:
         got = (record.get("codec"), record.get("dtype")) if isinstance(record, dict) else record
         raise QmtganError(f"unknown residual coding {got}")
     shape = record.get("shape")
     if not isinstance(shape, list) or tuple(shape) != tuple(expected):
         raise QmtganError(f"residual record says shape {shape!r}, the reference is {tuple(expected)}")
-    klt = Klt.from_text(record.get("klt"), expected[0]) if record["codec"] == KLT_CODEC else None
+    klt = None
+    if record["codec"] == KLT_TEXT_CODEC:
+        klt = Klt.from_text(record.get("klt"), expected[0])
+    elif record["codec"] == KLT_CODEC:
+        size = Klt.byte_count(expected[0])
+        klt, data = Klt.from_bytes(data[:size], expected[0]), data[size:]
     decoded = jpeg2000.decode(data, tuple(expected), DTYPE)
     return decoded if klt is None else klt.inverse(decoded)
+
+
+def residual_bytes(klt: Klt | None, codestream: bytes) -> bytes:
+    """What a payload's RES section holds: the KLT's values (when there is one), then the
+    codestream."""
+    return (b"" if klt is None else klt.to_bytes()) + codestream
 
 
 def klt_residual(target: np.ndarray, prediction: np.ndarray, valid: np.ndarray) -> tuple[Klt, np.ndarray]:

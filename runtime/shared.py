@@ -1,9 +1,10 @@
 """Payloads made against a shared generator: the prediction a decoder forms from one.
 
 The shared generator (a float .qmtg whose header says "shared", deployed once to both ends)
-refines a pair's linear base. A pair's payload carries the base's coefficients (tensor
-``linear/coef``), the per-pair normalization, the per-block gate that chose between the
-refinement and the base, and the SHA-256 of the shared model it was made against.
+refines a pair's linear base. A pair's payload carries the base's coefficients (tensors
+``linear/kernel`` and ``linear/bias``), the per-pair normalization, the per-block gate that
+chose between the refinement and the base, and the SHA-256 of the shared model it was made
+against.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from qmtgan.runtime.numpy_generator import NumpyGenerator
 from qmtgan.runtime.tiling import MAX_TILE
 
 PREDICTOR = "shared-linear-base"
-COEF_TENSOR = "linear/coef"
+COEF_TENSOR = "linear/coef"  # float32, the offsets last (2.2-2.4)
+KERNEL_TENSOR, BIAS_TENSOR = "linear/kernel", "linear/bias"  # any method, and float32 (2.5)
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,20 @@ def check_model(record: dict, shared: SharedModel | None, name: str) -> SharedMo
 
 
 def coefficients(payload: fmt.Payload, bands: int, name: str) -> np.ndarray:
-    """The linear base's coefficients: the payload's one float tensor, (bands, 9 bands + 1)."""
+    """The linear base's coefficients, (bands, 9 bands + 1), the offsets last: the taps and the
+    offsets, or (before 2.5) one float tensor of both."""
     names = [t.get("name") for t in payload.header["tensors"]]
-    if names != [COEF_TENSOR]:
-        raise QmtganError(f"{name}: a shared-predictor payload holds the one tensor {COEF_TENSOR}, "
-                          f"not {names}")
-    coef = payload.weights()[0]
+    if names == [COEF_TENSOR]:
+        coef = payload.weights()[0]
+    elif names == [KERNEL_TENSOR, BIAS_TENSOR]:
+        kernel, bias = payload.weights()
+        if kernel.ndim != 2 or bias.shape != (kernel.shape[0],):
+            raise QmtganError(f"{name}: linear taps of shape {kernel.shape} and offsets of shape "
+                              f"{bias.shape} do not go together")
+        coef = np.concatenate([kernel, bias[:, None]], axis=1).astype(np.float32)
+    else:
+        raise QmtganError(f"{name}: a shared-predictor payload holds the tensors {KERNEL_TENSOR} and "
+                          f"{BIAS_TENSOR} (or, before 2.5, {COEF_TENSOR}), not {names}")
     if coef.ndim != 2 or coef.shape[0] != bands or not np.all(np.isfinite(coef)):
         raise QmtganError(f"{name}: linear coefficients of shape {coef.shape} are not {bands} rows of "
                           "finite values")

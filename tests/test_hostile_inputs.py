@@ -307,22 +307,32 @@ def test_payload_sizes_are_checked_before_anything_is_sized_by_them(hybrid_paylo
 
 def test_a_residual_transform_that_is_not_an_orthonormal_klt_is_refused(hybrid_payload, small_pair_dir,
                                                                         tmp_path):
+    """Both layouts: the KLT's float32 values ahead of the codestream (2.5) and as base64 text
+    in the record (2.1-2.4, which still decodes)."""
     import base64
 
     from qmtgan.runtime import payload as fmt
+    from qmtgan.runtime.klt import Klt
 
     payload = fmt.read(hybrid_payload)
-    record = payload.header["residual"]
-    assert record["codec"] == "jpeg2000+klt"
-    values = np.frombuffer(base64.b64decode(record["klt"]), "<f4").copy()
+    record, data = payload.header["residual"], payload.residual
+    assert record["codec"] == "jpeg2000+klt-in-res" and "klt" not in record
+    size = Klt.byte_count(12)
+    values = np.frombuffer(data[:size], "<f4").copy()
     bad_step, scaled = values.copy(), values.copy()
     bad_step[-1] = 3.0
     scaled[12:-1] *= 2.0  # the basis no longer orthonormal
-    for klt, needle in ((record["klt"][:-8], "KLT record"), ("!!" + record["klt"], "not base64"),
-                        (base64.b64encode(bad_step.tobytes()).decode(), "power-of-two step"),
-                        (base64.b64encode(scaled.tobytes()).decode(), "orthonormal")):
-        payload.header["residual"] = {**record, "klt": klt}
-        hostile = fmt.write(tmp_path / "hostile.qmtg", payload)
+    text = {**record, "codec": "jpeg2000+klt", "klt": base64.b64encode(values.tobytes()).decode()}
+    cases = [(record, bad_step.tobytes() + data[size:], "power-of-two step"),
+             (record, scaled.tobytes() + data[size:], "orthonormal"),
+             (record, data[: size - 8], "KLT record has"),
+             ({**text, "klt": text["klt"][:-8]}, data[size:], "KLT record"),
+             ({**text, "klt": "!!" + text["klt"]}, data[size:], "not base64"),
+             ({**text, "klt": base64.b64encode(scaled.tobytes()).decode()}, data[size:], "orthonormal")]
+    for rec, res, needle in cases:
+        hostile = fmt.write(tmp_path / "hostile.qmtg",
+                            fmt.Payload({**payload.header, "residual": rec}, payload.codes, payload.sides,
+                                        payload.floats, res))
         decoded = tmp_path / "decoded.tif"
         proc = run_cli("decode", "--reference", small_pair_dir / "reference.tif", hostile, "-o", decoded)
         assert_refused(proc, str(hostile), needle)

@@ -139,7 +139,7 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
     from qmtgan.train.ingest import read_scene
 
     payload = fmt.read(out)
-    assert payload.header["residual"]["codec"] == "jpeg2000+klt" and len(payload.residual) > 0
+    assert payload.header["residual"]["codec"] == "jpeg2000+klt-in-res" and len(payload.residual) > 0
     got = snr_db(small_pair.target.data, read_scene(decoded).data, small_pair.valid)
     assert got == pytest.approx(
         reported, abs=0.006
@@ -151,10 +151,12 @@ def test_hybrid_payload_round_trip_without_tensorflow(residual_run, small_pair_d
 
 
 def test_a_hybrid_coded_band_by_band_still_decodes(residual_run, small_pair):
-    """Format 2.0's residual (int16 bands, no KLT) decodes as before, next to the KLT one."""
+    """Format 2.0's residual (int16 bands, no KLT) and 2.1-2.4's (the KLT as base64 text in the
+    record) decode as before, next to 2.5's (the KLT's float32 values in RES)."""
     from qmtgan.rd.rate import candidates, with_residual
     from qmtgan.runtime import payload as fmt
     from qmtgan.runtime.decode import reconstruct
+    from qmtgan.runtime.klt import Klt
     from qmtgan.runtime.metrics import snr_db
 
     (cand,) = candidates([residual_run], (8,), small_pair)
@@ -166,7 +168,16 @@ def test_a_hybrid_coded_band_by_band_still_decodes(residual_run, small_pair):
         np.testing.assert_array_equal(decoded, recon)
         codec = hybrid.header["residual"]["codec"]
         results[codec] = snr_db(small_pair.target.data, decoded, small_pair.valid)
-    assert set(results) == {"jpeg2000", "jpeg2000+klt"}
+        if klt:
+            size = Klt.byte_count(12)
+            text = Klt.from_bytes(hybrid.residual[:size], 12).to_text()
+            record = {**hybrid.header["residual"], "codec": "jpeg2000+klt", "klt": text}
+            old = fmt.Payload({**hybrid.header, "residual": record}, hybrid.codes, hybrid.sides,
+                              hybrid.floats, hybrid.residual[size:])
+            old_decoded = reconstruct(fmt.decode(fmt.encode(old)), small_pair.reference)
+            np.testing.assert_array_equal(old_decoded, recon)
+            assert len(fmt.encode(old)) > len(fmt.encode(hybrid))  # base64 text costs more than float32
+    assert set(results) == {"jpeg2000", "jpeg2000+klt-in-res"}
     assert min(results.values()) > snr_db(small_pair.target.data, prediction, small_pair.valid)
 
 

@@ -56,8 +56,10 @@ def test_a_held_out_city_round_trips_through_encode_and_decode_with_the_shared_g
                    "--bpp", str(budget), "-o", tmp / "pisa.qmtg")
     assert proc.returncode == 0, proc.stderr
     payload = fmt.read(tmp / "pisa.qmtg")
-    assert [t["name"] for t in payload.header["tensors"]] == ["linear/coef"]  # no generator weights
+    assert [t["name"] for t in payload.header["tensors"]] == ["linear/kernel", "linear/bias"]  # no generator
     assert payload.residual and payload.header["predictor"]["kind"] == "shared-linear-base"
+    # the shared model holds the generator's record; the CRS travels as its code, not as WKT
+    assert "generator" not in payload.header and re.fullmatch(r"EPSG:\d+", payload.header["scene"]["crs"])
     samples = SIZE * SIZE * 12
     from qmtgan.rd.workflow import RATE_SLACK
 
@@ -71,6 +73,19 @@ def test_a_held_out_city_round_trips_through_encode_and_decode_with_the_shared_g
     valid = target.valid & read_geotiff(ref).valid
     # the decoder forms the encoder's prediction with the same numpy code: equal to rounding
     assert abs(snr_db(target.data, decoded.data, valid) - encoder_snr) < 0.01
+
+    # the same grid labelled with another CRS is not the reference the payload was made for
+    import rasterio
+
+    with rasterio.open(ref) as src:
+        profile, data = src.profile, src.read()
+    other = "EPSG:3857" if payload.header["scene"]["crs"] != "EPSG:3857" else "EPSG:4326"
+    with rasterio.open(tmp / "relabelled.tif", "w", **{**profile, "crs": other}) as dst:
+        dst.write(data)
+    proc = run_cli("decode", "--reference", tmp / "relabelled.tif", tmp / "pisa.qmtg", "--shared",
+                   tmp / "shared.qmtg", "-o", tmp / "relabelled-out.tif")
+    assert proc.returncode == 1 and "reference CRS EPSG:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp / "relabelled-out.tif").exists()
 
 
 @pytest.mark.slow
@@ -90,6 +105,49 @@ def test_the_gated_hybrid_is_never_worse_than_its_linear_base_at_the_same_rate(s
     alone = encoder.prediction()
     # per block the closer of the two: at least as good as the base everywhere
     assert snr_db(pair.target.data, alone.recon, pair.valid) >= alone.base_snr_db
+
+
+@pytest.mark.slow
+def test_a_shared_payload_with_float32_coefficients_still_decodes(shared_setup):
+    """Before 2.5 the base's coefficients were one float32 tensor, linear/coef: the same
+    coefficients in that layout give the same reconstruction, in more bytes."""
+    from qmtgan.rd.points import PairData
+    from qmtgan.rd.shared_codec import SharedEncoder
+    from qmtgan.runtime import payload as fmt
+    from qmtgan.runtime.decode import reconstruct
+    from qmtgan.runtime.shared import SharedModel
+
+    tmp, pairs = shared_setup
+    pair = PairData.load(pairs["pisa"])
+    shared = SharedModel.read(tmp / "shared.qmtg")
+    new = SharedEncoder(pair, shared, block=16).prediction().payload
+    coef = np.asarray(SharedEncoder(pair, shared, block=16).coded.coef, np.float32)
+    header = {**new.header, "tensors": [{"name": "linear/coef", "shape": list(coef.shape), "bits": 32}]}
+    old = fmt.Payload(header, [None], [None], [coef])
+    got_new = reconstruct(fmt.decode(fmt.encode(new)), pair.reference, shared=shared)
+    got_old = reconstruct(fmt.decode(fmt.encode(old)), pair.reference, shared=shared)
+    np.testing.assert_array_equal(got_new, got_old)
+    assert len(fmt.encode(new)) < len(fmt.encode(old)) - 2500  # 12-bit taps against float32
+    from qmtgan.runtime.errors import QmtganError
+
+    swapped = fmt.Payload({**new.header, "tensors": new.header["tensors"][::-1]}, new.codes[::-1],
+                          new.sides[::-1], new.floats[::-1])
+    with pytest.raises(QmtganError, match="holds the tensors linear/kernel and linear/bias"):
+        reconstruct(fmt.decode(fmt.encode(swapped)), pair.reference, shared=shared)
+
+
+def test_linear_coefficients_are_stored_within_half_a_step_in_fewer_bytes():
+    from qmtgan.runtime.linear_coding import CodedLinear
+
+    rng = np.random.default_rng(0)
+    coef = np.concatenate([rng.normal(0, 0.3, (12, 108)), rng.normal(500, 300, (12, 1))], axis=1)
+    coef[3, :-1] = 0.0  # a band with no taps keeps a usable step
+    coded = CodedLinear.code(coef)
+    err = np.abs(coded.coef[:, :-1] - coef[:, :-1])
+    assert np.all(err <= coded.steps[:, None] / 2 * (1 + 1e-6))
+    np.testing.assert_array_equal(coded.coef[:, -1], coef[:, -1].astype(np.float32))  # offsets exact
+    assert np.all(coded.coef[3, :-1] == 0.0) and np.all(np.isfinite(coded.steps))
+    assert coded.nbytes < 0.4 * coef.size * 4  # 12-bit taps, a step and an offset per band
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import numpy as np
 
 from qmtgan.runtime.errors import QmtganError
 from qmtgan.runtime.linear import apply_linear
+from qmtgan.runtime.linear_coding import CodedLinear
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import Scene
 from qmtgan.train.dataset import PatchSet, make_patch_set, training_dataset
@@ -38,17 +39,19 @@ SHARED_TRAIN = {"loss": "l2", "adversarial": False, "learning_rate": 1e-3, "deca
 SHARED_EPOCHS = 30
 
 
-def linear_base(reference: Scene, target: Scene, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The pair's linear predictor: (coefficients, prediction in DN, 0 on nodata)."""
+def linear_base(reference: Scene, target: Scene, seed: int = 0) -> tuple[CodedLinear, np.ndarray]:
+    """The pair's linear predictor: (its coefficients as the payload stores them, its prediction
+    in DN from those, 0 on nodata)."""
     valid = reference.valid & target.valid
-    coef = fit_linear(reference.data, target.data, valid, kernel=BASE_KERNEL, seed=seed)
-    return coef, apply_linear(coef, reference.data, valid)
+    coded = CodedLinear.code(fit_linear(reference.data, target.data, valid, kernel=BASE_KERNEL, seed=seed))
+    return coded, apply_linear(coded.coef, reference.data, valid)
 
 
 def base_normalization(base: np.ndarray, target: np.ndarray, valid: np.ndarray) -> Normalization:
     """The per-pair map to [-1, 1], nothing clipped (a clipped target pixel is an error the
-    correction cannot undo); fitted on the base and the target, carried in the payload."""
-    return Normalization.fit([base, target], valid, clip_percent=0.0)
+    correction cannot undo); fitted on the base and the target, carried in the payload, so its
+    bounds are whole DN."""
+    return Normalization.fit([base, target], valid, clip_percent=0.0).outward_to_integers()
 
 
 def _pair_patches(reference: Scene, target: Scene, patch_size: int, seed: int) -> PatchSet:
