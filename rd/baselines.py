@@ -43,8 +43,9 @@ def linear_prediction(pair: PairData, kernel: int) -> tuple[CodedLinear, np.ndar
     once per pair and kernel; stored as a shared-predictor payload stores its base."""
     key = ("linear", kernel)
     if key not in pair.memo:
-        coded = CodedLinear.code(fit_linear(pair.reference.data, pair.target.data, pair.valid, kernel=kernel))
-        pair.memo[key] = (coded, apply_linear(coded.coef, pair.reference.data, pair.valid))
+        coef = fit_linear(pair.reference.data, pair.target.data, pair.valid, kernel=kernel)
+        stored = CodedLinear.code(coef)
+        pair.memo[key] = (stored, apply_linear(stored.coef, pair.reference.data, pair.valid))
     return pair.memo[key]
 
 
@@ -82,12 +83,12 @@ class LinearPredictor(Baseline):
     kernel = 1
 
     def _run_impl(self, pair, rates):
-        coded, prediction = linear_prediction(pair, self.kernel)
+        stored, prediction = linear_prediction(pair, self.kernel)
         what = "spectral" if self.kernel == 1 else f"{self.kernel}x{self.kernel} spatial-spectral"
         yield (
-            f"linear {coded.coef.shape[0]}x{coded.coef.shape[1]} {what} predictor",
+            f"linear {stored.coef.shape[0]}x{stored.coef.shape[1]} {what} predictor",
             prediction,
-            coded.nbytes,
+            stored.nbytes,
             None,
             {},
         )
@@ -128,8 +129,8 @@ class LinearPlusJpeg2000(Baseline):
     kernel = 1
 
     def _run_impl(self, pair, rates):
-        coded, prediction = linear_prediction(pair, self.kernel)
-        side = coded.nbytes
+        stored, prediction = linear_prediction(pair, self.kernel)
+        side = stored.nbytes
         name = "linear" if self.kernel == 1 else f"linear {self.kernel}x{self.kernel}"
         for bpp in rates:
             residual_bpp = bpp - 8.0 * side / pair.samples
@@ -171,8 +172,8 @@ class SpatialLinearPlusKltJpeg2000(Baseline):
     rate_driven = True
 
     def _run_impl(self, pair, rates):
-        coded, prediction = linear_prediction(pair, 3)
-        side = coded.nbytes
+        stored, prediction = linear_prediction(pair, 3)
+        side = stored.nbytes
         residual = pair.target.data - prediction
         for bpp in rates:
             decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples)
