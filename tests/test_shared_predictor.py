@@ -181,6 +181,11 @@ def test_a_shared_payload_without_its_shared_generator_is_one_clear_error(shared
 
     with pytest.raises(QmtganError, match="decode it with"):
         hybrid_residual(tmp / "alone.qmtg", read_geotiff(ref), {})
+    # nor can it be deployed: it carries no generator
+    proc = run_cli("convert", "onnx", "--model", tmp / "run", "--pair", held, "--payload", tmp / "alone.qmtg",
+                   "--tile", "32", "-o", tmp / "bundle")
+    assert proc.returncode == 1 and "carries no generator" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp / "bundle").exists()
 
 
 def test_gate_bits_round_trip_for_any_grid():
