@@ -78,7 +78,7 @@ def _files_intact(folder: Path, files: object) -> bool:
 
 def _configs(settings: BatchSettings):
     from qmtgan.train.models.registry import default_config
-    from qmtgan.train.presets import DEMO_GENERATOR, DEMO_TRAIN
+    from qmtgan.train.presets import DEMO_GENERATOR, REAL_TRAIN
     from qmtgan.train.training import TrainConfig
 
     gcfg = default_config(
@@ -86,7 +86,7 @@ def _configs(settings: BatchSettings):
         patch_size=settings.patch_size,
         **{**DEMO_GENERATOR, "ngf": settings.ngf, "depth": settings.depth},
     )
-    tcfg = TrainConfig(epochs=settings.epochs, seed=settings.seed, val_every=settings.epochs, **DEMO_TRAIN)
+    tcfg = TrainConfig(epochs=settings.epochs, seed=settings.seed, val_every=settings.epochs, **REAL_TRAIN)
     return gcfg, tcfg
 
 

@@ -149,7 +149,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     from tqdm import tqdm
 
     from qmtgan.demo.config import DEMO_VAL_EVERY
-    from qmtgan.train.presets import DEMO_GENERATOR, DEMO_TRAIN
+    from qmtgan.train.presets import DEMO_GENERATOR, REAL_TRAIN
     from qmtgan.demo.stages import train_or_reuse
     from qmtgan.demo.real_report import write_real_report
     from qmtgan.rd.workflow import rd_report
@@ -162,7 +162,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     pair_dirs = [prepare(p, out / "pairs" / p.city) for p in tqdm(pairs, desc="prepare", unit="pair")]
     timings["prepare_s"] = time.perf_counter() - start
     gcfg = default_config("multitempgan", patch_size=PATCH_SIZE, **DEMO_GENERATOR)
-    tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY, **DEMO_TRAIN)
+    tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY, **REAL_TRAIN)
     run_dirs = [out / "models" / p.city for p in pairs]
     t = time.perf_counter()
     trained = {}
@@ -199,7 +199,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
         sizes[p.city] = f"{meta['height']} x {meta['width']}"
     context = {"root": str(root), "licence": licence_line(root), "pairs": [asdict_str(p) for p in pairs],
                "sizes": sizes,
-               "generator": gcfg.to_dict(), "training": {"epochs": epochs, **DEMO_TRAIN},
+               "generator": gcfg.to_dict(), "training": {"epochs": epochs, **REAL_TRAIN},
                "train_wall_s": trained, "rates": list(rates), "bits": list(bits),
                "paper_pixels": PAPER_PIXELS, "timings": timings, "int8": int8, "shared": shared,
                "sweep": sweep}

@@ -234,14 +234,15 @@ def markdown(summary: dict, context: dict) -> str:
              f"Data: {context['root']}. {context['licence']}", "",
              f"Generator: {context['generator']['name']} ngf {context['generator']['ngf']}, residual "
              f"{context['generator'].get('residual')}, {context['training']['epochs']} epochs, loss "
-             f"{context['training']['loss']}; bits {', '.join(map(str, context['bits']))}. Every number is "
-             "measured on the pair itself (bpp from the coded bytes, SNR over valid pixels); the paper-size "
-             f"column is a projection to {context['paper_pixels']:,} pixels (441 patches of 512 x 512) that "
-             "assumes the generator's per-pixel quality holds there. *Equal residual rate*: the hybrid "
-             "against the classical base (3x3 linear + KLT + JPEG2000 residual) when each residual gets the "
-             "whole rate and each predictor's own bits are set aside (interpolated in log rate between "
-             "measured points): what the generator's prediction is worth to the residual coder. "
-             "Rate-distortion details: rd/rd.md.", "",
+             f"{context['training']['loss']}, {context['training'].get('norm_clip', 0)} % of each band "
+             f"clipped at either end by the normalization; bits {', '.join(map(str, context['bits']))}. "
+             "Every number is measured on the pair itself (bpp from the coded bytes, SNR over valid "
+             f"pixels); the paper-size column is a projection to {context['paper_pixels']:,} pixels (441 "
+             "patches of 512 x 512) that assumes the generator's per-pixel quality holds there. *Equal "
+             "residual rate*: the hybrid against the classical base (3x3 linear + KLT + JPEG2000 residual) "
+             "when each residual gets the whole rate and each predictor's own bits are set aside "
+             "(interpolated in log rate between measured points): what the generator's prediction is "
+             "worth to the residual coder. Rate-distortion details: rd/rd.md.", "",
              *_shared_intro(context),
              "## Pairs", "", "| city | reference date | target date | size (H x W) | 3x3 linear SNR | "
              "generator SNR | generator - linear | shared SNR (held out) | shared - linear |",

@@ -31,8 +31,9 @@ class Normalization:
         cls, images: list[np.ndarray], valid: np.ndarray, clip_percent: float = LOW_PERCENTILE
     ) -> "Normalization":
         """Fit per-band ranges on the valid pixels of band-first images: the ``clip_percent``
-        and 100 - ``clip_percent`` percentiles (0: the full range, nothing clipped; a residual
-        generator needs that, since a clipped target pixel is an error it cannot undo)."""
+        and 100 - ``clip_percent`` percentiles (0: the full range, nothing clipped, where a
+        clipped target pixel would cap a near-perfect prediction; on real scenes a few saturated
+        pixels make that range wide enough to squeeze everything else)."""
         if not valid.any():
             raise QmtganError("cannot fit normalization: every pixel is nodata")
         if not 0.0 <= clip_percent < 50.0:

@@ -4,7 +4,8 @@
     version    u16 major, u16 minor (little-endian, like every integer here)
     count      u32 number of sections
     directory  count x (4-byte tag, u64 length, u32 CRC32 of the section)
-    sections   in directory order: HEAD (UTF-8 JSON, raw-deflated from version 2.3), SIDE
+    sections   in directory order: HEAD (UTF-8 JSON, raw-deflated from version 2.3, against the
+               preset dictionary of runtime/header_dictionary.py from 2.6), SIDE
                (float32), CODE (the codes of every quantized tensor, in header order: one
                continuous bitstream, or from version 2.4 entropy coded as the header's
                "code_coder" says, runtime/entropy.py),
@@ -32,15 +33,18 @@ from qmtgan.runtime import entropy
 from qmtgan.runtime.atomic import atomic_file
 from qmtgan.runtime.dequant import dequantize
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.header_dictionary import HEADER_DICTIONARY
 
 MAGIC = b"QMTG\r\n\x1a\n"
 # 2.1: the residual record may carry a spectral KLT; 2.2: a shared-generator predictor; 2.3: the
 # header is deflated (it is most of a small scene's payload besides the residual); 2.4: the codes
 # may be entropy coded, and the kmeans / pwl codebooks; 2.5: a residual's KLT as float32 in RES
 # (codec "jpeg2000+klt-in-res"), the CRS as its authority code, and no generator record in a
-# shared-predictor payload
-VERSION = (2, 5)
+# shared-predictor payload; 2.6: the header deflated against a preset dictionary (its keys and
+# structure are most of a shared payload's header)
+VERSION = (2, 6)
 HEADER_DEFLATED_FROM = (2, 3)
+HEADER_DICTIONARY_FROM = (2, 6)
 CODED_FROM = (2, 4)
 SECTIONS_BY_MAJOR = {1: (b"HEAD", b"SIDE", b"CODE", b"FLT "),
                      2: (b"HEAD", b"SIDE", b"CODE", b"FLT ", b"RES ")}
@@ -106,10 +110,17 @@ def encode_with_coder(payload: Payload, coder: str | None = None) -> tuple[bytes
     return pack_sections(VERSION, [(tag, sections[tag]) for tag in SECTIONS]), code_coder
 
 
-def pack_header(text: bytes) -> bytes:
-    """The HEAD section of this version: the header's JSON, raw-deflated."""
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+def pack_header(text: bytes, version: tuple[int, int] = VERSION) -> bytes:
+    """The HEAD section of a version: the header's JSON, raw-deflated from 2.3, against the
+    preset dictionary from 2.6."""
+    if version < HEADER_DEFLATED_FROM:
+        return text
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, **_dictionary(version))
     return packer.compress(text) + packer.flush()
+
+
+def _dictionary(version: tuple[int, int]) -> dict:
+    return {"zdict": HEADER_DICTIONARY} if version >= HEADER_DICTIONARY_FROM else {}
 
 
 def unpack_header(chunk: bytes, version: tuple[int, int], name: str) -> bytes:
@@ -117,7 +128,7 @@ def unpack_header(chunk: bytes, version: tuple[int, int], name: str) -> bytes:
     MAX_HEADER_BYTES, so that a small section cannot claim a large allocation."""
     if version < HEADER_DEFLATED_FROM:
         return chunk
-    inflater = zlib.decompressobj(-15)
+    inflater = zlib.decompressobj(-15, **_dictionary(version))
     try:
         text = inflater.decompress(chunk, MAX_HEADER_BYTES + 1)
     except zlib.error as exc:

@@ -173,19 +173,30 @@ def _with_head(data: bytes, version: tuple[int, int], head: bytes) -> bytes:
 
 
 def test_payload_headers_of_every_version_read():
+    import hashlib
     import json
     import zlib
+
+    from qmtgan.runtime.header_dictionary import HEADER_DICTIONARY
 
     payload = _payload(Policy("symmetric", bits=6))[0]
     data = fmt.encode(payload, "packed")  # the only coder older versions know
     text = json.dumps({**payload.header, "code_coder": "packed"}, separators=(",", ":")).encode()
-    assert fmt.VERSION >= fmt.HEADER_DEFLATED_FROM and zlib.decompress(_head(data), -15) == text
-    assert len(_head(data)) < len(text)  # the deflated header is what is stored
-    for version in ((2, 0), (2, 1), (2, 2)):  # older files: the header as plain JSON
-        older = fmt.decode(_with_head(data, version, text))
+    inflater = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY)
+    assert fmt.VERSION >= fmt.HEADER_DICTIONARY_FROM and inflater.decompress(_head(data)) == text
+    # every 2.6 file was deflated against these exact bytes: the dictionary may never change
+    assert hashlib.sha256(HEADER_DICTIONARY).hexdigest() == (
+        "131e6dac9fd10073862b15f6b804c7dc999af96d8977daac1e249846febee8aa")
+    plain = fmt.pack_header(text, (2, 5))
+    assert zlib.decompress(plain, -15) == text
+    assert len(_head(data)) < 0.6 * len(plain)  # the dictionary pays on an ordinary header
+    for version in ((2, 0), (2, 1), (2, 2), (2, 3), (2, 4), (2, 5)):  # older files: plain or deflated
+        older = fmt.decode(_with_head(data, version, fmt.pack_header(text, version)))
         assert older.header == fmt.decode(data).header
     with pytest.raises(QmtganError, match="not a valid deflate stream"):  # a plain header labelled 2.3
         fmt.decode(_with_head(data, fmt.HEADER_DEFLATED_FROM, text))
+    with pytest.raises(QmtganError, match="not a valid deflate stream"):  # a 2.6 header labelled 2.5
+        fmt.decode(_with_head(data, (2, 5), _head(data)))
 
 
 def _head(data: bytes) -> bytes:
@@ -390,18 +401,19 @@ def test_a_coded_section_is_inflated_no_further_than_its_tensors_need(coder):
 def test_older_payloads_still_decode_and_may_not_claim_a_coder():
     payload, weights = _payload(Policy("symmetric", bits=6))
     packed = fmt.encode(payload, "packed")
+    text = fmt.unpack_header(_head(packed), fmt.VERSION, "packed")
     for version in ((2, 3), (2, 4)):
-        relabelled = _with_section(packed, b"HEAD", _head(packed), version)
+        relabelled = _with_section(packed, b"HEAD", fmt.pack_header(text, version), version)
         for a, b in zip(fmt.decode(relabelled).weights(), weights):
             assert a.tobytes() == b.tobytes()
     coded = fmt.encode(payload, "lzma")
     with pytest.raises(QmtganError, match="2.3 payload cannot hold 'lzma'-coded codes"):
-        fmt.decode(_with_section(coded, b"HEAD", _head(coded), (2, 3)))
+        fmt.decode(_with_section(coded, b"HEAD", fmt.pack_header(
+            fmt.unpack_header(_head(coded), fmt.VERSION, "coded"), (2, 3)), (2, 3)))
     with pytest.raises(QmtganError, match="unknown code coder"):
         import json
-        import zlib
 
-        header = json.loads(zlib.decompress(_head(coded), -15))
+        header = json.loads(fmt.unpack_header(_head(coded), fmt.VERSION, "coded"))
         fmt.decode(
             _with_section(
                 coded, b"HEAD", fmt.pack_header(json.dumps({**header, "code_coder": "brotli"}).encode())

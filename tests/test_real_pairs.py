@@ -22,6 +22,9 @@ def test_real_pairs_report_on_a_crop_of_a_real_city(tmp_path):
     doc = json.loads((out / "real.json").read_text())
     (pair,) = doc["pairs"]
     assert pair["pair"] == "paris" and doc["context"]["sizes"]["paris"] == "132 x 132"
+    # real scenes train with a clipped normalization (saturated pixels would squeeze the content)
+    model = json.loads((out / "models" / "paris" / "model.json").read_text())
+    assert 0 < model["normalization"]["low_percentile"] < 1 and model["normalization"]["high_percentile"] > 99
     row = pair["rates"]["1"]
     # the baselines a user would fly, KLT included, were measured; the best is named
     families = {p["family"] for p in json.loads((out / "rd" / "rd.json").read_text())["points"]}

@@ -33,9 +33,11 @@ if TYPE_CHECKING:  # the training loop imports Keras: only when a generator is t
 # misregistration between the dates.
 BASE_KERNEL = 3
 SHARED_SCHEMA = "qmtgan.shared/1"
-# Trained on the squared error (what SNR measures) with a decaying rate, no discriminator.
+# Trained on the squared error (what SNR measures) with a decaying rate, no discriminator; each
+# pair's normalization clips 0.1 % of every band at either end, as a per-pair generator's does
+# on real scenes (train/presets.py: REAL_TRAIN).
 SHARED_TRAIN = {"loss": "l2", "adversarial": False, "learning_rate": 1e-3, "decay_from": 0.5,
-                "norm_clip": 0.0}
+                "norm_clip": 0.1}
 SHARED_EPOCHS = 30
 
 
@@ -48,10 +50,11 @@ def linear_base(reference: Scene, target: Scene, seed: int = 0) -> tuple[CodedLi
 
 
 def base_normalization(base: np.ndarray, target: np.ndarray, valid: np.ndarray) -> Normalization:
-    """The per-pair map to [-1, 1], nothing clipped (a clipped target pixel is an error the
-    correction cannot undo); fitted on the base and the target, carried in the payload, so its
-    bounds are whole DN."""
-    return Normalization.fit([base, target], valid, clip_percent=0.0).outward_to_integers()
+    """The per-pair map to [-1, 1]: the bands' outliers clipped, so that saturated pixels do not
+    squeeze the content (the gate keeps the base where a clipped pixel costs more); fitted on
+    the base and the target, carried in the payload, so its bounds are whole DN."""
+    clip = SHARED_TRAIN["norm_clip"]
+    return Normalization.fit([base, target], valid, clip_percent=clip).outward_to_integers()
 
 
 def _pair_patches(reference: Scene, target: Scene, patch_size: int, seed: int) -> PatchSet:
