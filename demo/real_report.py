@@ -196,7 +196,7 @@ def _shared_intro(context: dict) -> list[str]:
     return [f"Shared generator: {g['name']} ngf {g['ngf']} depth {g['depth']}, residual {g['residual']}, "
             f"{shared['epochs']} epochs, one per city, trained on the other cities (leave one city out) and "
             "run on the city it never saw; the payload holds the city's 3x3 linear base, a gate over "
-            "32 x 32 px blocks (refinement or base) and the residual, no weights. \"codec\" is the "
+            "32 or 64 px blocks (refinement or base) and the residual, no weights. \"codec\" is the "
             "better of the per-pair hybrid and the shared one.", ""]
 
 

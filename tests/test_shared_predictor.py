@@ -97,11 +97,13 @@ def test_the_gated_hybrid_is_never_worse_than_its_linear_base_at_the_same_rate(s
 
     tmp, pairs = shared_setup
     pair = PairData.load(pairs["pisa"])
-    encoder = SharedEncoder(pair, SharedModel.read(tmp / "shared.qmtg"), block=16)
+    encoder = SharedEncoder(pair, SharedModel.read(tmp / "shared.qmtg"), blocks=(16, 32))
     for rate in (1.5, 3.0):  # a 96 px crop: the base and header alone take about 0.7 bpp
         got = encoder.hybrid(rate)
         assert snr_db(pair.target.data, got.recon, pair.valid) >= got.base_snr_db
         assert 0.0 <= got.gate_fraction <= 1.0
+        # the gate's grid is one of the sizes tried (the plain base's is the first)
+        assert got.payload.header["predictor"]["gate"]["block"] in (16, 32)
     alone = encoder.prediction()
     # per block the closer of the two: at least as good as the base everywhere
     assert snr_db(pair.target.data, alone.recon, pair.valid) >= alone.base_snr_db
@@ -120,8 +122,8 @@ def test_a_shared_payload_with_float32_coefficients_still_decodes(shared_setup):
     tmp, pairs = shared_setup
     pair = PairData.load(pairs["pisa"])
     shared = SharedModel.read(tmp / "shared.qmtg")
-    new = SharedEncoder(pair, shared, block=16).prediction().payload
-    coef = np.asarray(SharedEncoder(pair, shared, block=16).coded.coef, np.float32)
+    new = SharedEncoder(pair, shared, blocks=(16,)).prediction().payload
+    coef = np.asarray(SharedEncoder(pair, shared, blocks=(16,)).coded.coef, np.float32)
     header = {**new.header, "tensors": [{"name": "linear/coef", "shape": list(coef.shape), "bits": 32}]}
     old = fmt.Payload(header, [None], [None], [coef])
     got_new = reconstruct(fmt.decode(fmt.encode(new)), pair.reference, shared=shared)
