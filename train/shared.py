@@ -25,6 +25,7 @@ from qmtgan.runtime.scene import Scene
 from qmtgan.train.dataset import PatchSet, make_patch_set, training_dataset
 from qmtgan.train.linear_fit import fit_linear
 from qmtgan.train.models.config import GeneratorConfig
+from qmtgan.train.presets import REAL_TRAIN
 
 if TYPE_CHECKING:  # the training loop imports Keras: only when a generator is trained
     from qmtgan.train.training import TrainConfig
@@ -33,11 +34,9 @@ if TYPE_CHECKING:  # the training loop imports Keras: only when a generator is t
 # misregistration between the dates.
 BASE_KERNEL = 3
 SHARED_SCHEMA = "qmtgan.shared/1"
-# Trained on the squared error (what SNR measures) with a decaying rate, no discriminator; each
-# pair's normalization clips 0.1 % of every band at either end, as a per-pair generator's does
-# on real scenes (train/presets.py: REAL_TRAIN).
-SHARED_TRAIN = {"loss": "l2", "adversarial": False, "learning_rate": 1e-3, "decay_from": 0.5,
-                "norm_clip": 0.1}
+# Trained as a per-pair generator is on real scenes: the squared error, a decaying rate, no
+# discriminator, and each pair's normalization clipped at 0.1 % of every band at either end.
+SHARED_TRAIN = REAL_TRAIN
 SHARED_EPOCHS = 30
 
 
