@@ -1,7 +1,8 @@
 """The Artifact record every format makes, and the two int8 formats' choice, which measures
 candidates on the scene and keeps the one that holds accuracy best:
 
-  tflite-int8  full int8, then again with the output's per-band bias corrected (kept if it
+  tflite-int8  full int8 from each of TensorFlow's two quantizers (the better kept), then
+               again with the output's per-band bias corrected (kept if it
                measures better); if it loses more than the threshold against float, the layers of
                the quantization debugger's three worst ops stay float (the convolutions stay
                int8); if that still loses too much, 16x8 (int16 activations).
@@ -78,14 +79,27 @@ def _bias_corrected(graph, blob: bytes, ctx: Int8Context):
 
 def tflite_int8(graph, ctx: Int8Context) -> Artifact:
     from qmtgan.convert import explain_int8
-    from qmtgan.convert.tflite import converter_for, to_tflite
+    from qmtgan.convert.tflite import QUANTIZERS, converter_for, to_tflite
+    from qmtgan.runtime.errors import QmtganError
 
-    blob = to_tflite(graph, "int8", ctx.representative)
-    full = ctx.measure("tflite", blob)
-    record: dict = {"full_int8": full.to_dict(), "threshold_db": ctx.threshold_db}
+    tried, failed = {}, {}
+    for quantizer in QUANTIZERS:
+        try:
+            blob = to_tflite(graph, "int8", ctx.representative, quantizer=quantizer)
+        except Exception as err:  # a quantizer lacking one of the graph's ops: the other one decides
+            failed[quantizer] = str(err).splitlines()[0]
+            continue
+        tried[quantizer] = (blob, ctx.measure("tflite", blob))
+    if not tried:
+        raise QmtganError(f"no TFLite quantizer converts this graph to int8: {failed}")
+    quantizer = max(tried, key=lambda q: tried[q][1].snr_vs_target_db)
+    blob, full = tried[quantizer]
+    record: dict = {"quantizer": quantizer,
+                    "quantizers": {q: m.to_dict() for q, (_, m) in tried.items()} | failed,
+                    "full_int8": full.to_dict(), "threshold_db": ctx.threshold_db}
     corrected, bias = _bias_corrected(graph, blob, ctx)
     if corrected is not None:
-        corrected_blob = to_tflite(corrected, "int8", ctx.representative)
+        corrected_blob = to_tflite(corrected, "int8", ctx.representative, quantizer=quantizer)
         measured = ctx.measure("tflite", corrected_blob)
         record["bias_correction"] = {
             "band_bias": [round(float(b), 6) for b in bias],

@@ -7,6 +7,12 @@
            representative set of the scene's reference tiles. `float_layers` keeps the ops of
            the named layers in float (the quantization debugger's denylist), the rest int8.
   16x8     int16 activations, int8 weights (accuracy fallback; no XNNPACK kernels: slow)
+
+Two quantizers turn the calibrated ranges into int8 parameters: TensorFlow's MLIR quantizer
+(its default) and the legacy one. They differ: on the generators of real pairs the MLIR
+quantizer can give a LEAKY_RELU an output range many times the one calibrated for it, which
+leaves the activations after it a few int8 steps, while the legacy quantizer keeps the
+calibrated range. The int8 format measures both and keeps the better (convert/artifacts.py).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "16x8")
+QUANTIZERS = ("mlir", "legacy")
 
 
 def tile_samples(tiles: np.ndarray):
@@ -26,7 +33,7 @@ def tile_samples(tiles: np.ndarray):
     return samples
 
 
-def converter_for(model, precision: str, representative: np.ndarray | None = None):
+def converter_for(model, precision: str, representative: np.ndarray | None = None, quantizer: str = "mlir"):
     """A TFLiteConverter set up for `precision` (the quantization debugger takes one too)."""
     import tensorflow as tf
 
@@ -34,6 +41,8 @@ def converter_for(model, precision: str, representative: np.ndarray | None = Non
 
     if precision not in PRECISIONS:
         raise QmtganError(f"unknown TFLite precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    if quantizer not in QUANTIZERS:
+        raise QmtganError(f"unknown TFLite quantizer '{quantizer}' (choose from {', '.join(QUANTIZERS)})")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if precision != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -44,6 +53,7 @@ def converter_for(model, precision: str, representative: np.ndarray | None = Non
             raise QmtganError(f"TFLite {precision} needs representative tiles")
 
         converter.representative_dataset = tile_samples(representative)
+        converter.experimental_new_quantizer = quantizer == "mlir"
     if precision == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
@@ -65,14 +75,15 @@ def _quiet_convert(converter) -> bytes:
 
 
 def to_tflite(model, precision: str, representative: np.ndarray | None = None,
-              float_layers: tuple[str, ...] = ()) -> bytes:
-    converter = converter_for(model, precision, representative)
+              float_layers: tuple[str, ...] = (), quantizer: str = "mlir") -> bytes:
+    """float_layers go through the MLIR quantizer's denylist: they need quantizer 'mlir'."""
+    converter = converter_for(model, precision, representative, quantizer)
     if not float_layers:
         return _quiet_convert(converter)
     from qmtgan.runtime.errors import QmtganError
 
-    if precision != "int8":
-        raise QmtganError("float layers apply to the int8 precision only")
+    if precision != "int8" or quantizer != "mlir":
+        raise QmtganError("float layers apply to the int8 precision with the mlir quantizer only")
     return _int8_with_float_layers(converter, float_layers)
 
 

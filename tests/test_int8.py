@@ -70,6 +70,34 @@ def test_float_layers_stay_float_and_the_rest_int8():
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
 
 
+def test_the_legacy_quantizer_keeps_each_leaky_relu_within_its_input_range():
+    """A LeakyReLU's output never exceeds its input, so its int8 range should not either (within
+    a step). The int8 format measures both quantizers; this pins the property it relies on."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qmtgan.convert.deploy_graph import deploy_graph
+    from qmtgan.convert.tflite import to_tflite
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.models.registry import build_generator
+
+    model = build_generator(
+        GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16, residual="linear"), batch_size=1
+    )
+    tiles = np.random.default_rng(2).uniform(-1, 1, (4, 16, 16, 12)).astype(np.float32)
+    blob = to_tflite(deploy_graph(model), "int8", tiles, quantizer="legacy")
+    interpreter = Interpreter(model_content=blob)
+    tensors = interpreter.get_tensor_details()
+    top = lambda t: (127 - t["quantization"][1]) * t["quantization"][0]
+    checked = 0
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "LEAKY_RELU":
+            inp, out = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
+            assert out["dtype"] == np.int8
+            assert top(out) <= top(inp) + 2 * out["quantization"][0]
+            checked += 1
+    assert checked >= 2
+
+
 def test_converter_output_is_silenced_but_kept_for_a_failure(capfd):
     import os
 
