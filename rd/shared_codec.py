@@ -2,12 +2,13 @@
 both ends hold, and encode a pair against it.
 
 A pair's payload is its linear base (12-bit taps, float32 offsets), its normalization, a per-block
-gate and, in hybrid mode, the coded residual. The gate is chosen by measured error after the
-residual: the residual of the base and of the refinement are each coded at the requested rate,
-and each block takes the prediction whose reconstruction is closer to the target there. For
-each of a few block sizes the gated prediction's own residual is then coded, and the encoder
-keeps whichever of these and the plain base (an all-zero gate) measures best, so the codec
-never does worse than its base by more than the gate's few bytes.
+gate and, in hybrid mode, the coded residual; a gate that keeps the base everywhere leaves the
+base alone (a linear-base payload, decoded without the shared model). The gate is chosen by
+measured error after the residual: the residual of the base and of the refinement are each coded
+at the requested rate, and each block takes the prediction whose reconstruction is closer to the
+target there. For each of a few block sizes the gated prediction's own residual is then coded,
+and the encoder keeps whichever of these and the plain base (an all-zero gate) measures best, so
+the codec never does worse than its base by more than the gate's few bytes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from qmtgan.runtime.metrics import snr_db
 from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
 from qmtgan.runtime.linear_coding import METHOD, CodedLinear
-from qmtgan.runtime.shared import BIAS_TENSOR, KERNEL_TENSOR, PREDICTOR, SharedModel
+from qmtgan.runtime.shared import BIAS_TENSOR, KERNEL_TENSOR, LINEAR_BASE, PREDICTOR, SharedModel
 from qmtgan.train.shared import BASE_KERNEL, base_normalization, linear_base
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,18 @@ def export_shared(run_dir: Path, out: Path) -> dict:
 def shared_payload(pair: PairData, shared: SharedModel, coded: CodedLinear, norm: Normalization,
                    gate: np.ndarray, block: int) -> fmt.Payload:
     """A pair's payload against ``shared`` (no residual yet). The generator's record stays in
-    the shared model, which ``model_sha256`` pins."""
-    header = {"format": "qmtg", "qmtgan_version": __version__, "bands": list(BAND_ORDER),
-              "normalization": norm.to_dict(), "method": "float32",
+    the shared model, which ``model_sha256`` pins. With an all-base gate it is a linear-base
+    payload: the refinement's normalization, gate and model hash would be bytes no decoder uses."""
+    header = {"format": "qmtg", "qmtgan_version": __version__, "bands": list(BAND_ORDER), "method": "float32",
               "scene": scene_header(pair.reference, shared.tile),
-              "predictor": {"kind": PREDICTOR, "model_sha256": shared.sha256, "base_kernel": BASE_KERNEL,
-                            "gate": gates.to_record(gate, block)},
-              "tensors": [{"name": KERNEL_TENSOR, "shape": list(coded.codes.shape), "bits": coded.bits,
-                           "method": METHOD, "channel_axis": 0, "side": int(coded.steps.size)},
-                          {"name": BIAS_TENSOR, "shape": list(coded.bias.shape), "bits": fmt.FLOAT_BITS}]}
+              "predictor": {"kind": LINEAR_BASE, "base_kernel": BASE_KERNEL}}
+    if gate.any():
+        header["normalization"] = norm.to_dict()
+        header["predictor"] = {"kind": PREDICTOR, "model_sha256": shared.sha256, "base_kernel": BASE_KERNEL,
+                               "gate": gates.to_record(gate, block)}
+    header["tensors"] = [{"name": KERNEL_TENSOR, "shape": list(coded.codes.shape), "bits": coded.bits,
+                          "method": METHOD, "channel_axis": 0, "side": int(coded.steps.size)},
+                         {"name": BIAS_TENSOR, "shape": list(coded.bias.shape), "bits": fmt.FLOAT_BITS}]
     return fmt.Payload(header, [coded.codes, None], [coded.steps, None], [None, coded.bias])
 
 

@@ -124,8 +124,9 @@ def hybrid_residual(path: str | os.PathLike, reference: Scene, generator: dict) 
     prediction, which a float bundle reproduces to a fraction of a DN)."""
     payload = fmt.read(path)
     if predictor_record(payload.header, str(path)) is not None:
-        raise QmtganError(f"{path} was made against a shared generator: decode it with `qmtgan decode "
-                          "--shared FILE` (a bundle's input is the reference, not the payload's linear base)")
+        raise QmtganError(f"{path} predicts with a linear base, not a generator: decode it with `qmtgan "
+                          "decode` (and --shared FILE if it names one); a bundle's input is the reference, "
+                          "not the payload's linear base")
     if not payload.header.get("residual"):
         raise QmtganError(f"{path}: not a hybrid payload (it has no residual to add)")
     check_reference(payload.header, reference, str(path))

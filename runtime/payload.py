@@ -42,7 +42,7 @@ MAGIC = b"QMTG\r\n\x1a\n"
 # (codec "jpeg2000+klt-in-res"), the CRS as its authority code, and no generator record in a
 # shared-predictor payload; 2.6: the header deflated against a preset dictionary (its keys and
 # structure are most of a shared payload's header)
-VERSION = (2, 6)
+VERSION = (2, 7)
 HEADER_DEFLATED_FROM = (2, 3)
 HEADER_DICTIONARY_FROM = (2, 6)
 CODED_FROM = (2, 4)

@@ -4,7 +4,8 @@ The shared generator (a float .qmtg whose header says "shared", deployed once to
 refines a pair's linear base. A pair's payload carries the base's coefficients (tensors
 ``linear/kernel`` and ``linear/bias``), the per-pair normalization, the per-block gate that
 chose between the refinement and the base, and the SHA-256 of the shared model it was made
-against.
+against. Where the encoder's gate keeps the base in every block, the payload says so instead
+(predictor "linear-base"): the base's coefficients alone, which decode without the shared model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from qmtgan.runtime.numpy_generator import NumpyGenerator
 from qmtgan.runtime.tiling import MAX_TILE
 
 PREDICTOR = "shared-linear-base"
+LINEAR_BASE = "linear-base"  # the gate kept the base everywhere: no model, gate or normalization
+PREDICTORS = (PREDICTOR, LINEAR_BASE)
 COEF_TENSOR = "linear/coef"  # float32, the offsets last (2.2-2.4)
 KERNEL_TENSOR, BIAS_TENSOR = "linear/kernel", "linear/bias"  # any method, and float32 (2.5)
 
@@ -75,9 +78,10 @@ def predictor_record(header: dict, name: str) -> dict | None:
     record = header.get("predictor")
     if record is None:
         return None
-    if not isinstance(record, dict) or record.get("kind") != PREDICTOR:
+    if not isinstance(record, dict) or record.get("kind") not in PREDICTORS:
         got = record.get("kind") if isinstance(record, dict) else record
-        raise QmtganError(f"{name}: unknown predictor {got!r} (this qmtgan knows {PREDICTOR!r})")
+        raise QmtganError(f"{name}: unknown predictor {got!r} (this qmtgan knows "
+                          f"{', '.join(map(repr, PREDICTORS))})")
     return record
 
 
@@ -115,18 +119,24 @@ def coefficients(payload: fmt.Payload, bands: int, name: str) -> np.ndarray:
 def shared_prediction(payload: fmt.Payload, reference, shared: SharedModel | None, name: str = "payload",
                       progress: bool = False) -> np.ndarray:
     """The gated prediction of a shared-predictor payload (DN, nodata 0): the linear base, and
-    the shared generator's refinement of it in the blocks the gate chose."""
+    the shared generator's refinement of it in the blocks the gate chose (none for a
+    linear-base payload, which needs no shared model)."""
     header = payload.header
     record = predictor_record(header, name)
-    model = check_model(record, shared, name)
+    refines = record["kind"] == PREDICTOR
+    model = check_model(record, shared, name) if refines else None
     try:
         coef = coefficients(payload, reference.band_count, name)
-        gate, block = gates.from_record(record.get("gate"), reference.shape)
-        norm = Normalization.from_dict(header["normalization"])
         valid = reference.valid
         base = apply_linear(coef, reference.data, valid)
+        if not refines:
+            return base
+        gate, block = gates.from_record(record.get("gate"), reference.shape)
+        norm = Normalization.from_dict(header["normalization"])
     except QmtganError as exc:
         raise QmtganError(exc.args[0] if exc.args[0].startswith(name) else f"{name}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
     if not gate.any():
         return base
     return gates.apply(gate, block, model.refine(base, norm, valid, progress), base)
