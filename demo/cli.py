@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from qmtgan.demo.config import DEMO_EPOCHS
-from qmtgan.options import list_option, out_option
+from qmtgan.options import list_option, methods_option, out_option
 from qmtgan.train.shared import SHARED_EPOCHS
 
 
@@ -41,6 +41,7 @@ def demo(out: Path, epochs: int, seed: int) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
 @list_option("--rates", convert=float, default=(0.05, 0.11, 0.15, 0.45), help="Total bits per sample.")
 @list_option("--bits", convert=int, default=(4, 8), help="Generator bit widths.")
+@methods_option(("symmetric", "kmeans", "pwl"), "Generator payload methods, each at every --bits.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also build each pair's int8 bundles and measure their loss against float.")
@@ -50,15 +51,18 @@ def demo(out: Path, epochs: int, seed: int) -> None:
 @click.option("--shared-ngf", type=click.IntRange(min=1), default=8, show_default=True,
               help="First-layer width of each shared generator (the paper's is 20).")
 @out_option("Report folder.", default=Path("results/real"))
-def real(root: Path, cities: list[str], epochs: int, rates: list[float], bits: list[int], seed: int,
-         int8: bool, shared_epochs: int, shared_ngf: int, out: Path) -> None:
+def real(root: Path, cities: list[str], epochs: int, rates: list[float], bits: list[int], methods: list[str],
+         seed: int, int8: bool, shared_epochs: int, shared_ngf: int, out: Path) -> None:
     """The codec against the classical methods on real Sentinel-2 pairs: per pair and mean, at
     each scene's size and projected to the paper's, PTQ of each pair's generator, and a shared
     generator on the city it never saw; writes OUT/real.md (+ JSON, PNG, rd/, sweep/)."""
     from qmtgan.demo.real_pairs import run_real
+    from qmtgan.quantize.methods import get_method
 
+    for m in methods:
+        get_method(m)
     run_real(root, out, epochs, tuple(rates), tuple(bits), cities or None, seed, int8, shared_epochs,
-             shared_ngf)
+             shared_ngf, tuple(methods))
     click.echo((out / "real.md").read_text())
 
 

@@ -143,7 +143,8 @@ def ptq_sweep(run_dirs: list[Path], pair_dirs: list[Path], out: Path, seed: int)
 
 def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits: tuple[int, ...],
              cities: list[str] | None = None, seed: int = 0, with_int8: bool = True,
-             shared_epochs: int = 0, shared_ngf: int | None = None) -> dict:
+             shared_epochs: int = 0, shared_ngf: int | None = None,
+             methods: tuple[str, ...] = ("symmetric",)) -> dict:
     """Prepare, train and measure every pair; write out/rd (the rate-distortion report) and
     out/real.{md,json,png}; return the summary."""
     from tqdm import tqdm
@@ -171,7 +172,8 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
         trained[p.city] = train_or_reuse(pair_dir, run_dir, gcfg, tcfg)[1]
     timings["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    doc = rd_report(pair_dirs, run_dirs, list(rates), tuple(bits), out / "rd", project_pixels=PAPER_PIXELS)
+    doc = rd_report(pair_dirs, run_dirs, list(rates), tuple(bits), out / "rd", project_pixels=PAPER_PIXELS,
+                    methods=methods)
     timings["rate_distortion_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sweep = ptq_sweep(run_dirs, pair_dirs, out / "sweep", seed)
@@ -200,7 +202,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     context = {"root": str(root), "licence": licence_line(root), "pairs": [asdict_str(p) for p in pairs],
                "sizes": sizes,
                "generator": gcfg.to_dict(), "training": {"epochs": epochs, **REAL_TRAIN},
-               "train_wall_s": trained, "rates": list(rates), "bits": list(bits),
+               "train_wall_s": trained, "rates": list(rates), "bits": list(bits), "methods": list(methods),
                "paper_pixels": PAPER_PIXELS, "timings": timings, "int8": int8, "shared": shared,
                "sweep": sweep}
     return write_real_report(out, doc, context)

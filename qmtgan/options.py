@@ -9,6 +9,7 @@ here and means the same thing everywhere.
   --board      a board of `qmtgan targets list` (hardware; --target is a GeoTIFF)
   --shared     a shared generator's .qmtg (`qmtgan shared export`), held by both ends
   --patch-size the side of a training patch, which is also the decoding tile (the paper's: 512)
+  --methods    quantization methods by name (`symmetric`, `kmeans`, `pwl`, ...)
   lists        repeat the option or separate values with commas: --bits 4,8 == --bits 4 --bits 8
   KEY=VALUE    options that map a name to a value (bench --host BOARD=user@addr)
 
@@ -116,6 +117,11 @@ def list_option(
     return click.option(*decls, multiple=True, callback=callback, default=tuple(str(d) for d in default),
                         show_default=bool(default),
                         help=f"{help} Comma-separated or repeated.".strip(), **kwargs)
+
+
+def methods_option(default: tuple[str, ...], help: str = "Quantization methods.") -> Callable:
+    """--methods: names of quantize/methods.py's methods (the command checks them)."""
+    return list_option("--methods", default=default, help=help)
 
 
 def key_value_option(*decls: str, **kwargs) -> Callable:

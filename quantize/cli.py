@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import list_option, model_option, out_option, pair_option
+from qmtgan.options import list_option, methods_option, model_option, out_option, pair_option
 from qmtgan.quantize.grids import GRID_METHODS
 from qmtgan.quantize.methods import METHODS
 
@@ -33,7 +33,7 @@ def report(paper_config: bool, as_json: bool) -> None:
 @model_option(multiple=True, help="A trained run, with one --pair each to average over pairs.")
 @pair_option(multiple=True)
 @out_option("Report folder.")
-@list_option("--methods", default=METHODS, help="Quantization methods.")
+@methods_option(METHODS)
 @list_option("--bits", "bits_list", convert=int, default=(2, 4, 6, 8, 16, 32), help="Bit widths.")
 @click.option("--peer", "peers", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A trained peer generator's run folder (adds its float row); repeatable.")

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def tensor_levels(tensors, policy: Policy) -> list[np.ndarray | None]:
-    """Per tensor, the sorted levels its PTQ grid offers (None: kept in float32)."""
+    """Per tensor, the sorted levels its PTQ grid offers (None: kept in float32, and the spectral
+    map, which fine-tuning leaves as it is and whose grid is per band)."""
     qmodel = quantize_tensors(tensors, policy)
-    return [np.unique(grids.levels(e.q)) if e.quantized else None for e in qmodel.entries]
+    return [np.unique(grids.levels(e.q)) if e.quantized and e.info.layer not in FLOAT_LAYERS else None
+            for e in qmodel.entries]
 
 
 class SceneFit:

@@ -47,7 +47,6 @@ class QuantizedModel:
 def quantize_tensors(
     tensors: list[tuple[TensorInfo, np.ndarray]], policy: Policy, seed: int = 0
 ) -> QuantizedModel:
-    method = get_method(policy.method)
     rng = np.random.default_rng(seed)
     chosen = [(info, w, policy.bits_for(info)) for info, w in tensors]
     extra = {}
@@ -60,6 +59,7 @@ def quantize_tensors(
         if bits == FLOAT_BITS:
             entries.append(Entry(info, bits, value=np.asarray(w, np.float32)))
             continue
+        method = get_method(policy.method_for(info))
         if extra:
             codes, side = method.codes_and_side(
                 np.asarray(w, np.float32), bits, rng, info.channel_axis, **extra

@@ -24,9 +24,14 @@ from qmtgan.quantize.methods import FLOAT_BITS, check_bits, get_method
 from qmtgan.runtime.errors import QmtganError
 
 MODES = ("uniform", "conv-only", "nonconv-only", "split", "lwpq", "allocated")
-# Layers kept in float32 whatever the policy: the residual generator's 1x1 spectral map is the
-# base prediction every pixel starts from (156 values: 624 bytes).
+# Layers the policy's widths never reach: the residual generator's spectral map, the base
+# prediction every pixel starts from. Its kernel is stored as a linear predictor's taps are
+# (12-bit integers, one step per output band: runtime/linear_coding.py) wherever the policy
+# quantizes kernels, which moves the prediction by a fraction of what the 8-bit U-Net does and
+# takes 37.5 % of float32's bytes; its bias, and the whole map under `global` (one step shared
+# by every tensor), stay float32.
 FLOAT_LAYERS = ("spectral",)
+SPECTRAL_METHOD, SPECTRAL_BITS = "integer", 12
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,19 @@ class Policy:
 
     def bits_for(self, t: TensorInfo) -> int:
         if t.layer in FLOAT_LAYERS:
-            return FLOAT_BITS
+            return SPECTRAL_BITS if self._codes_spectral(t) else FLOAT_BITS
+        return self._width(t)
+
+    def method_for(self, t: TensorInfo) -> str:
+        return SPECTRAL_METHOD if t.layer in FLOAT_LAYERS and self._codes_spectral(t) else self.method
+
+    def _codes_spectral(self, t: TensorInfo) -> bool:
+        probe = TensorInfo("probe/kernel", "probe", "kernel", t.shape, t.channel_axis)
+        quantizes_kernels = self._width(probe) != FLOAT_BITS or any(
+            b != FLOAT_BITS for _, b in self.allocation)
+        return t.is_conv and self.method != "global" and quantizes_kernels
+
+    def _width(self, t: TensorInfo) -> int:
         if self.mode == "uniform":
             return self.bits
         if self.mode == "allocated":

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import (list_option, model_option, out_option, pair_option, patch_size_option,
-                            shared_option)
+from qmtgan.options import (list_option, methods_option, model_option, out_option, pair_option,
+                            patch_size_option, shared_option)
 from qmtgan.quantize.methods import METHODS
 from qmtgan.quantize.policy import MODES
 from qmtgan.train.shared import SHARED_EPOCHS
@@ -164,7 +164,7 @@ def encode(
 @list_option(
     "--bits", "bits_list", convert=int, default=(4, 8, 32), help="Generator bit widths (32 = float32)."
 )
-@list_option("--methods", default=("symmetric",), help="Quantization methods of the generator payloads.")
+@methods_option(("symmetric",), "Quantization methods of the generator payloads.")
 @out_option("Report folder.")
 def baselines(
     pair_dirs: tuple[Path, ...],

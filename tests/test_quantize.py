@@ -446,3 +446,42 @@ def test_an_allocated_policy_quantizes_each_layer_at_its_width_and_survives_the_
     assert Policy.from_dict(decoded.header["policy"]) == policy
     for a, b in zip(decoded.weights(), weights):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("policy, coded", [
+    (Policy("symmetric", bits=8), True), (Policy("kmeans", bits=4), True),
+    (Policy("symmetric", "split", conv_bits=6, nonconv_bits=32), True),
+    (Policy("symmetric", bits=32), False), (Policy("symmetric", "nonconv-only", bits=6), False),
+    (Policy("global", bits=8), False)])
+def test_the_spectral_map_is_coded_like_a_linear_base_where_kernels_are_quantized(policy, coded):
+    """The residual's spectral kernel: 12-bit integers with a step per output band (within half
+    a step), its bias float32; float32 where the policy leaves kernels float, and under global."""
+    from qmtgan.quantize.policy import generator_tensors
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.models.registry import build_generator
+
+    model = build_generator(GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16, residual="linear",
+                                            spectral_kernel=3), batch_size=1)
+    rng = np.random.default_rng(0)
+    model.get_layer("spectral").set_weights([rng.normal(0, 0.2, (3, 3, 12, 12)).astype(np.float32),
+                                             rng.normal(0, 0.1, 12).astype(np.float32)])
+    tensors = generator_tensors(model)
+    qmodel = quantize_tensors(tensors, policy)
+    entries = {e.info.name: (e, w) for e, (_, w) in zip(qmodel.entries, tensors)}
+    kernel, kernel_w = entries["spectral/kernel"]
+    bias, bias_w = entries["spectral/bias"]
+    assert not bias.quantized and np.array_equal(bias.value, bias_w)
+    if not coded:
+        assert not kernel.quantized and np.array_equal(kernel.value, kernel_w)
+        return
+    assert kernel.quantized and kernel.bits == 12 and kernel.q.method == "integer"
+    assert kernel.q.side.shape == (12,)  # a step per output band
+    steps = kernel.q.side.reshape(1, 1, 1, 12)
+    back = qmodel.dequantized()[qmodel.entries.index(kernel)]
+    assert np.all(np.abs(back - kernel_w) <= steps / 2 * (1 + 1e-6)) and np.any(back != kernel_w)
+    from qmtgan.quantize.codec import to_payload
+    from qmtgan.runtime.normalization import Normalization
+
+    payload = to_payload(qmodel, {}, Normalization((0.0,) * 12, (1.0,) * 12), None)
+    again = fmt.decode(fmt.encode(payload)).weights()
+    np.testing.assert_array_equal(again[qmodel.entries.index(kernel)], back)

@@ -16,8 +16,8 @@ def test_real_pairs_report_on_a_crop_of_a_real_city(tmp_path):
     root = tmp_path / "oscd"
     crop_oscd_city(oscd_root() / "paris", root / "paris", 120, 120, 132)
     out = tmp_path / "real"
-    proc = run_cli("real", "--pairs", root, "--epochs", "2", "--rates", "1.0", "--bits", "8", "-o", out,
-                   timeout=1200)
+    proc = run_cli("real", "--pairs", root, "--epochs", "2", "--rates", "1.0", "--bits", "8", "--methods",
+                   "symmetric,pwl", "-o", out, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "real.json").read_text())
     (pair,) = doc["pairs"]
@@ -29,6 +29,10 @@ def test_real_pairs_report_on_a_crop_of_a_real_city(tmp_path):
     # the baselines a user would fly, KLT included, were measured; the best is named
     families = {p["family"] for p in json.loads((out / "rd" / "rd.json").read_text())["points"]}
     assert {"klt+jpeg2000", "linear-3x3+klt+jpeg2000", "linear-3x3+jpeg2000", "hybrid-projected"} <= families
+    # the hybrids are made from the payloads of every method asked for
+    projected = [p["label"] for p in json.loads((out / "rd" / "rd.json").read_text())["points"]
+                 if p["family"] == "hybrid-projected"]
+    assert any("8-bit pwl" in label for label in projected) and any("8-bit +" in label for label in projected)
     assert row["classical"]["snr_db"] > 0 and row["projected"] is not None
     # 105k weights at 8 bits cannot fit 1 bpp on 132 x 132 px, but they do on 441 tiles
     assert row["hybrid"] is None and "projected_minus_classical_db" in row
@@ -40,7 +44,7 @@ def test_real_pairs_report_on_a_crop_of_a_real_city(tmp_path):
     sweep = doc["context"]["sweep"]
     labels = {r["label"]: r for r in sweep["rows"]}
     assert {"float32", "symmetric 2", "symmetric 8", "stochastic 6", "asymmetric 4"} <= set(labels)
-    # 8 bits against 32: under a third of float's bytes (the 3x3 linear map stays float32, and the
+    # 8 bits against 32: under a third of float's bytes (the 3x3 linear map takes 12 bits, and the
     # side information counts, so not quite a quarter)
     assert labels["symmetric 8"]["bpp_scene"] < labels["float32"]["bpp_scene"] / 3
     assert {c["claim"].split(" (")[0] for c in sweep["ordering"]} >= {"float >= 8-bit symmetric",
