@@ -26,10 +26,9 @@ from qmtgan.runtime.errors import QmtganError
 MODES = ("uniform", "conv-only", "nonconv-only", "split", "lwpq", "allocated")
 # Layers the policy's widths never reach: the residual generator's spectral map, the base
 # prediction every pixel starts from. Its kernel is stored as a linear predictor's taps are
-# (12-bit integers, one step per output band: runtime/linear_coding.py) wherever the policy
-# quantizes kernels, which moves the prediction by a fraction of what the 8-bit U-Net does and
-# takes 37.5 % of float32's bytes; its bias, and the whole map under `global` (one step shared
-# by every tensor), stay float32.
+# (12-bit integers, one step per output band of 1/2047 of its largest tap:
+# runtime/linear_coding.py) wherever the policy quantizes kernels, in 37.5 % of float32's bytes;
+# its bias, and the whole map under `global` (one step shared by every tensor), stay float32.
 FLOAT_LAYERS = ("spectral",)
 SPECTRAL_METHOD, SPECTRAL_BITS = "integer", 12
 
@@ -94,6 +93,7 @@ class Policy:
         return SPECTRAL_METHOD if t.layer in FLOAT_LAYERS and self._codes_spectral(t) else self.method
 
     def _codes_spectral(self, t: TensorInfo) -> bool:
+        # the map follows the kernels: coded when an ordinary kernel (the probe) would be
         probe = TensorInfo("probe/kernel", "probe", "kernel", t.shape, t.channel_axis)
         quantizes_kernels = self._width(probe) != FLOAT_BITS or any(
             b != FLOAT_BITS for _, b in self.allocation)

@@ -127,16 +127,15 @@ def shared_prediction(payload: fmt.Payload, reference, shared: SharedModel | Non
     model = check_model(record, shared, name) if refines else None
     try:
         coef = coefficients(payload, reference.band_count, name)
+        if refines:  # every record checked before anything is computed
+            gate, block = gates.from_record(record.get("gate"), reference.shape)
+            norm = Normalization.from_dict(header["normalization"])
         valid = reference.valid
         base = apply_linear(coef, reference.data, valid)
-        if not refines:
-            return base
-        gate, block = gates.from_record(record.get("gate"), reference.shape)
-        norm = Normalization.from_dict(header["normalization"])
     except QmtganError as exc:
         raise QmtganError(exc.args[0] if exc.args[0].startswith(name) else f"{name}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise QmtganError(f"{name}: inconsistent header ({exc})") from exc
-    if not gate.any():
+    if not refines or not gate.any():
         return base
     return gates.apply(gate, block, model.refine(base, norm, valid, progress), base)

@@ -200,6 +200,13 @@ def test_an_all_base_gate_makes_a_linear_base_payload_that_needs_no_shared_model
     older_got = reconstruct(fmt.decode(fmt.encode(older)), pair.reference, shared=shared)
     np.testing.assert_array_equal(older_got, got)
     assert len(fmt.encode(older)) >= len(fmt.encode(alone)) + 50
+    # a refining record whose normalization is missing is one clear error, not a KeyError
+    from qmtgan.runtime.errors import QmtganError
+
+    broken = fmt.Payload({k: v for k, v in older.header.items() if k != "normalization"},
+                         alone.codes, alone.sides, alone.floats)
+    with pytest.raises(QmtganError, match="inconsistent header"):
+        reconstruct(fmt.decode(fmt.encode(broken)), pair.reference, shared=shared)
 
 
 def _refining_payload(tmp, pair_dir, out):
