@@ -41,7 +41,8 @@ MAGIC = b"QMTG\r\n\x1a\n"
 # may be entropy coded, and the kmeans / pwl codebooks; 2.5: a residual's KLT as float32 in RES
 # (codec "jpeg2000+klt-in-res"), the CRS as its authority code, and no generator record in a
 # shared-predictor payload; 2.6: the header deflated against a preset dictionary (its keys and
-# structure are most of a shared payload's header)
+# structure are most of a shared payload's header); 2.7: the "linear-base" predictor (a shared
+# payload whose gate keeps the base everywhere)
 VERSION = (2, 7)
 HEADER_DEFLATED_FROM = (2, 3)
 HEADER_DICTIONARY_FROM = (2, 6)
