@@ -124,6 +124,17 @@ def methods_option(default: tuple[str, ...], help: str = "Quantization methods."
     return list_option("--methods", default=default, help=help)
 
 
+def rounding_option() -> Callable:
+    """--rounding: how the quantized generator is fitted to the scene it encodes."""
+    return click.option(
+        "--rounding", type=click.Choice(("nearest", "bias", "adaround")), default="nearest",
+        show_default=True,
+        help="Fit the quantized generator to the pair's scene, layer by layer, kept where the scene "
+        "measures better (methods with one grid per tensor): bias = nearest codes, each bias corrected "
+        "for its layer's mean error; adaround = each kernel weight's rounding chosen on the scene's "
+        "patches, then the bias correction.")
+
+
 def key_value_option(*decls: str, **kwargs) -> Callable:
     """A repeatable KEY=VALUE option; the command receives a dict."""
 

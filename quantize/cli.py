@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from qmtgan.options import list_option, methods_option, model_option, out_option, pair_option
+from qmtgan.options import (list_option, methods_option, model_option, out_option, pair_option,
+                            rounding_option)
 from qmtgan.quantize.grids import GRID_METHODS
 from qmtgan.quantize.methods import METHODS
 
@@ -38,6 +39,7 @@ def report(paper_config: bool, as_json: bool) -> None:
 @click.option("--peer", "peers", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A trained peer generator's run folder (adds its float row); repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of stochastic rounding.")
+@rounding_option()
 def sweep(
     model_dirs: tuple[Path, ...],
     pair_dirs: tuple[Path, ...],
@@ -46,6 +48,7 @@ def sweep(
     bits_list: list[int],
     peers: tuple[str, ...],
     seed: int,
+    rounding: str,
 ) -> None:
     """Methods x bit widths on trained models: Table 2, Figure 2, Figure 3 (metrics averaged over
     the (model, pair) couples, as the paper averages its three data sets)."""
@@ -56,7 +59,7 @@ def sweep(
     for m in names:
         get_method(m)
     widths = [check_bits(b) for b in bits_list]
-    rows = run_sweep(list(model_dirs), list(pair_dirs), out, names, widths, seed, list(peers))
+    rows = run_sweep(list(model_dirs), list(pair_dirs), out, names, widths, seed, list(peers), rounding)
     best = best_row(rows)
     click.echo(f"{len(rows)} configurations; smallest distance to float: {best.policy.label} "
                f"(SNR {best.snr_db:.2f} dB, {best.paper['bpp']:.4f} bpp tile); report in {out}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from qmtgan.quantize.accounting import PAPER_IMAGES, PAPER_PIXELS, account, paper_row
+from qmtgan.quantize.grids import GRID_METHODS
 from qmtgan.quantize.model import quantize_tensors
 from qmtgan.quantize.policy import FLOAT_LAYERS, Policy, generator_tensors
 from qmtgan.runtime.scratch import scratch_dir
@@ -90,9 +91,15 @@ def critical_layers(evaluator: Evaluator, tensors, bits: int = 4, count: int = 2
     return tuple(ranked[:count])
 
 
-def _row(name: str, policy: Policy, sub: "Subject", seed: int, table2: bool):
+def _row(name: str, policy: Policy, sub: "Subject", seed: int, table2: bool, rounding: str = "nearest"):
     evaluator = sub.evaluator
     qmodel = quantize_tensors(sub.tensors, policy, seed)
+    fitted = (rounding != "nearest" and policy.method in GRID_METHODS
+              and any(e.quantized for e in qmodel.entries))
+    if fitted:  # fitted to the pair's scene, kept where it measures better (quantize/adaround.py)
+        from qmtgan.quantize.adaround import fitted_model
+
+        qmodel, _ = fitted_model(sub.model_dir, sub.reference, sub.target, policy, rounding, seed)
     acc_tile = account(qmodel, PAPER_PIXELS, PAPER_IMAGES)
     acc_scene = acc_tile.with_data(evaluator.pixels, 1)
     m, recon = evaluator.measure(qmodel.dequantized())
@@ -101,7 +108,7 @@ def _row(name: str, policy: Policy, sub: "Subject", seed: int, table2: bool):
     stored["bpp_file"] = 8 * stored["file_bytes"] / evaluator.pixels
     return Row(name, policy, policy.bits_column if policy.mode != "uniform" else str(policy.bits), acc,
                paper_row(acc_tile), acc_scene.bpp, m["snr_db"], m["lmse"], m["psnr_db"], table2,
-               m["mean_patch_snr_db"], extra=stored), recon
+               m["mean_patch_snr_db"], extra={**stored, "rounding": rounding if fitted else "nearest"}), recon
 
 
 def payload_bytes(qmodel, sub: "Subject") -> dict:
@@ -170,15 +177,17 @@ def _average(rows: list[Row]) -> Row:
                extra={"per_pair_snr_db": [r.snr_db for r in rows],
                       "per_pair_patch_snr_db": [r.patch_snr_db for r in rows],
                       "file_bytes": float(np.mean(per_pair("file_bytes"))),
-                      "bpp_file": float(np.mean(per_pair("bpp_file"))),
+                      "bpp_file": float(np.mean(per_pair("bpp_file"))), "rounding": first.extra["rounding"],
                       **{f"per_pair_{k}": per_pair(k)
                          for k in ("file_bytes", "bpp_file", "packed_bytes", "code_coder")}})
 
 
 def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: list[str], bits: list[int],
-              seed: int = 0, peers: list[str] = ()) -> list[Row]:
+              seed: int = 0, peers: list[str] = (), rounding: str = "nearest") -> list[Row]:
     """Every configuration on every (model, pair); metrics averaged over the pairs. The LWPQ
-    critical layers are measured on the first model and used for all."""
+    critical layers are measured on the first model and used for all. With a ``rounding`` other
+    than nearest, every configuration of a method with one grid per tensor is fitted to its
+    pair's scene as `encode --rounding` fits it."""
     from tqdm import tqdm
 
     from qmtgan.quantize.configs import sweep_policies, table2_policies
@@ -201,7 +210,7 @@ def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: l
         per_pair = []
         for k, sub in enumerate(subjects):
             row, recon = _row(names.get(policy.label, "Q-MultiTempGAN"), policy, sub, seed,
-                              policy.label in table2)
+                              policy.label in table2, rounding)
             per_pair.append(row)
             if k == 0 and policy.label in ("float32", "symmetric 8", "stochastic 8"):
                 recons[policy.label] = recon
@@ -219,7 +228,7 @@ def run_sweep(model_dirs: list, pair_dirs: list, out_dir: str | Path, methods: l
     write_report(out_dir, rows, best, recons, first.reference, first.target, first.valid,
                  {"model": ", ".join(map(str, model_dirs)), "pair": ", ".join(map(str, pair_dirs)),
                   "pairs": len(subjects), "pair_names": [s.pair_dir.name for s in subjects],
-                  "seed": seed, "critical_layers": list(critical),
+                  "seed": seed, "rounding": rounding, "critical_layers": list(critical),
                   "scene_pixels": first.evaluator.pixels, "generator": first.config})
     return rows
 

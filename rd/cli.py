@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from qmtgan.options import (list_option, methods_option, model_option, out_option, pair_option,
-                            patch_size_option, shared_option)
+                            patch_size_option, rounding_option, shared_option)
 from qmtgan.quantize.methods import METHODS
 from qmtgan.quantize.policy import MODES
 from qmtgan.train.shared import SHARED_EPOCHS
@@ -66,9 +66,7 @@ def positive_float(text: str) -> float:
     help="Per-layer allocation: the narrowest widths of --method whose measured single-layer SNR drops "
     "add up to at most this many dB (printed layer by layer); needs one --model.",
 )
-@click.option("--rounding", type=click.Choice(("nearest", "adaround")), default="nearest", show_default=True,
-              help="adaround: choose each weight's rounding for this scene (trained on its patches, "
-              "kept where it measures better); methods with one grid per tensor.")
+@rounding_option()
 @shared_option("The payload then holds no weights: the pair's linear base, a per-block gate and, with "
                "--bpp, the coded residual, the whole payload within --bpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -101,10 +99,10 @@ def encode(
     from qmtgan.quantize.policy import Policy
     from qmtgan.runtime.errors import QmtganError
 
-    chooses = (budget, residual_bpp, snr_floor, max_loss, shared_path)
+    chooses = (budget, residual_bpp, snr_floor, shared_path)
     if rounding != "nearest" and any(x is not None for x in chooses):
-        raise QmtganError("--rounding adaround applies to one --model at one --method and --bits: not with "
-                          "--bpp, --residual-bpp, --snr-floor, --max-loss or --shared")
+        raise QmtganError(f"--rounding {rounding} applies to one --model at one --method and --bits or "
+                          "--max-loss: not with --bpp, --residual-bpp, --snr-floor or --shared")
     if shared_path is not None:
         if model_dirs or residual_bpp is not None or snr_floor is not None or max_loss is not None:
             raise QmtganError("--shared encodes against the shared generator: --model, --residual-bpp, "
@@ -119,9 +117,10 @@ def encode(
         if len(model_dirs) != 1 or budget is not None or residual_bpp is not None or snr_floor is not None:
             raise QmtganError("--max-loss allocates the widths of one --model: --bpp, --residual-bpp and "
                               "--snr-floor do not apply")
-        r = encode_allocated(reference, target, out, model_dirs[0], method, max_loss, seed)
+        r = encode_allocated(reference, target, out, model_dirs[0], method, max_loss, seed, rounding)
         click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk, {r['label']}: "
                    f"SNR {r['snr_db']:.2f} dB")
+        _echo_fitted(r)
         return
     if budget is not None or residual_bpp is not None or snr_floor is not None:
         if not model_dirs:
@@ -149,9 +148,14 @@ def encode(
     r = encode_pair(reference, target, out, policy, run, epochs, seed, rounding)
     click.echo(f"{out}: {r['file_bytes']:,} bytes = {r['bpp_file']:.5f} bpp on disk "
                f"(Eq. 1: {r['bpp_eq1']:.5f}; header {r['header_bytes']:,} bytes), {policy.label}")
+    _echo_fitted(r)
+
+
+def _echo_fitted(r: dict) -> None:
     if "rounding" in r:
         click.echo(f"rounding: SNR {r['rounding']['nearest_snr_db']:.2f} dB nearest, "
-                   f"{r['rounding']['adaround_snr_db']:.2f} dB data-aware (the better is in the payload)")
+                   f"{r['rounding']['fitted_snr_db']:.2f} dB fitted to the scene "
+                   "(the better is in the payload)")
 
 
 @click.command()

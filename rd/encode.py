@@ -45,11 +45,10 @@ def _encode(reference, target, model_dir: Path, reference_path: Path, out: Path,
     if None not in trained_on and trained_on != reference.shape:
         raise QmtganError(f"{model_dir} was trained on a {trained_on[0]}x{trained_on[1]} px scene, "
                           f"{reference_path} is {reference.shape[0]}x{reference.shape[1]} px")
-    if rounding == "adaround":  # the codes chosen for this scene (quantize/adaround.py)
-        from qmtgan.quantize.adaround import adaround
-        from qmtgan.quantize.finetune import SceneFit
+    if rounding != "nearest":  # codes and biases fitted to this scene (quantize/adaround.py)
+        from qmtgan.quantize.adaround import fitted_model
 
-        qmodel, record = adaround(SceneFit(model_dir, reference, target), policy, seed=seed)
+        qmodel, record = fitted_model(model_dir, reference, target, policy, rounding, seed)
     else:
         qmodel = quantize_tensors(generator_tensors(generator), policy, seed)
     payload = to_payload(qmodel, cfg.to_dict(), norm, scene_header(reference, cfg.patch_size))
@@ -60,7 +59,7 @@ def _encode(reference, target, model_dir: Path, reference_path: Path, out: Path,
     overhead = size - (acc.total_bits + 7) // 8
     return {"file_bytes": size, "bpp_file": 8 * size / pixels, "bpp_eq1": acc.bpp,
             "header_bytes": overhead, "accounting": acc.to_dict(),
-            **({"rounding": record} if rounding == "adaround" else {})}
+            **({"rounding": record} if rounding != "nearest" else {})}
 
 
 def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, runs: list[Path],
@@ -107,9 +106,10 @@ def encode_rate_controlled(reference_path: Path, target_path: Path, out: Path, r
 
 
 def encode_allocated(reference_path: Path, target_path: Path, out: Path, run: Path, method: str,
-                     max_loss_db: float, seed: int) -> dict:
+                     max_loss_db: float, seed: int, rounding: str = "nearest") -> dict:
     """The run's generator at per-layer widths: the narrowest whose measured single-layer drops
-    add up to at most ``max_loss_db``; writes the payload and measures it."""
+    add up to at most ``max_loss_db``, fitted to the scene as ``rounding`` says; writes the
+    payload and measures it."""
     from qmtgan.rd.points import PairData, score
     from qmtgan.rd.rate import allocated_candidate
     from qmtgan.train.ingest import read_scene
@@ -118,11 +118,21 @@ def encode_allocated(reference_path: Path, target_path: Path, out: Path, run: Pa
     reference = read_scene(reference_path)
     target = align_to_reference(reference, read_scene(target_path))
     pair = PairData(Path(target_path).stem, reference, target, reference.valid & target.valid, None)
-    chosen = allocated_candidate(run, pair, method, None, seed, max_loss_db=max_loss_db)
+    records = []
+    quantizer = quantize_tensors
+    if rounding != "nearest":
+        from qmtgan.quantize.adaround import fitted_model
+
+        def quantizer(tensors, policy, seed):
+            qmodel, record = fitted_model(run, reference, target, policy, rounding, seed)
+            records.append(record)
+            return qmodel
+
+    chosen = allocated_candidate(run, pair, method, None, seed, max_loss_db=max_loss_db, quantizer=quantizer)
     fmt.write(out, chosen.payload)
     point = score(pair, "generator", chosen.label, chosen.prediction(pair), out.stat().st_size)
     return {"file_bytes": point.bytes, "bpp_file": point.bpp, "label": chosen.label, "snr_db": point.snr_db,
-            "lmse": point.lmse}
+            "lmse": point.lmse, **({"rounding": records[-1]} if records else {})}
 
 
 def _residual_for_snr(pair, payload, prediction, snr_floor: float, log, steps: int = 10):

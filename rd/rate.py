@@ -176,11 +176,12 @@ def choose(
 
 
 def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: float | None, seed: int = 0,
-                        attempts: int = 60, max_loss_db: float | None = None) -> Candidate:
+                        attempts: int = 60, max_loss_db: float | None = None,
+                        quantizer=quantize_tensors) -> Candidate:
     """The run's generator with per-layer widths chosen from measured sensitivities
     (quantize/allocate.py) so that the whole payload, on disk, fits ``budget_bpp``, or (with
-    ``max_loss_db`` instead) the narrowest whose summed per-layer drops stay within it; the
-    allocation is logged layer by layer."""
+    ``max_loss_db`` instead) the narrowest whose summed per-layer drops stay within it and
+    quantized by ``quantizer`` (tensors, policy, seed); the allocation is logged layer by layer."""
     from qmtgan.quantize.allocate import (allocate, allocate_within_loss, allocation_policy, describe,
                                           layer_options)
     from qmtgan.quantize.sweep import Evaluator
@@ -197,7 +198,7 @@ def allocated_candidate(run: Path, pair: PairData, method: str, budget_bpp: floa
     if max_loss_db is not None:
         allocation = allocate_within_loss(options, max_loss_db)
         policy = allocation_policy(method, allocation)
-        payload = encode(policy)
+        payload = to_payload(quantizer(tensors, policy, seed), cfg.to_dict(), norm, header)
         log.info(f"allocation within {max_loss_db:g} dB of float:\n{describe(allocation, options)}")
         return Candidate(run, f"{generator_label(cfg)}, {policy.label}", max(allocation.values()), payload,
                          len(fmt.encode(payload)))

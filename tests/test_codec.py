@@ -164,6 +164,24 @@ def test_sweep_writes_table2_and_figures(tiny_run, small_pair_dir, tmp_path):
     assert "## Bytes on disk" in (out / "table2.md").read_text()
 
 
+def test_sweep_fits_grid_methods_to_the_scene_with_rounding(tiny_run, small_pair_dir, tmp_path):
+    rows = {}
+    for rounding in ("nearest", "bias"):
+        out = tmp_path / rounding
+        proc = run_cli("quantize", "sweep", "--model", tiny_run[0], "--pair", small_pair_dir, "-o", out,
+                       "--methods", "symmetric,integer", "--bits", "2,32", "--rounding", rounding)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads((out / "table2.json").read_text())
+        assert report["context"]["rounding"] == rounding
+        rows[rounding] = {r["label"]: r for r in report["rows"]}
+    fitted, nearest = rows["bias"]["symmetric 2"], rows["nearest"]["symmetric 2"]
+    assert fitted["rounding"] == "bias" and fitted["snr_db"] > nearest["snr_db"]
+    # integer has a grid per channel: nearest rounding, the same row
+    unfitted, plain = rows["bias"]["integer 2"], rows["nearest"]["integer 2"]
+    assert unfitted["rounding"] == "nearest"
+    assert unfitted["snr_db"] == pytest.approx(plain["snr_db"], abs=1e-9)
+
+
 def test_sweep_needs_one_pair_per_model(tiny_run, small_pair_dir, tmp_path):
     out = tmp_path / "sweep"
     proc = run_cli(
@@ -220,27 +238,33 @@ def test_quantization_aware_finetuning_beats_ptq_at_2_bits_and_writes_a_run_enco
 def test_data_aware_rounding_is_kept_only_where_it_measures_better_and_encode_writes_it(
     tiny_run, small_pair_dir, tmp_path
 ):
-    from qmtgan.quantize.adaround import adaround
+    from qmtgan.quantize.adaround import fit_to_scene
     from qmtgan.quantize.finetune import SceneFit
     from qmtgan.quantize.model import quantize_tensors
     from qmtgan.quantize.policy import Policy
 
     fit = SceneFit.of_pair(tiny_run[0], small_pair_dir)
-    policy = Policy("symmetric", bits=3)
-    kept, record = adaround(fit, policy, epochs=6, learning_rate=1e-2, weight=0.1, progress=False)
+    policy = Policy("symmetric", bits=2)
+    kept, record = fit_to_scene(fit, policy, steps=200, progress=False)
     nearest = quantize_tensors(fit.tensors, policy)
     assert 0 < record["changed_fraction"] < 0.5
-    assert record["adaround_snr_db"] > record["nearest_snr_db"], record
-    assert fit.snr_db(kept.dequantized()) == pytest.approx(record["adaround_snr_db"], abs=1e-6)
-    for a, b in zip(kept.entries, nearest.entries):  # the same grid, codes at most one level apart
-        if b.quantized:
+    assert record["fitted_snr_db"] > record["nearest_snr_db"], record
+    assert fit.snr_db(kept.dequantized()) == pytest.approx(record["fitted_snr_db"], abs=1e-6)
+    for a, b in zip(kept.entries, nearest.entries):  # kernels: the same grid, codes at most one level apart
+        if b.quantized and b.info.is_conv:
             assert np.array_equal(a.q.side, b.q.side)
             assert np.abs(a.q.codes.astype(int) - b.q.codes.astype(int)).max() <= 1
+    # bias correction alone keeps every kernel's nearest codes, and the biases it moves measure better
+    _, bias_only = fit_to_scene(fit, policy, rounding=False, progress=False)
+    assert bias_only["changed_fraction"] == 0 and bias_only["steps_per_layer"] == 0
+    assert bias_only["biases_corrected"] >= 1 and bias_only["fitted_snr_db"] > bias_only["nearest_snr_db"]
     ref, tgt = small_pair_dir / "reference.tif", small_pair_dir / "target.tif"
-    out = tmp_path / "ada.qmtg"
-    proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0], "--bits", "3",
-                   "--rounding", "adaround", "-o", out)
-    assert proc.returncode == 0 and "data-aware (the better is in the payload)" in proc.stdout, proc.stderr
+    for rounding in ("bias", "adaround"):
+        out = tmp_path / f"{rounding}.qmtg"
+        proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0], "--bits", "2",
+                       "--rounding", rounding, "-o", out)
+        assert proc.returncode == 0 and "fitted to the scene (the better is in the payload)" in proc.stdout, \
+            proc.stderr
     refused = run_cli("encode", "--reference", ref, "--target", tgt, "--model", tiny_run[0],
                       "--method", "integer", "--rounding", "adaround", "-o", tmp_path / "no.qmtg")
     assert refused.returncode != 0 and "one grid per tensor" in refused.stderr

@@ -244,11 +244,13 @@ def test_encode_bpp_meets_its_budget_and_refuses_an_impossible_one(
     assert "allocation for" in printed and "conv1:" in printed and " bits (alone: -" in printed
     assert 8 * out.stat().st_size / small_pair.samples <= budget
     assert fmt.read(out).header["tensors"][0]["method"] == "pwl"
-    # an SNR-loss bound instead of a budget: the narrowest allocation within it, measured
+    # an SNR-loss bound instead of a budget: the narrowest allocation within it, measured, and
+    # fitted to the scene (bias correction) where that measures better
     proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run,
-                   "--max-loss", "0.05", "--method", "pwl", "-o", out)
+                   "--max-loss", "0.05", "--method", "pwl", "--rounding", "bias", "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert "allocation within 0.05 dB of float" in proc.stdout + proc.stderr
+    assert "fitted to the scene (the better is in the payload)" in proc.stdout
     assert fmt.read(out).header["policy"]["mode"] == "allocated"
     nothing = tmp_path / "none.qmtg"
     proc = run_cli("encode", "--reference", ref, "--target", tgt, "--model", residual_run, "--bpp", "0.001",
