@@ -23,8 +23,9 @@ from qmtgan.options import (bundle_option, list_option, out_option, pair_option,
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @out_option("Also write the records here (JSON).", required=False)
 def train_step(patch_size: int, steps: int, warmup: int, out: Path | None) -> None:
-    """Seconds per GAN training step and per generator forward pass of the paper generator, and
-    the peak RSS of each, every measurement in a fresh process."""
+    """Seconds per GAN training step and per generator forward pass of the paper generator, the
+    demo generator's training step in steps/s and percent of peak, and the peak RSS of each,
+    every measurement in a fresh process."""
     from qmtgan.bench.train_step import run
 
     run(patch_size, steps, warmup, out)

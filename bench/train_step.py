@@ -1,6 +1,9 @@
 """Benchmark (not a test): seconds per 512x512 GAN training step and per 512x512 generator
-forward pass of the paper generator, and the peak RSS of each, every measurement in a fresh
-process so that one's memory does not count for the other.
+forward pass of the paper generator, and the demo generator's training step (its L2 recipe) in
+steps/s, GFLOP/s and percent of the host's peak, with the peak RSS of each, every measurement
+in a fresh process so that one's memory does not count for the other. A training step's work
+is counted as three times the convolution MACs of the layers it trains (forward, input
+gradients, weight gradients) plus the forward of the fixed ones.
 
     qmtgan bench train-step [--patch-size 512] [--steps 10] [-o results/train_step.json]
 """
@@ -28,7 +31,10 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
     from qmtgan.train.models.registry import build_generator, default_config
     from qmtgan.train.training import TrainConfig, _build, make_train_step
 
-    cfg = default_config("multitempgan", patch_size=patch)
+    from qmtgan.train.presets import DEMO_GENERATOR, DEMO_TRAIN
+
+    demo = what == "demo_step"
+    cfg = default_config("multitempgan", patch_size=patch, **(DEMO_GENERATOR if demo else {}))
     rng = np.random.default_rng(0)
     ref = tf.constant(rng.uniform(-1, 1, (1, patch, patch, 12)).astype(np.float32))
     tgt = tf.constant(rng.uniform(-1, 1, (1, patch, patch, 12)).astype(np.float32))
@@ -37,7 +43,7 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
         fn = tf.function(lambda x: generator(x, training=False))
         call = lambda: fn(ref).numpy()
     else:
-        tcfg = TrainConfig(adversarial=what == "gan_step")
+        tcfg = TrainConfig(**DEMO_TRAIN) if demo else TrainConfig(adversarial=what == "gan_step")
         step = make_train_step(*_build(cfg, tcfg), tcfg)
         call = lambda: float(step(ref, tgt)["g_loss"])
     for _ in range(warmup):
@@ -47,13 +53,25 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
         t = time.perf_counter()
         call()
         times.append(time.perf_counter() - t)
+    record = {}
+    if demo:
+        from qmtgan.bench.machine import host_peak
+        from qmtgan.bench.records import throughput
+        from qmtgan.train.models.registry import build_generator
+        from qmtgan.train.models.summary import layer_macs
+        from qmtgan.train.training import FIXED_LAYERS
+
+        work = sum((1 if f"{layer.name}/".startswith(FIXED_LAYERS) else 3) * layer_macs(layer)
+                   for layer in build_generator(cfg).layers)
+        median = statistics.median(times)
+        record = {"steps_per_s": 1 / median, **throughput(work, median, host_peak())}
     return {"what": what, "patch": patch, "steps": steps, "mean_s": statistics.mean(times),
-            "median_s": statistics.median(times), "min_s": min(times),
+            "median_s": statistics.median(times), "min_s": min(times), **record,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "tensorflow": tf.__version__}
 
 
-CHILDREN = ("forward", "generator_step", "gan_step")
+CHILDREN = ("forward", "generator_step", "gan_step", "demo_step")
 
 
 def run(patch_size: int, steps: int, warmup: int, out: Path | None) -> list[dict]:
@@ -68,8 +86,13 @@ def run(patch_size: int, steps: int, warmup: int, out: Path | None) -> list[dict
             raise QmtganError(f"the {what} measurement failed:\n{proc.stderr[-4000:]}")
         rec = json.loads(proc.stdout.strip().splitlines()[-1])
         records.append(rec)
+        rate = ""
+        if "steps_per_s" in rec:
+            rate = f"  {rec['steps_per_s']:.2f} steps/s, {rec['gflops']:.1f} GFLOP/s"
+        if rec.get("fraction_of_peak") is not None:
+            rate += f" ({100 * rec['fraction_of_peak']:.1f} % of peak)"
         print(f"{what:15s} {patch_size}x{patch_size}: mean {rec['mean_s'] * 1000:8.1f} ms  "
-              f"median {rec['median_s'] * 1000:8.1f} ms  peak RSS {rec['peak_rss_mb']:7.0f} MB")
+              f"median {rec['median_s'] * 1000:8.1f} ms  peak RSS {rec['peak_rss_mb']:7.0f} MB{rate}")
     if out:
         from qmtgan.runtime.atomic import write_text_atomic
 

@@ -49,18 +49,21 @@ def summary_table(model: keras.Model) -> tuple[list[str], list[list[str]]]:
 
 def conv_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass through the convolution and dense layers (the
-    normalization, activation and concatenation work is elementwise and left out). Conv: output
-    pixels x kernel area x in/groups x out; transposed conv: input pixels x kernel area x in x out."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            _, h, w, cin = layer.input.shape
-            kh, kw = layer.kernel_size
-            total += h * w * kh * kw * cin * layer.filters
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, cout = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += h * w * kh * kw * (layer.input.shape[-1] // layer.groups) * cout
-        elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.input.shape[1:])) * layer.units
-    return int(total)
+    normalization, activation and concatenation work is elementwise and left out)."""
+    return sum(layer_macs(layer) for layer in model.layers)
+
+
+def layer_macs(layer: keras.layers.Layer) -> int:
+    """One layer's forward multiply-accumulates: conv, output pixels x kernel area x in/groups x
+    out; transposed conv, input pixels x kernel area x in x out; dense, in x out; else 0."""
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        _, h, w, cin = layer.input.shape
+        kh, kw = layer.kernel_size
+        return int(h * w * kh * kw * cin * layer.filters)
+    if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, cout = layer.output.shape
+        kh, kw = layer.kernel_size
+        return int(h * w * kh * kw * (layer.input.shape[-1] // layer.groups) * cout)
+    if isinstance(layer, keras.layers.Dense):
+        return int(np.prod(layer.input.shape[1:])) * layer.units
+    return 0
