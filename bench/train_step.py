@@ -44,7 +44,9 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
         call = lambda: fn(ref).numpy()
     else:
         tcfg = TrainConfig(**DEMO_TRAIN) if demo else TrainConfig(adversarial=what == "gan_step")
-        step = make_train_step(*_build(cfg, tcfg), tcfg)
+        parts = _build(cfg, tcfg)
+        generator = parts[0]
+        step = make_train_step(*parts, tcfg)
         call = lambda: float(step(ref, tgt)["g_loss"])
     for _ in range(warmup):
         call()
@@ -57,12 +59,11 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
     if demo:
         from qmtgan.bench.machine import host_peak
         from qmtgan.bench.records import throughput
-        from qmtgan.train.models.registry import build_generator
         from qmtgan.train.models.summary import layer_macs
         from qmtgan.train.training import FIXED_LAYERS
 
         work = sum((1 if f"{layer.name}/".startswith(FIXED_LAYERS) else 3) * layer_macs(layer)
-                   for layer in build_generator(cfg).layers)
+                   for layer in generator.layers)
         median = statistics.median(times)
         record = {"steps_per_s": 1 / median, **throughput(work, median, host_peak())}
     return {"what": what, "patch": patch, "steps": steps, "mean_s": statistics.mean(times),

@@ -158,7 +158,7 @@ def fit_to_scene(fit: SceneFit, policy: Policy, steps: int = 500, learning_rate:
     held = fit.patches.trainable  # spread over the scene when there are more than MAX_PATCHES
     spread = np.linspace(0, held.size - 1, min(held.size, MAX_PATCHES)).astype(int)
     sample = fit.patches.reference[held[spread]]
-    corrected = 0
+    corrected, current_snr = 0, nearest_snr  # the scene's SNR with `current` (None: not measured)
     try:
         for layer in tqdm(chosen_layers, unit="layer", desc="fit to scene", disable=not progress):
             k = index[layer.kernel.path]
@@ -178,6 +178,7 @@ def fit_to_scene(fit: SceneFit, policy: Policy, steps: int = 500, learning_rate:
                 q = entries[k].q
                 entries[k] = replace(entries[k], q=QTensor(codes, q.side, q.bits, q.method, q.channel_axis))
                 current[k] = table[codes]
+                current_snr = None
             if bias_correction and others and layer.trainable_weights[1].path.endswith("bias"):
                 b, group = others[0], [k] + others
                 gap = _mean_gap(layer, [own[i] for i in group], [current[i] for i in group], x_fp, x_q)
@@ -185,9 +186,12 @@ def fit_to_scene(fit: SceneFit, policy: Policy, steps: int = 500, learning_rate:
                 # kept where the whole scene measures better: the held patches are a sample, and
                 # re-quantizing the bias costs too
                 trial = [value if i == b else w for i, w in enumerate(current)]
-                if fit.snr_db(trial) > fit.snr_db(current):
+                before = fit.snr_db(current) if current_snr is None else current_snr
+                after = fit.snr_db(trial)
+                if after > before:
                     entries[b], current = entry, trial
                     corrected += 1
+                current_snr = max(before, after)
     finally:
         assign_weights(generator, own)
     chosen = QuantizedModel(policy, entries, nearest.seed)
@@ -204,8 +208,8 @@ def fit_to_scene(fit: SceneFit, policy: Policy, steps: int = 500, learning_rate:
     return (chosen if chosen_snr > nearest_snr else nearest), record
 
 
-def fitted_model(run_dir, reference, target, policy: Policy, rounding: str, seed: int = 0
-           ) -> tuple[QuantizedModel, dict]:
+def fitted_model(run_dir, reference, target, policy: Policy, rounding: str,
+                 seed: int = 0) -> tuple[QuantizedModel, dict]:
     """``policy``'s model of the run fitted to the scene as ``rounding`` (bias or adaround: see
     qmtgan/options.py's rounding_option) says, and its record."""
     if rounding not in ("bias", "adaround"):
