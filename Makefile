@@ -66,6 +66,7 @@ bench: venv $(DEMO)/report.md
 	$(BIN)/qmtgan bench full-tile --bundle $(DEMO)/bundles/tflite-int8 --pair $(DEMO)/pair \
 	  --cache $(RESULTS)/cache --out $(RESULTS)/bench
 	$(BIN)/qmtgan bench width --pair $(DEMO)/pair --out $(RESULTS)/bench
+	$(BIN)/qmtgan bench demo-stages --report $(DEMO)/report.json --out $(RESULTS)/bench
 
 # The codec on the real Sentinel-2 pairs (OSCD layout; OSCD=<folder> points at your own copy).
 OSCD ?= ../shared/data/oscd

@@ -19,22 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qmtgan.runtime.probe import cpuinfo
+
 FMA_PIPES_X86 = 2
 
 
-def _cpuinfo() -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            out.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return out
-
-
 def host_peak() -> dict:
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = set(info.get("flags", "").split())
     zen4 = info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25"
     lanes = 16 if "avx512f" in flags and not zen4 else 8 if "avx2" in flags or "avx512f" in flags else 4
@@ -75,7 +66,7 @@ def _timed(fn) -> float:
 
 
 def describe_host() -> dict:
-    info = _cpuinfo()
+    info = cpuinfo()
     return {
         "hostname": platform.node(),
         "arch": platform.machine(),

@@ -4,6 +4,7 @@
     full-tile   a streamed decode of a full 10980 x 10980 Sentinel-2 tile
     width       the share of the CPU's peak each float runtime reaches as the generator widens
     soak        one bundle decoding one scene N times in one process (leaks, drift)
+    demo-stages the demo's own stage times, and the CPU it ran on
 """
 
 from __future__ import annotations
@@ -79,4 +80,15 @@ def soak(bundle: Path, reference: Path, passes: int, out: Path) -> None:
     click.echo(json.dumps(run(bundle, reference, passes, out)))
 
 
-TOOLS = (train_step, full_tile, width, soak)
+@click.command("demo-stages")
+@click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path("runs/demo/report.json"), show_default=True, help="A demo's report.json.")
+@out_option("Report folder.")
+def demo_stages(report_path: Path, out: Path) -> None:
+    """The demo's stage times (as `qmtgan demo` measured them) and the CPU it ran on."""
+    from qmtgan.bench.demo_stages import run
+
+    click.echo(run(report_path, out))
+
+
+TOOLS = (train_step, full_tile, width, soak, demo_stages)

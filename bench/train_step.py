@@ -3,7 +3,7 @@ forward pass of the paper generator, and the demo generator's training step (its
 steps/s, GFLOP/s and percent of the host's peak, with the peak RSS of each, every measurement
 in a fresh process so that one's memory does not count for the other. A training step's work
 is counted as three times the convolution MACs of the layers it trains (forward, input
-gradients, weight gradients) plus the forward of the fixed ones.
+gradients, weight gradients) plus the forward of the fixed ones where a step computes them.
 
     qmtgan bench train-step [--patch-size 512] [--steps 10] [-o results/train_step.json]
 """
@@ -25,11 +25,15 @@ from pathlib import Path
 def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
     """Runs inside the child process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from qmtgan import memory
+
+    memory.install()  # as every qmtgan command runs
     import numpy as np
     import tensorflow as tf
 
     from qmtgan.train.models.registry import build_generator, default_config
-    from qmtgan.train.training import TrainConfig, _build, make_train_step
+    from qmtgan.train.training import (TrainConfig, _build, caches_spectral_base, make_train_step,
+                                       spectral_bases)
 
     from qmtgan.train.presets import DEMO_GENERATOR, DEMO_TRAIN
 
@@ -46,8 +50,10 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
         tcfg = TrainConfig(**DEMO_TRAIN) if demo else TrainConfig(adversarial=what == "gan_step")
         parts = _build(cfg, tcfg)
         generator = parts[0]
-        step = make_train_step(*parts, tcfg)
-        call = lambda: float(step(ref, tgt)["g_loss"])
+        given = caches_spectral_base(cfg, tcfg)  # as the trainer runs it
+        step = make_train_step(*parts, tcfg, given)
+        args = (ref, tgt, spectral_bases(generator, ref.numpy())) if given else (ref, tgt)
+        call = lambda: float(step(*args)["g_loss"])
     for _ in range(warmup):
         call()
     times = []
@@ -62,14 +68,18 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
         from qmtgan.train.models.summary import layer_macs
         from qmtgan.train.training import FIXED_LAYERS
 
-        work = sum((1 if f"{layer.name}/".startswith(FIXED_LAYERS) else 3) * layer_macs(layer)
+        # trained layers: forward, input and weight gradients; the fixed map: its forward, once
+        # per patch instead of every step when the trainer caches it
+        fixed = 0 if caches_spectral_base(cfg, tcfg) else 1
+        work = sum((fixed if f"{layer.name}/".startswith(FIXED_LAYERS) else 3) * layer_macs(layer)
                    for layer in generator.layers)
         median = statistics.median(times)
         record = {"steps_per_s": 1 / median, **throughput(work, median, host_peak())}
     return {"what": what, "patch": patch, "steps": steps, "mean_s": statistics.mean(times),
             "median_s": statistics.median(times), "min_s": min(times), **record,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "tensorflow": tf.__version__}
+            "tensorflow": tf.__version__,
+            "tf_cpu_allocator": os.environ.get(memory.BFC_SWITCH, "default")}
 
 
 CHILDREN = ("forward", "generator_step", "gan_step", "demo_step")

@@ -17,6 +17,7 @@ import numpy as np
 from keras import layers
 
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.train.models.subpixel import phase_kernel
 
 
 @keras.saving.register_keras_serializable(package="qmtgan")
@@ -57,31 +58,6 @@ class CentredNormalization(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "epsilon": self.epsilon}
-
-
-def phase_kernel(kernel: np.ndarray, stride: int = 2) -> np.ndarray:
-    """A 'same'-padded transposed-conv kernel (k, k, out, in) -> the stride-1 'same' conv kernel
-    (2r+1, 2r+1, in, stride^2 * out) whose output channels are the output phases in
-    depth-to-space order: phase (a, b) of output channel c is channel (a * stride + b) * out + c.
-
-    Output row stride*m + a takes input rows m + d through kernel tap t = a + pad - stride*d,
-    where pad = (k - stride) // 2 is the top padding of the forward convolution."""
-    k = kernel.shape[0]
-    if kernel.shape[1] != k:
-        raise QmtganError(f"the sub-pixel rewrite needs a square kernel, got {kernel.shape[:2]}")
-    out_ch, in_ch = kernel.shape[2], kernel.shape[3]
-    pad = max(k - stride, 0) // 2
-    taps = {a: [(t, (a + pad - t) // stride) for t in range(k) if (a + pad - t) % stride == 0]
-            for a in range(stride)}
-    radius = max(abs(d) for phase in taps.values() for _, d in phase)
-    phases = np.zeros((2 * radius + 1, 2 * radius + 1, in_ch, stride * stride * out_ch), kernel.dtype)
-    for a in range(stride):
-        for ty, dy in taps[a]:
-            for b in range(stride):
-                first = (a * stride + b) * out_ch
-                for tx, dx in taps[b]:
-                    phases[dy + radius, dx + radius, :, first:first + out_ch] = kernel[ty, tx].T
-    return phases
 
 
 def _sub_pixel(layer: layers.Conv2DTranspose, x):

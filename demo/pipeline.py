@@ -44,6 +44,7 @@ STAGES = (
 
 def run_demo(out: Path, epochs: int, seed: int) -> dict:
     from qmtgan.demo.report import markdown
+    from qmtgan.runtime.probe import this_machine
     from qmtgan.train.pair import load_pair
 
     run = stage.DemoRun(out, epochs, seed)
@@ -63,7 +64,7 @@ def run_demo(out: Path, epochs: int, seed: int) -> dict:
               "reconstruction": r["reconstruction"],
               "baseline_reference_as_target_snr_db": r["baseline_reference_as_target_snr_db"],
               "quantization": r["quantization"], "payload": r["payload"], "artifacts": r["artifacts"],
-              "rate_distortion": r["rate_distortion"],
+              "rate_distortion": r["rate_distortion"], "host": this_machine(),
               "timings": timings, "outputs": {"pair": str(run.pair_dirs[0]), "model": str(run.run_dirs[0]),
                                               "reconstruction": str(out / "reconstruction.tif"),
                                               "previews": str(out / "preview"),

@@ -151,7 +151,7 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
 
     from qmtgan.demo.config import DEMO_VAL_EVERY
     from qmtgan.train.presets import DEMO_GENERATOR, REAL_TRAIN
-    from qmtgan.demo.stages import train_or_reuse
+    from qmtgan.demo.stages import train_pairs
     from qmtgan.demo.real_report import write_real_report
     from qmtgan.rd.workflow import rd_report
     from qmtgan.train.models.registry import default_config
@@ -166,10 +166,9 @@ def run_real(root: Path, out: Path, epochs: int, rates: tuple[float, ...], bits:
     tcfg = TrainConfig(epochs=epochs, seed=seed, val_every=DEMO_VAL_EVERY, **REAL_TRAIN)
     run_dirs = [out / "models" / p.city for p in pairs]
     t = time.perf_counter()
-    trained = {}
-    for p, pair_dir, run_dir in zip(pairs, pair_dirs, run_dirs):
-        log.info(f"train {p.city}: {epochs} epochs")
-        trained[p.city] = train_or_reuse(pair_dir, run_dir, gcfg, tcfg)[1]
+    log.info(f"train {', '.join(p.city for p in pairs)}: {epochs} epochs each")
+    walls = train_pairs(list(zip(pair_dirs, run_dirs)), gcfg, tcfg)
+    trained = {p.city: wall for p, (_, wall) in zip(pairs, walls)}
     timings["train_s"] = time.perf_counter() - t
     t = time.perf_counter()
     doc = rd_report(pair_dirs, run_dirs, list(rates), tuple(bits), out / "rd", project_pixels=PAPER_PIXELS,

@@ -54,12 +54,61 @@ def train(run: DemoRun) -> None:
     log.info(
         f"      {generator_label(gcfg)}, {run.epochs} epochs on {patches} patches, one generator per pair"
     )
-    trained = [train_or_reuse(p, r, gcfg, tcfg) for p, r in zip(run.pair_dirs, run.run_dirs)]
+    trained = train_pairs(list(zip(run.pair_dirs, run.run_dirs)), gcfg, tcfg)
     run.results.update(generator=gcfg.to_dict(), history=trained[0][0],
                        training={"epochs": run.epochs, "wall_s": sum(w for _, w in trained)})
 
 
-def train_or_reuse(pair_dir: Path, run_dir: Path, gcfg, tcfg) -> tuple[list[dict], float]:
+def train_pairs(jobs: list[tuple[Path, Path]], gcfg, tcfg) -> list[tuple[list[dict], float]]:
+    """`train_or_reuse` on every (pair folder, run folder), the pairs side by side in
+    single-threaded worker processes, one more than there are cores (a training step of the small
+    generator gains less from a second thread than a second process gains from a second core);
+    one progress bar counts the steps of all of them. Returns each job's (history, wall s)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_EXCEPTION, wait
+
+    from tqdm import tqdm
+
+    from qmtgan.train.pair import load_pair
+    from qmtgan.workers import worker_pool
+
+    if len(jobs) == 1:
+        return [train_or_reuse(*jobs[0], gcfg, tcfg)]
+    steps = sum(tcfg.epochs * len(load_pair(p).patches["patches"]) for p, _ in jobs)
+    with multiprocessing.get_context("spawn").Manager() as manager, \
+            worker_pool(min(len(jobs), (os.cpu_count() or 1) + 1)) as pool, \
+            tqdm(total=steps, unit="step", desc="train", dynamic_ncols=True) as bar:
+        ticks = manager.Queue()
+        futures = [pool.submit(_train_job, p, r, gcfg, tcfg, ticks) for p, r in jobs]
+        while True:
+            done, _ = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+            bar.update(_drain(ticks))
+            failed = [f.exception() for f in done if f.exception() is not None]
+            if failed:
+                raise failed[0]
+            if len(done) == len(futures):
+                return [f.result() for f in futures]
+
+
+def _train_job(pair_dir: Path, run_dir: Path, gcfg, tcfg, ticks) -> tuple[list[dict], float]:
+    return train_or_reuse(pair_dir, run_dir, gcfg, tcfg, progress=False, on_step=lambda: ticks.put(1))
+
+
+def _drain(queue) -> int:
+    import queue as queues
+
+    n = 0
+    while True:
+        try:
+            queue.get_nowait()
+        except queues.Empty:
+            return n
+        n += 1
+
+
+def train_or_reuse(pair_dir: Path, run_dir: Path, gcfg, tcfg, progress: bool = True,
+                   on_step=None) -> tuple[list[dict], float]:
     """Train, or reuse a finished run with the same configuration and data, or resume one."""
     import shutil
 
@@ -76,7 +125,8 @@ def train_or_reuse(pair_dir: Path, run_dir: Path, gcfg, tcfg) -> tuple[list[dict
             return _read_log(run_dir / "train_log.csv"), old["training"]["wall_s"]
         shutil.rmtree(run_dir)
     resume = (run_dir / "checkpoints" / "latest").exists()
-    result = train(reference, target, run_dir, gcfg, tcfg, data_identity(pair_dir, meta), resume=resume)
+    result = train(reference, target, run_dir, gcfg, tcfg, data_identity(pair_dir, meta), resume=resume,
+                   progress=progress, on_step=on_step)
     return result["history"], result["wall_s"]
 
 

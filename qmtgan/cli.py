@@ -34,7 +34,7 @@ class _Group(click.Group):
 def main(verbose: int = 0, quiet: bool = False) -> None:
     """qmtgan: train, quantize, convert, run and benchmark MultiTempGAN compression of
     multitemporal Sentinel-2 images."""
-    from qmtgan import logs, quiet_import
+    from qmtgan import logs, memory, quiet_import
 
     logs.configure(-1 if quiet else verbose)
     if verbose >= 2:  # asked for on the command line: wins over an inherited TF_CPP_MIN_LOG_LEVEL
@@ -43,6 +43,7 @@ def main(verbose: int = 0, quiet: bool = False) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet_import.install()  # TensorFlow's start-up banners, printed from C++ at import
     os.environ.setdefault("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".cache", "qmtgan", "keras"))
+    memory.install()
 
 
 def _register() -> None:

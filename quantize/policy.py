@@ -52,9 +52,11 @@ class TensorInfo:
 
 def generator_tensors(generator) -> list[tuple[TensorInfo, np.ndarray]]:
     """The trainable tensors of a Keras generator, in its weight order, with their roles."""
+    import keras
+
     out = []
     for layer in generator.layers:
-        transposed = type(layer).__name__ == "Conv2DTranspose"
+        transposed = isinstance(layer, keras.layers.Conv2DTranspose)
         for var in layer.trainable_weights:
             role = var.path.rsplit("/", 1)[-1]
             axis = -2 if (transposed and role == "kernel") else -1

@@ -52,10 +52,14 @@ class Row:
 
 
 class Evaluator:
-    """Reconstructs the pair's target with given generator weights and measures it."""
+    """Reconstructs the pair's target with given generator weights and measures it (through the
+    generator's sub-pixel twin: the same function, faster)."""
 
     def __init__(self, generator, patches, target: np.ndarray, valid: np.ndarray):
-        self.generator, self.patches, self.target, self.valid = generator, patches, target, valid
+        from qmtgan.train.models.subpixel import with_subpixel_deconvs
+
+        self.generator = with_subpixel_deconvs(generator)
+        self.patches, self.target, self.valid = patches, target, valid
         self.pixels = int(target.size)  # H x W x bands of the one scene
 
     def reconstruct(self, weights: list[np.ndarray]) -> np.ndarray:

@@ -144,11 +144,15 @@ class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
     kernel = 3
 
 
-def klt_code(pair: PairData, image: np.ndarray, bpp: float) -> tuple[np.ndarray, int, "jpeg2000.RateResult"]:
+def klt_code(pair: PairData, image: np.ndarray, bpp: float,
+             key: str) -> tuple[np.ndarray, int, "jpeg2000.RateResult"]:
     """`image` (float, bands-first) through the KLT and JPEG2000 at `bpp` in all, the transform's
-    floats included: (decoded image, bytes, rate result)."""
-    klt = Klt.fit(image, pair.valid)
-    comps = klt.forward(image, pair.valid)
+    floats included: (decoded image, bytes, rate result). The transform and its components do not
+    depend on the rate: they are computed once per pair and ``key`` (which names the image)."""
+    if ("klt", key) not in pair.memo:
+        klt = Klt.fit(image, pair.valid)
+        pair.memo[("klt", key)] = (klt, klt.forward(image, pair.valid))
+    klt, comps = pair.memo[("klt", key)]
     coded = jpeg2000.encode_at_bpp(comps, bpp - 8.0 * klt.side_bytes / pair.samples)
     decoded = klt.inverse(jpeg2000.decode(coded.data, comps.shape, "int16"))
     return decoded, klt.side_bytes + len(coded.data), coded
@@ -160,7 +164,7 @@ class KltJpeg2000OfTarget(Baseline):
 
     def _run_impl(self, pair, rates):
         for bpp in rates:
-            decoded, nbytes, coded = klt_code(pair, pair.target.data, bpp)
+            decoded, nbytes, coded = klt_code(pair, pair.target.data, bpp, "target")
             recon = np.clip(np.rint(decoded), 0, 65535).astype(np.float32)
             recon[:, ~pair.valid] = 0.0
             yield (f"KLT + JPEG2000 @ {bpp:g}", recon, nbytes, bpp,
@@ -176,7 +180,8 @@ class SpatialLinearPlusKltJpeg2000(Baseline):
         side = stored.nbytes
         residual = pair.target.data - prediction
         for bpp in rates:
-            decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples)
+            decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples,
+                                              "linear 3x3 residual")
             recon = add_residual(prediction, decoded, pair.valid)
             yield (f"linear 3x3 + KLT + JPEG2000 residual @ {bpp:g}", recon, side + nbytes, bpp,
                    {"quality": coded.quality, "rate_tries": coded.tries, "predictor_bytes": side})

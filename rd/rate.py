@@ -7,6 +7,7 @@ Every rate is the length of the real .qmtg bytes, and every reconstruction is wh
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from qmtgan.runtime import jpeg2000
 from qmtgan.runtime import payload as fmt
 from qmtgan.runtime.decode import predict
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.runtime.klt import Klt
 from qmtgan.runtime.residual import (DTYPE, KLT_CODEC, add_residual, decode_residual, klt_residual,
                                      residual_bytes, residual_image)
 
@@ -82,11 +84,7 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
     decoder gets from it. The residual goes through a spectral KLT before JPEG2000 (``klt``),
     or is coded band by band as int16."""
     record = {"codec": KLT_CODEC if klt else "jpeg2000", "dtype": DTYPE, "shape": list(prediction.shape)}
-    transform = None
-    if klt:
-        transform, image = klt_residual(pair.target.data, prediction, pair.valid)
-    else:
-        image = residual_image(pair.target.data, prediction, pair.valid)
+    transform, image = _residual_to_code(pair, prediction, klt)
     side = transform.side_bytes if transform else 0
     coded = jpeg2000.encode_at_bpp(image, residual_bpp - 8.0 * side / pair.samples)
     record.update(bpp=round(coded.bpp, 6), quality=round(coded.quality, 4))  # for the record only
@@ -95,6 +93,25 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
                          data)
     recon = add_residual(prediction, decode_residual(data, record, image.shape), pair.valid)
     return hybrid, recon, coded
+
+
+_LAST_RESIDUAL: list = []  # [(pair, weak reference to the prediction, klt), (transform, image)]
+
+
+def _residual_to_code(pair: PairData, prediction: np.ndarray, klt: bool) -> tuple[Klt | None, np.ndarray]:
+    """The residual's transform and the integer image JPEG2000 codes. Callers try one prediction
+    at several rates in a row, and the transform does not depend on the rate: the last one is
+    kept for as long as its prediction array lives."""
+    if _LAST_RESIDUAL:
+        (last_pair, last_prediction, last_klt), result = _LAST_RESIDUAL
+        if last_pair is pair and last_prediction() is prediction and last_klt == klt:
+            return result
+    if klt:
+        result = klt_residual(pair.target.data, prediction, pair.valid)
+    else:
+        result = (None, residual_image(pair.target.data, prediction, pair.valid))
+    _LAST_RESIDUAL[:] = [(pair, weakref.ref(prediction), klt), result]
+    return result
 
 
 def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[float],

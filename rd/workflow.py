@@ -3,20 +3,17 @@ on every pair, the averaged table and plot, and a plain verdict of where the gen
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from qmtgan import logs
 from qmtgan.rd.baselines import run_baselines
 from qmtgan.rd.rate import candidates, generator_points
 from qmtgan.rd.points import PairData, RDPoint
 from qmtgan.rd.report import average, write_report
 from qmtgan.runtime.errors import QmtganError
+from qmtgan.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +54,6 @@ def pair_points(pair_dir: Path, runs: list[Path], rates: list[float], bits: tupl
         return [], [f"{pair.name}: generators: {exc}"]
 
 
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Environment that processes started inside inherit: one thread per numeric library."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    os.environ.update({n: "1" for n in names})
-    try:
-        yield
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
-
-
 def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float], bits: tuple[int, ...],
               out: Path, project_pixels: int | None = None,
               methods: tuple[str, ...] = ("symmetric",)) -> dict:
@@ -87,11 +68,7 @@ def rd_report(pair_dirs: list[Path], model_dirs: list[Path], rates: list[float],
     if workers <= 1:
         results = [pair_points(p, r, rates, bits, part, project_pixels, methods) for p, r, part in jobs]
     else:
-        # spawn: the caller may hold TensorFlow's threads, which a fork would copy half-alive;
-        # one BLAS thread per worker, since the workers already fill the cores
-        with _single_threaded_children(), ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=logs.configure,
-                initargs=(logs.verbosity(),)) as pool:
+        with worker_pool(workers) as pool:
             futures = [pool.submit(pair_points, p, r, rates, bits, part, project_pixels, methods)
                        for p, r, part in jobs]
             results = [f.result() for f in futures]

@@ -12,6 +12,8 @@ import numpy as np
 
 from qmtgan.runtime.errors import QmtganError
 
+_CHUNK = 1 << 16  # pixels per chunk of the fit's float64 sums
+
 
 @dataclass(frozen=True)
 class Klt:
@@ -66,11 +68,16 @@ class Klt:
 
     @classmethod
     def fit(cls, image: np.ndarray, valid: np.ndarray) -> "Klt":
-        x = image[:, valid].astype(np.float64)
-        mean = x.mean(axis=1)
-        variance, basis = np.linalg.eigh(np.cov(x))
+        x = image[:, valid]
+        bands, n = x.shape
+        mean = x.mean(axis=1, dtype=np.float64) if n else np.zeros(bands)
+        # float64 sums over column chunks: no whole-image float64 copy, which costs more than the sums
+        chunks = [slice(i, i + _CHUNK) for i in range(0, n, _CHUNK)]
+        centred = lambda c: x[:, c].astype(np.float64) - mean[:, None]
+        cov = sum((d @ d.T for d in map(centred, chunks)), np.zeros((bands, bands))) / max(n - 1, 1)
+        variance, basis = np.linalg.eigh(cov)
         basis = basis[:, np.argsort(variance)[::-1]].astype(np.float32)
-        peak = float(np.max(np.abs(basis.T @ (x - mean[:, None])))) if x.size else 0.0
+        peak = max((float(np.max(np.abs(basis.T @ centred(c)))) for c in chunks), default=0.0)
         step = float(2.0 ** max(0, int(np.ceil(np.log2(max(peak, 1.0) / 32000.0)))))
         return cls(mean.astype(np.float32), basis, step)
 

@@ -21,6 +21,7 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -89,8 +90,21 @@ class ProbeRecord:
         return {"schema": SCHEMA, **d, **self.extra}
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's /proc/cpuinfo fields (empty where there is none)."""
+    out: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            out.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return out
+
+
 def this_machine() -> dict:
-    return {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()}
+    return {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count(),
+            "cpu": cpuinfo().get("model name", platform.processor())}
 
 
 def time_backend(backend, x: np.ndarray, warmup: int = 2, runs: int = 10, min_time: float = 0.0) -> dict:

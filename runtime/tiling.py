@@ -88,10 +88,11 @@ class PatchGrid:
         n, p = self.rows * self.cols, self.patch_size
         if patches.ndim != 4 or patches.shape[0] != n or patches.shape[1:3] != (p, p):
             raise QmtganError(f"expected {n} patches of {p}x{p}, got array {patches.shape}")
-        bands = patches.shape[3]
-        full = patches.reshape(self.rows, self.cols, p, p, bands).transpose(4, 0, 2, 1, 3)
-        full = full.reshape(bands, self.rows * p, self.cols * p)
-        return np.ascontiguousarray(full[:, : self.scene_height, : self.scene_width])
+        out = np.empty((patches.shape[3], self.scene_height, self.scene_width), patches.dtype)
+        for patch in self.patches:  # one patch at a time: its transpose stays in the cache
+            out[:, patch.row : patch.row + patch.height, patch.col : patch.col + patch.width] = (
+                patches[patch.index, : patch.height, : patch.width].transpose(2, 0, 1))
+        return out
 
     def to_manifest(self, **extra: object) -> dict:
         return {"schema": PATCHES_SCHEMA, "scene_height": self.scene_height,

@@ -14,7 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_HOME", str(Path(__file__).resolve().parents[1] / ".keras"))
 
 from helpers import run_cli
+from qmtgan import memory
 from qmtgan.runtime.scene import Scene
+
+memory.install()  # the memory settings every qmtgan command runs with
 
 
 @pytest.fixture(scope="session")

@@ -359,3 +359,21 @@ def test_every_bench_record_field_and_report_column_is_documented():
     missing = [k for k in (*FIELDS, *HARNESS_FIELDS) if k not in documented and k != "schema"]
     assert not missing, f"bench record fields not in docs/bench-schema.md: {missing}"
     assert all(key.split(".")[0] in (*FIELDS, *HARNESS_FIELDS) for key, _ in COLUMNS)
+
+
+def test_the_demo_stage_table_reads_a_demo_report_and_refuses_one_without_timings(tmp_path):
+    """`qmtgan bench demo-stages`: every stage of report.json's timings with its share of the
+    total and the CPU the demo ran on; a report without timings is one clear error, and nothing
+    is written."""
+    report = {"timings": {"prepare_s": 30.0, "train_s": 90.0, "total_s": 120.0},
+              "host": {"cpu": "Some CPU", "cpus": 2}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    proc = run_cli("bench", "demo-stages", "--report", tmp_path / "report.json", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "out" / "demo_stages.json").read_text())["stages"]
+    assert [(r["stage"], r["seconds"]) for r in rows] == [("prepare", 30.0), ("train", 90.0),
+                                                          ("total", 120.0)]
+    assert rows[1]["share"] == 0.75 and "Some CPU" in (tmp_path / "out" / "demo_stages.md").read_text()
+    (tmp_path / "bad.json").write_text(json.dumps({"timings": {"train_s": 1.0}}))
+    proc = run_cli("bench", "demo-stages", "--report", tmp_path / "bad.json", "--out", tmp_path / "bad")
+    assert proc.returncode != 0 and "no stage timings" in proc.stderr and not (tmp_path / "bad").exists()

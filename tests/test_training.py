@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,9 @@ def test_tiny_training_lowers_l1_and_writes_a_complete_run(tiny_run):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12 and rows[3]["val_snr_db"] != "" and rows[0]["val_snr_db"] == ""
     assert not list(run_dir.glob(".*tmp*"))
+    # trained in the sub-pixel form, saved in the standard one that convert and the payload read
+    saved = json.dumps(json.loads(zipfile.ZipFile(run_dir / "generator.keras").read("config.json")))
+    assert '"class_name": "Conv2DTranspose"' in saved and "Subpixel" not in saved
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(tiny_run, small_pair_dir):
@@ -148,3 +152,36 @@ def test_the_same_seed_and_data_give_the_same_payload_bytes(small_pair_dir, tmp_
     first = payload("a", 0)
     assert payload("b", 0) == first
     assert payload("c", 1) != first
+
+
+def test_a_cached_spectral_base_trains_exactly_as_the_map_computed_every_step():
+    """The linear residual's fixed spectral map, computed once per patch and given to the step,
+    against the map computed inside every step: the same losses and the same weights after three
+    steps from the same start (tolerance 1e-5 of each tensor's scale), and the map left as fitted."""
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.training import (TrainConfig, _build, caches_spectral_base, make_train_step,
+                                       spectral_bases)
+
+    gcfg = GeneratorConfig(ngf=4, depth=3, kernel=5, patch_size=32, residual="linear", spectral_kernel=3)
+    tcfg = TrainConfig(loss="l2", adversarial=False, learning_rate=1e-3)
+    assert caches_spectral_base(gcfg, tcfg) and not caches_spectral_base(gcfg, TrainConfig(flips=True))
+    rng = np.random.default_rng(0)
+    ref = np.repeat(rng.uniform(-1, 1, (1, 1, 32, 32, 12)).astype(np.float32), 3, axis=0)  # 3 steps
+    tgt = np.clip(ref * 0.8 + rng.normal(0, 0.1, ref.shape[1:]), -1, 1).astype(np.float32)
+    runs = []
+    for given in (False, True):
+        parts = _build(gcfg, tcfg)
+        generator = parts[0]
+        spectral = [np.asarray(w) for w in generator.get_layer("spectral").get_weights()]
+        step = make_train_step(*parts, tcfg, given)
+        losses = [float(step(r, t, *([spectral_bases(generator, r)] if given else []))["g_loss"])
+                  for r, t in zip(ref, tgt)]
+        runs.append((losses, [np.asarray(w) for w in generator.get_weights()], spectral,
+                     [np.asarray(w) for w in generator.get_layer("spectral").get_weights()]))
+    (losses, weights, _, _), (losses_given, weights_given, before, after) = runs
+    np.testing.assert_allclose(losses_given, losses, rtol=1e-5)
+    assert losses[-1] < losses[0]
+    for w, w_given in zip(weights, weights_given):
+        np.testing.assert_allclose(w_given, w, atol=1e-5 * max(np.abs(w).max(), 1e-3))
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)

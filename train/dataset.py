@@ -53,11 +53,14 @@ def epoch_order(patches: PatchSet, seed: int, epoch: int, flips: bool) -> tuple[
     return order, flip
 
 
-def training_dataset(patches: PatchSet, seed: int, first_epoch: int, last_epoch: int,
-                     flips: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(reference, target) batches of 1 for epochs first..last, as numpy arrays."""
+def training_dataset(patches: PatchSet, seed: int, first_epoch: int, last_epoch: int, flips: bool,
+                     extra: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """(reference, target) batches of 1 for epochs first..last, as numpy arrays; with ``extra``
+    (one array per patch, such as a precomputed base) (reference, target, extra)."""
     # Not tf.data: a step costs far more than slicing a patch, and a from_generator pipeline's
     # iterator can block its own destruction for tens of seconds (its pool waits for the GIL).
+    if extra is not None and flips:
+        raise QmtganError("per-patch extra inputs cannot follow mirror flips")
     ref, tgt = patches.reference, patches.target
     for epoch in range(first_epoch, last_epoch + 1):
         for i, (fv, fh) in zip(*epoch_order(patches, seed, epoch, flips)):
@@ -66,4 +69,5 @@ def training_dataset(patches: PatchSet, seed: int, first_epoch: int, last_epoch:
                 a, b = a[::-1], b[::-1]
             if fh:
                 a, b = a[:, ::-1], b[:, ::-1]
-            yield np.ascontiguousarray(a[None]), np.ascontiguousarray(b[None])
+            batch = (np.ascontiguousarray(a[None]), np.ascontiguousarray(b[None]))
+            yield batch if extra is None else (*batch, extra[i : i + 1])

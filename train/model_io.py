@@ -17,6 +17,7 @@ from qmtgan.runtime.normalization import Normalization
 from qmtgan.runtime.scene import BAND_ORDER
 from qmtgan.train.models import layers as _custom_layers  # noqa: F401  (registers them for loading)
 from qmtgan.train.models.config import GeneratorConfig
+from qmtgan.train.models.subpixel import with_standard_deconvs
 
 MODEL_SCHEMA = "qmtgan.model/1"
 GENERATOR_FILE = "generator.keras"
@@ -24,9 +25,10 @@ GENERATOR_FILE = "generator.keras"
 
 def save_model(run_dir: Path, generator: keras.Model, cfg: GeneratorConfig,
                norm: Normalization, record: dict) -> Path:
+    """Writes the generator in its standard form (a trainer's sub-pixel layers converted back)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(run_dir / GENERATOR_FILE) as tmp:
-        generator.save(tmp.with_suffix(".keras"))
+        with_standard_deconvs(generator).save(tmp.with_suffix(".keras"))
         tmp.with_suffix(".keras").rename(tmp)  # Keras insists on the suffix
     meta = {"schema": MODEL_SCHEMA, "generator": cfg.to_dict(), "bands": list(BAND_ORDER),
             "normalization": norm.to_dict(), "patch_size": cfg.patch_size,

@@ -11,6 +11,7 @@ import io
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +23,8 @@ from qmtgan.train.checkpoint import latest_checkpoint, restore_checkpoint, save_
 from qmtgan.train.dataset import make_patch_set, training_dataset
 from qmtgan.train.model_io import assign_weights, load_model, save_model
 from qmtgan.train.models.config import GeneratorConfig
+from qmtgan.train.models.fixed_input import with_layer_as_input
+from qmtgan.train.models.subpixel import with_subpixel_deconvs
 from qmtgan.train.reconstruct import reconstruct_scene, scene_metrics
 
 
@@ -61,7 +64,8 @@ class TrainConfig:
 
 
 LOSSES = ("l1", "l2")
-FIXED_LAYERS = ("spectral/",)
+SPECTRAL = "spectral"
+FIXED_LAYERS = (f"{SPECTRAL}/",)
 LOG_FIELDS = ["epoch", "g_loss", "g_adv", "g_l1", "d_loss", "val_snr_db", "epoch_s"]
 
 
@@ -72,7 +76,9 @@ def _build(gcfg: GeneratorConfig, tcfg: TrainConfig):
     from qmtgan.train.models.registry import build_generator
 
     keras.utils.set_random_seed(tcfg.seed)
-    generator = build_generator(gcfg)
+    # trained in the sub-pixel form of its transposed convolutions (same weights, fewer
+    # multiplies) and saved in the standard form
+    generator = with_subpixel_deconvs(build_generator(gcfg))
     discriminator = build_patchgan(gcfg.bands, gcfg.patch_size, tcfg.ndf, tcfg.d_layers)
     g_opt = keras.optimizers.Adam(tcfg.learning_rate, beta_1=tcfg.beta1)
     d_opt = keras.optimizers.Adam(tcfg.learning_rate, beta_1=tcfg.beta1)
@@ -81,19 +87,22 @@ def _build(gcfg: GeneratorConfig, tcfg: TrainConfig):
     return generator, discriminator, g_opt, d_opt
 
 
-def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
+def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig, given_base: bool = False):
+    """One training step, step(ref, tgt), or with ``given_base`` step(ref, tgt, base): the fixed
+    spectral map's output for that patch computed beforehand (`spectral_bases`)."""
     import tensorflow as tf
 
     # The linear residual's spectral map is fitted by least squares before training and kept:
     # gradient steps only move it away from that optimum while the U-Net learns the rest.
     g_vars = [v for v in generator.trainable_variables if not v.path.startswith(FIXED_LAYERS)]
+    model = with_layer_as_input(generator, SPECTRAL) if given_base else generator
     bce = lambda labels, logits: tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
     @tf.function
-    def step(ref, tgt):
+    def step(ref, tgt, base=None):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = generator(ref, training=True)
+            fake = model([ref, base] if given_base else ref, training=True)
             err = tgt - fake
             pixel = tf.reduce_mean(tf.abs(err)) if tcfg.loss == "l1" else tf.reduce_mean(tf.square(err))
             if tcfg.adversarial:
@@ -112,6 +121,19 @@ def make_train_step(generator, discriminator, g_opt, d_opt, tcfg: TrainConfig):
         return {"g_loss": g_loss, "g_adv": g_adv, "g_l1": pixel, "d_loss": d_loss}
 
     return step
+
+
+def caches_spectral_base(gcfg: GeneratorConfig, tcfg: TrainConfig) -> bool:
+    """Whether training computes the fixed spectral map once per patch instead of every step:
+    with a linear residual, unless patches are mirrored (a mirrored patch's base is not the
+    mirrored base: the map is a 3x3 convolution)."""
+    return gcfg.residual == "linear" and not tcfg.flips
+
+
+def spectral_bases(generator, reference: np.ndarray) -> np.ndarray:
+    """The spectral map's output for every (n, p, p, bands) reference patch."""
+    layer = generator.get_layer(SPECTRAL)
+    return np.concatenate([np.asarray(layer(reference[i : i + 1])) for i in range(len(reference))])
 
 
 def _initialize(generator, gcfg: GeneratorConfig, tcfg: TrainConfig, patches) -> None:
@@ -152,11 +174,13 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorConfig,
           tcfg: TrainConfig, data_identity: dict, resume: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> dict:
+          progress: bool = True, stop_after: int | None = None,
+          on_step: Callable[[], None] | None = None) -> dict:
     """Train and write run_dir/{generator.keras, model.json, train_log.csv, checkpoints/}.
 
     ``stop_after`` ends the process's work after that many epochs of this call (used to
-    interrupt a run deliberately); the run stays resumable."""
+    interrupt a run deliberately); the run stays resumable. ``on_step`` is called after every
+    step (a caller's own progress display)."""
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
@@ -180,13 +204,15 @@ def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorC
             raise QmtganError(f"{latest}: checkpoint was made with another configuration; "
                               "resume with the same options")
         history, start_epoch, wall_before = state["history"], state["epoch"] + 1, state["wall_s"]
-    step = make_train_step(generator, discriminator, g_opt, d_opt, tcfg)
+    given_base = caches_spectral_base(gcfg, tcfg)
+    step = make_train_step(generator, discriminator, g_opt, d_opt, tcfg, given_base)
+    bases = spectral_bases(generator, patches.reference) if given_base else None
     steps = patches.trainable.size
     t0 = time.perf_counter()
     bar = tqdm(total=tcfg.epochs * steps, initial=(start_epoch - 1) * steps, unit="step",
                desc="train", disable=not progress, dynamic_ncols=True)
     done_here = 0
-    batches = iter(training_dataset(patches, tcfg.seed, start_epoch, tcfg.epochs, tcfg.flips))
+    batches = iter(training_dataset(patches, tcfg.seed, start_epoch, tcfg.epochs, tcfg.flips, bases))
     for epoch in range(start_epoch, tcfg.epochs + 1):
         if stop_after is not None and done_here >= stop_after:
             break
@@ -195,12 +221,13 @@ def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorC
             opt.learning_rate.assign(tcfg.learning_rate_at(epoch))
         sums: dict[str, float] = {}
         for _ in range(steps):
-            ref, tgt = next(batches)
-            losses = {k: float(v) for k, v in step(ref, tgt).items()}
+            losses = {k: float(v) for k, v in step(*next(batches)).items()}
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(epoch=epoch, l1=f"{losses['g_l1']:.4f}", d=f"{losses['d_loss']:.3f}")
             bar.update(1)
+            if on_step is not None:
+                on_step()
         row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}}
         if epoch % tcfg.val_every == 0 or epoch == tcfg.epochs:
             recon = reconstruct_scene(generator, patches.reference, patches.grid,
