@@ -53,7 +53,8 @@ def markdown(r: dict) -> str:
             f"| PSNR | {m['psnr_db']:.2f} dB |",
             f"| LMSE | {m['lmse']:.4f} |",
             f"| baseline: reference used as the target | {r['baseline_reference_as_target_snr_db']:.2f} dB |",
-            f"| training ({r['training']['epochs']} epochs) | {r['training']['wall_s']:.0f} s |",
+            f"| training ({r['training']['epochs']} epochs, every pair, side by side) | "
+            f"{r['training']['wall_s']:.0f} s |",
             f"| demo wall time | {t['total_s']:.0f} s |",
             "",
             "## Quantization (whole scene; bpp projected onto a 441-patch tile, and for this scene)",

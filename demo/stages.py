@@ -4,6 +4,7 @@ and adds its own results. `demo/pipeline.py` runs them and times each."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,9 +55,11 @@ def train(run: DemoRun) -> None:
     log.info(
         f"      {generator_label(gcfg)}, {run.epochs} epochs on {patches} patches, one generator per pair"
     )
+    start = time.perf_counter()
     trained = train_pairs(list(zip(run.pair_dirs, run.run_dirs)), gcfg, tcfg)
     run.results.update(generator=gcfg.to_dict(), history=trained[0][0],
-                       training={"epochs": run.epochs, "wall_s": sum(w for _, w in trained)})
+                       training={"epochs": run.epochs, "wall_s": time.perf_counter() - start,
+                                 "pair_wall_s": [w for _, w in trained]})
 
 
 def train_pairs(jobs: list[tuple[Path, Path]], gcfg, tcfg) -> list[tuple[list[dict], float]]:
