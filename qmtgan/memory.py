@@ -19,7 +19,6 @@ more off glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 BFC_SWITCH = "TF_CPU_ALLOCATOR_USE_BFC"
@@ -38,13 +37,12 @@ def install() -> None:
         return
     _installed = True
     os.environ.setdefault(BFC_SWITCH, "true")
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name) if libc_name else None
-    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+    process = ctypes.CDLL(None)  # the symbols already loaded: no library search (ldconfig) at start-up
+    if not hasattr(process, "mallopt") or not hasattr(process, "gnu_get_libc_version"):
         return
     for parameter, value in ((_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
                              (_M_TOP_PAD, _TOP_PAD)):
-        libc.mallopt(parameter, value)
+        process.mallopt(parameter, value)
     try:
         from numpy._core.multiarray import _set_madvise_hugepage
     except ImportError:  # numpy 1.x
