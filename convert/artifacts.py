@@ -1,7 +1,8 @@
 """The Artifact record every format makes, and the two int8 formats' choice, which measures
 candidates on the scene and keeps the one that holds accuracy best:
 
-  tflite-int8  full int8 from each of TensorFlow's two quantizers (the better kept), then
+  tflite-int8  full int8 from each of TensorFlow's two quantizers (the better kept; the
+               normalization's statistics in float islands, so XNNPACK takes every op), then
                again with the output's per-band bias corrected (kept if it
                measures better); if it loses more than the threshold against float, the layers of
                the quantization debugger's three worst ops stay float (the convolutions stay
@@ -79,7 +80,7 @@ def _bias_corrected(graph, blob: bytes, ctx: Int8Context):
 
 def tflite_int8(graph, ctx: Int8Context) -> Artifact:
     from qmtgan.convert import explain_int8
-    from qmtgan.convert.tflite import QUANTIZERS, converter_for, to_tflite
+    from qmtgan.convert.tflite import QUANTIZERS, converter_for, float_islands, to_tflite
     from qmtgan.runtime.errors import QmtganError
 
     tried, failed = {}, {}
@@ -94,7 +95,7 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
         raise QmtganError(f"no TFLite quantizer converts this graph to int8: {failed}")
     quantizer = max(tried, key=lambda q: tried[q][1].snr_vs_target_db)
     blob, full = tried[quantizer]
-    record: dict = {"quantizer": quantizer,
+    record: dict = {"quantizer": quantizer, "float_islands": float_islands(blob),
                     "quantizers": {q: m.to_dict() for q, (_, m) in tried.items()} | failed,
                     "full_int8": full.to_dict(), "threshold_db": ctx.threshold_db}
     corrected, bias = _bias_corrected(graph, blob, ctx)

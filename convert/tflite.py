@@ -79,7 +79,8 @@ def to_tflite(model, precision: str, representative: np.ndarray | None = None,
     """float_layers go through the MLIR quantizer's denylist: they need quantizer 'mlir'."""
     converter = converter_for(model, precision, representative, quantizer)
     if not float_layers:
-        return _quiet_convert(converter)
+        blob = _quiet_convert(converter)
+        return _with_float_statistics(blob) if precision == "int8" else blob
     from qmtgan.runtime.errors import QmtganError
 
     if precision != "int8" or quantizer != "mlir":
@@ -108,8 +109,25 @@ def quantize_calibrated(calibrated: bytes, float_nodes: list[str]) -> bytes:
     from qmtgan.runtime.quiet import native_output_captured
 
     with native_output_captured():
-        return lite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
+        blob = lite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
                                           output_data_type=tf.int8, denylisted_nodes=float_nodes)
+    return _with_float_statistics(blob)
+
+
+def _with_float_statistics(blob: bytes) -> bytes:
+    from qmtgan.convert.int8_islands import float_statistics
+
+    return float_statistics(blob)[0]
+
+
+def float_islands(model_bytes: bytes) -> list[str]:
+    """The layers whose normalization statistics an int8 model computes in float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    tensors = interpreter.get_tensor_details()
+    return sorted({layer_of(tensors[op["outputs"][0]]["name"]) for op in interpreter._get_ops_details()
+                   if op["op_name"] == "RSQRT" and tensors[op["outputs"][0]]["dtype"] == np.float32})
 
 
 def op_table(model_bytes: bytes) -> list[tuple[str, str]]:

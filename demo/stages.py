@@ -66,18 +66,20 @@ def train_pairs(jobs: list[tuple[Path, Path]], gcfg, tcfg) -> list[tuple[list[di
     """`train_or_reuse` on every (pair folder, run folder), the pairs side by side in
     single-threaded worker processes, one more than there are cores (a training step of the small
     generator gains less from a second thread than a second process gains from a second core);
-    one progress bar counts the steps of all of them. Returns each job's (history, wall s)."""
+    one progress bar counts the steps of all of them. With a GPU, one pair after the other in this
+    process: each training takes the whole GPU. Returns each job's (history, wall s)."""
     import multiprocessing
     import os
     from concurrent.futures import FIRST_EXCEPTION, wait
 
     from tqdm import tqdm
 
+    from qmtgan.train.device import gpus
     from qmtgan.train.pair import load_pair
     from qmtgan.workers import worker_pool
 
-    if len(jobs) == 1:
-        return [train_or_reuse(*jobs[0], gcfg, tcfg)]
+    if len(jobs) == 1 or gpus():
+        return [train_or_reuse(pair, run, gcfg, tcfg) for pair, run in jobs]
     steps = sum(tcfg.epochs * len(load_pair(p).patches["patches"]) for p, _ in jobs)
     with multiprocessing.get_context("spawn").Manager() as manager, \
             worker_pool(min(len(jobs), (os.cpu_count() or 1) + 1)) as pool, \

@@ -12,7 +12,7 @@ large short-lived arrays every stage makes (a 12-band scene is hundreds of MB in
   keep freed memory for reuse (mallopt: mmap threshold, trim threshold, top pad) and numpy not
   to ask for huge pages: the same pages then serve the next array of the same size.
 
-A value the user set in the environment wins for TensorFlow's switch; `install` does nothing
+A value the user set in the environment wins for TensorFlow's switches; `install` does nothing
 more off glibc.
 """
 
@@ -22,6 +22,7 @@ import ctypes
 import os
 
 BFC_SWITCH = "TF_CPU_ALLOCATOR_USE_BFC"
+GPU_GROWTH_SWITCH = "TF_FORCE_GPU_ALLOW_GROWTH"
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MMAP_THRESHOLD = 32 << 20     # glibc's largest: blocks up to this come from the reusable heap
@@ -37,6 +38,9 @@ def install() -> None:
         return
     _installed = True
     os.environ.setdefault(BFC_SWITCH, "true")
+    # on a GPU, each process takes the memory it uses instead of all of it at start: the
+    # demo's stages run TensorFlow in several processes
+    os.environ.setdefault(GPU_GROWTH_SWITCH, "true")
     process = ctypes.CDLL(None)  # the symbols already loaded: no library search (ldconfig) at start-up
     if not hasattr(process, "mallopt") or not hasattr(process, "gnu_get_libc_version"):
         return

@@ -105,8 +105,7 @@ class Jpeg2000OfTarget(Baseline):
 
     def _run_impl(self, pair, rates):
         image = np.clip(np.rint(pair.target.data), 0, 65535).astype(np.uint16)
-        for bpp in rates:
-            coded = jpeg2000.encode_at_bpp(image, bpp)
+        for bpp, coded in zip(rates, jpeg2000.encode_at_rates(image, rates)):
             recon = jpeg2000.decode(coded.data, image.shape, "uint16").astype(np.float32)
             recon[:, ~pair.valid] = 0.0
             yield (f"JPEG2000 @ {bpp:g}", recon, len(coded.data), bpp,
@@ -114,13 +113,15 @@ class Jpeg2000OfTarget(Baseline):
 
 
 def code_residual(
-    pair: PairData, prediction: np.ndarray, bpp: float
-) -> tuple[np.ndarray, "jpeg2000.RateResult"]:
-    """prediction + JPEG2000 of its residual at ``bpp`` (bits per sample of the residual)."""
+    pair: PairData, prediction: np.ndarray, rates: list[float]
+) -> Iterator[tuple[np.ndarray, "jpeg2000.RateResult"]]:
+    """prediction + JPEG2000 of its residual at each of ``rates`` (bits per sample of the
+    residual), one layered encode; each reconstruction is made when it is asked for (a scene
+    each)."""
     residual = residual_image(pair.target.data, prediction, pair.valid)
-    coded = jpeg2000.encode_at_bpp(residual, bpp)
-    decoded = jpeg2000.decode(coded.data, residual.shape, "int16")
-    return add_residual(prediction, decoded, pair.valid), coded
+    for coded in jpeg2000.encode_at_rates(residual, rates):
+        decoded = jpeg2000.decode(coded.data, residual.shape, "int16")
+        yield add_residual(prediction, decoded, pair.valid), coded
 
 
 class LinearPlusJpeg2000(Baseline):
@@ -132,9 +133,8 @@ class LinearPlusJpeg2000(Baseline):
         stored, prediction = linear_prediction(pair, self.kernel)
         side = stored.nbytes
         name = "linear" if self.kernel == 1 else f"linear {self.kernel}x{self.kernel}"
-        for bpp in rates:
-            residual_bpp = bpp - 8.0 * side / pair.samples
-            recon, coded = code_residual(pair, prediction, residual_bpp)
+        coded_rates = code_residual(pair, prediction, [bpp - 8.0 * side / pair.samples for bpp in rates])
+        for bpp, (recon, coded) in zip(rates, coded_rates):
             yield (f"{name} + JPEG2000 residual @ {bpp:g}", recon, side + len(coded.data), bpp,
                    {"quality": coded.quality, "rate_tries": coded.tries, "predictor_bytes": side})
 
@@ -144,18 +144,20 @@ class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
     kernel = 3
 
 
-def klt_code(pair: PairData, image: np.ndarray, bpp: float,
-             key: str) -> tuple[np.ndarray, int, "jpeg2000.RateResult"]:
-    """`image` (float, bands-first) through the KLT and JPEG2000 at `bpp` in all, the transform's
-    floats included: (decoded image, bytes, rate result). The transform and its components do not
-    depend on the rate: they are computed once per pair and ``key`` (which names the image)."""
+def klt_code(pair: PairData, image: np.ndarray, rates: list[float],
+             key: str) -> Iterator[tuple[np.ndarray, int, "jpeg2000.RateResult"]]:
+    """`image` (float, bands-first) through the KLT and JPEG2000 at each of `rates` in all, the
+    transform's floats included, from one layered encode: (decoded image, bytes, rate result)
+    per rate. The transform and its components do not depend on the rate: they are computed
+    once per pair and ``key`` (which names the image)."""
     if ("klt", key) not in pair.memo:
         klt = Klt.fit(image, pair.valid)
         pair.memo[("klt", key)] = (klt, klt.forward(image, pair.valid))
     klt, comps = pair.memo[("klt", key)]
-    coded = jpeg2000.encode_at_bpp(comps, bpp - 8.0 * klt.side_bytes / pair.samples)
-    decoded = klt.inverse(jpeg2000.decode(coded.data, comps.shape, "int16"))
-    return decoded, klt.side_bytes + len(coded.data), coded
+    side_bpp = 8.0 * klt.side_bytes / pair.samples
+    for coded in jpeg2000.encode_at_rates(comps, [bpp - side_bpp for bpp in rates]):
+        decoded = klt.inverse(jpeg2000.decode(coded.data, comps.shape, "int16"))
+        yield decoded, klt.side_bytes + len(coded.data), coded
 
 
 class KltJpeg2000OfTarget(Baseline):
@@ -163,8 +165,7 @@ class KltJpeg2000OfTarget(Baseline):
     rate_driven = True
 
     def _run_impl(self, pair, rates):
-        for bpp in rates:
-            decoded, nbytes, coded = klt_code(pair, pair.target.data, bpp, "target")
+        for bpp, (decoded, nbytes, coded) in zip(rates, klt_code(pair, pair.target.data, rates, "target")):
             recon = np.clip(np.rint(decoded), 0, 65535).astype(np.float32)
             recon[:, ~pair.valid] = 0.0
             yield (f"KLT + JPEG2000 @ {bpp:g}", recon, nbytes, bpp,
@@ -179,9 +180,9 @@ class SpatialLinearPlusKltJpeg2000(Baseline):
         stored, prediction = linear_prediction(pair, 3)
         side = stored.nbytes
         residual = pair.target.data - prediction
-        for bpp in rates:
-            decoded, nbytes, coded = klt_code(pair, residual, bpp - 8.0 * side / pair.samples,
-                                              "linear 3x3 residual")
+        coded_rates = klt_code(pair, residual, [bpp - 8.0 * side / pair.samples for bpp in rates],
+                               "linear 3x3 residual")
+        for bpp, (decoded, nbytes, coded) in zip(rates, coded_rates):
             recon = add_residual(prediction, decoded, pair.valid)
             yield (f"linear 3x3 + KLT + JPEG2000 residual @ {bpp:g}", recon, side + nbytes, bpp,
                    {"quality": coded.quality, "rate_tries": coded.tries, "predictor_bytes": side})
@@ -205,7 +206,19 @@ def run_baselines(pair: PairData, rates: list[float]) -> tuple[list[RDPoint], li
     reach) becomes an error line, and the other rows are still computed."""
     points, errors = [], []
     for cls in BASELINES:
-        for chunk in ([[r] for r in rates] if cls.rate_driven else [[]]):
+        if not cls.rate_driven:
+            chunks = [[]]
+        else:  # every rate from one layered encode; rate by rate only to tell which one fails
+            chunks = [sorted(rates)]
+            try:
+                got = cls().run(pair, chunks[0])
+            except QmtganError:
+                chunks = [[r] for r in sorted(rates)]
+            else:
+                chunks = []
+                _log_points(got)
+                points.extend(got)
+        for chunk in chunks:
             try:
                 got = cls().run(pair, chunk)
             except QmtganError as exc:
@@ -213,7 +226,11 @@ def run_baselines(pair: PairData, rates: list[float]) -> tuple[list[RDPoint], li
                 errors.append(f"{pair.name}: {what}: {exc}")
                 log.info(f"  {what}: not computed: {exc}")
                 continue
-            for p in got:
-                log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
+            _log_points(got)
             points.extend(got)
     return points, errors
+
+
+def _log_points(points: list[RDPoint]) -> None:
+    for p in points:
+        log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")

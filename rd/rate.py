@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,15 +84,47 @@ def with_residual(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, 
     (bits per sample of the residual alone, its transform included), and the reconstruction a
     decoder gets from it. The residual goes through a spectral KLT before JPEG2000 (``klt``),
     or is coded band by band as int16."""
-    record = {"codec": KLT_CODEC if klt else "jpeg2000", "dtype": DTYPE, "shape": list(prediction.shape)}
     transform, image = _residual_to_code(pair, prediction, klt)
-    side = transform.side_bytes if transform else 0
-    coded = jpeg2000.encode_at_bpp(image, residual_bpp - 8.0 * side / pair.samples)
-    record.update(bpp=round(coded.bpp, 6), quality=round(coded.quality, 4))  # for the record only
+    coded = jpeg2000.encode_at_bpp(image, residual_bpp - _side_bpp(transform, pair))
+    return _hybrid(payload, pair, prediction, klt, transform, coded, image.shape)
+
+
+def with_residuals(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, residual_bpps: list[float],
+                   klt: bool = True) -> Iterator:
+    """`with_residual` at each of ``residual_bpps`` (increasing), the residual coded once with a
+    quality layer per rate (`jpeg2000.encode_at_rates`), each reconstruction made when it is
+    asked for. An entry is the QmtganError of a rate the codec cannot make (then every rate is
+    coded on its own, to tell which)."""
+    transform, image = _residual_to_code(pair, prediction, klt)
+    try:
+        coded = jpeg2000.encode_at_rates(image, [r - _side_bpp(transform, pair) for r in residual_bpps])
+    except QmtganError:
+        coded = None
+    if coded is None:
+        for bpp in residual_bpps:
+            try:
+                yield with_residual(payload, pair, prediction, bpp, klt)
+            except QmtganError as exc:
+                yield exc
+        return
+    for c in coded:
+        yield _hybrid(payload, pair, prediction, klt, transform, c, image.shape)
+
+
+def _side_bpp(transform: Klt | None, pair: PairData) -> float:
+    return 8.0 * (transform.side_bytes if transform else 0) / pair.samples
+
+
+def _hybrid(payload: fmt.Payload, pair: PairData, prediction: np.ndarray, klt: bool, transform: Klt | None,
+            coded: jpeg2000.RateResult, coded_shape: tuple[int, ...]) -> tuple[fmt.Payload, np.ndarray,
+                                                                               jpeg2000.RateResult]:
+    # bpp and quality are for the record only
+    record = {"codec": KLT_CODEC if klt else "jpeg2000", "dtype": DTYPE, "shape": list(prediction.shape),
+              "bpp": round(coded.bpp, 6), "quality": round(coded.quality, 4)}
     data = residual_bytes(transform, coded.data)
     hybrid = fmt.Payload({**payload.header, "residual": record}, payload.codes, payload.sides, payload.floats,
                          data)
-    recon = add_residual(prediction, decode_residual(data, record, image.shape), pair.valid)
+    recon = add_residual(prediction, decode_residual(data, record, coded_shape), pair.valid)
     return hybrid, recon, coded
 
 
@@ -129,16 +162,14 @@ def generator_points(pair: PairData, cands: list[Candidate], hybrid_rates: list[
             got, errs = projected_hybrids(pair, c, prediction, hybrid_rates, project_pixels)
             points += got
             errors += errs
-        for total in hybrid_rates:
-            room = total - p.bpp
-            if room <= 0.1 * total:  # the weights alone use (nearly) all of it
+        totals = [t for t in sorted(hybrid_rates) if t - p.bpp > 0.1 * t]  # else the weights use it all
+        coded = with_residuals(c.payload, pair, prediction, [t - p.bpp for t in totals]) if totals else []
+        for total, got in zip(totals, coded):
+            if isinstance(got, QmtganError):
+                errors.append(f"{pair.name}: {c.label} + residual @ {total:g}: {got}")
+                log.info(f"  {c.label} + residual @ {total:g}: not computed: {got}")
                 continue
-            try:
-                hybrid, recon, _ = with_residual(c.payload, pair, prediction, room)
-            except QmtganError as exc:
-                errors.append(f"{pair.name}: {c.label} + residual @ {total:g}: {exc}")
-                log.info(f"  {c.label} + residual @ {total:g}: not computed: {exc}")
-                continue
+            hybrid, recon, _ = got
             h = score(pair, "hybrid", f"{c.label} + JPEG2000 residual @ {total:g}", recon,
                       len(fmt.encode(hybrid)), total, bits=c.bits, run=str(c.run))
             log.info(f"  {h.label}: {h.bpp:.4f} bpp, SNR {h.snr_db:.2f} dB")
@@ -156,13 +187,13 @@ def projected_hybrids(pair: PairData, c: Candidate, prediction: np.ndarray, rate
     points, errors = [], []
     h, w = pair.reference.shape
     weights = c.nbytes * (h * w) / pixels
-    for total in rates:
-        room = total - 8.0 * weights / pair.samples
-        try:
-            hybrid, recon, coded = with_residual(c.payload, pair, prediction, room)
-        except QmtganError as exc:
-            errors.append(f"{pair.name}: {c.label} + residual @ {total:g}, projected: {exc}")
+    totals = sorted(rates)
+    coded = with_residuals(c.payload, pair, prediction, [t - 8.0 * weights / pair.samples for t in totals])
+    for total, got in zip(totals, coded):
+        if isinstance(got, QmtganError):
+            errors.append(f"{pair.name}: {c.label} + residual @ {total:g}, projected: {got}")
             continue
+        hybrid, recon, _ = got
         label = f"{c.label} + JPEG2000 residual @ {total:g}, projected"
         points.append(score(pair, "hybrid-projected", label, recon, round(weights + len(hybrid.residual)),
                             total, bits=c.bits, run=str(c.run), pixels=pixels, weight_bytes=c.nbytes))

@@ -2,7 +2,12 @@
 
 Used for the JPEG2000 baselines and for the residual of the hybrid mode, whose decoder runs on
 the device: numpy and rasterio only. Rates are bits per sample, bpp = 8 x bytes / (bands x H x W),
-from the encoded bytes (the codestream plus its JP2 boxes, as written to disk).
+from the encoded bytes (the codestream, as written).
+
+One image at several rates is coded once with a quality layer per rate (`encode_at_rates`):
+the stream's first k layers are itself a JPEG2000 stream at the k-th rate (`first_layers`
+keeps them), so the wavelet transform and the block coding, which are nearly all of an
+encode's time, run once instead of once per rate.
 """
 
 from __future__ import annotations
@@ -48,6 +53,25 @@ def bits_per_sample(nbytes: int, shape: tuple[int, ...]) -> float:
 def encode(image: np.ndarray, quality: float | None) -> bytes:
     """(bands, H, W) uint16/int16 -> JP2 bytes. ``quality``: GDAL's QUALITY, the size as a
     percentage of the uncompressed image; None codes losslessly (reversible 5/3 wavelet)."""
+    options = ({"REVERSIBLE": "YES", "QUALITY": "100"} if quality is None else
+               {"REVERSIBLE": "NO", "QUALITY": _quality(quality)})
+    return _encode(image, options)
+
+
+def _quality(quality: float) -> str:
+    return f"{min(max(quality, 1e-4), 100.0):.6f}"
+
+
+def encode_layers(image: np.ndarray, qualities: list[float]) -> bytes:
+    """One stream with a quality layer per entry of ``qualities`` (increasing), layer by layer
+    (LRCP) with each tile-part's packet lengths (PLT) so that `first_layers` can cut it."""
+    if list(qualities) != sorted(qualities):
+        raise QmtganError(f"JPEG2000 layer qualities must increase, got {qualities}")
+    return _encode(image, {"REVERSIBLE": "NO", "QUALITY": ",".join(_quality(q) for q in qualities),
+                           "PROGRESSION": "LRCP", "PLT": "YES"})
+
+
+def _encode(image: np.ndarray, coding: dict) -> bytes:
     from rasterio.io import MemoryFile
 
     if image.ndim != 3 or image.dtype.name not in DTYPES:
@@ -55,9 +79,7 @@ def encode(image: np.ndarray, quality: float | None) -> bytes:
                           f"{image.shape}")
     require_driver()
     bands, h, w = image.shape
-    options = dict(_OPTIONS)
-    options.update({"REVERSIBLE": "YES", "QUALITY": "100"} if quality is None else
-                   {"REVERSIBLE": "NO", "QUALITY": f"{min(max(quality, 1e-4), 100.0):.6f}"})
+    options = {**_OPTIONS, **coding}
     with _quiet(), MemoryFile() as mem:
         with mem.open(driver=DRIVER, width=w, height=h, count=bands, dtype=image.dtype.name,
                       **options) as dst:
@@ -116,6 +138,44 @@ def encode_at_bpp(image: np.ndarray, bpp: float, tolerance: float = 0.05, max_tr
         if abs(got / bpp - 1.0) <= tolerance:
             break
         quality = _next_quality(tries, bpp, full)
+    return _best(tries, bpp, tolerance)
+
+
+def encode_at_rates(image: np.ndarray, rates: list[float], tolerance: float = 0.05,
+                    max_tries: int = 12) -> list[RateResult]:
+    """`encode_at_bpp` at each of ``rates`` (increasing), from one layered encode per try: the
+    k-th result is the stream's first k layers. A rate whose layer misses the tolerance gets
+    its quality corrected as `encode_at_bpp` would, and the image is coded again."""
+    from qmtgan.runtime.j2k_layers import first_layers
+
+    if list(rates) != sorted(set(rates)):
+        raise QmtganError(f"JPEG2000 rates must increase, got {rates}")
+    full = 8 * image.dtype.itemsize
+    for bpp in rates:
+        if not 0 < bpp < full:
+            raise QmtganError(f"a JPEG2000 rate must be positive and below {full} bpp, got {bpp}")
+    tries: list[list[tuple[float, float, bytes]]] = [[] for _ in rates]
+    qualities = [100.0 * bpp / full for bpp in rates]
+    for _ in range(max_tries):
+        stream = encode_layers(image, sorted(qualities))
+        order = sorted(range(len(rates)), key=lambda i: qualities[i])
+        for layer, i in enumerate(order, start=1):
+            data = first_layers(stream, layer)
+            tries[i].append((qualities[i], bits_per_sample(len(data), image.shape), data))
+        missing = [i for i, bpp in enumerate(rates) if not _within(tries[i], bpp, tolerance)]
+        if not missing:
+            break
+        for i in missing:
+            qualities[i] = _next_quality(tries[i], rates[i], full)
+    return [_best(t, bpp, tolerance) for t, bpp in zip(tries, rates)]
+
+
+def _within(tries: list[tuple[float, float, bytes]], bpp: float, tolerance: float) -> bool:
+    return any(abs(got / bpp - 1.0) <= tolerance for _, got, _ in tries)
+
+
+def _best(tries: list[tuple[float, float, bytes]], bpp: float, tolerance: float) -> RateResult:
+    """The closest try within the tolerance, else the largest at or below the budget."""
     inside = [t for t in tries if abs(t[1] / bpp - 1.0) <= tolerance]
     below = [t for t in tries if t[1] <= bpp]
     if inside:

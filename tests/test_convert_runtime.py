@@ -123,9 +123,13 @@ def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     assert "QLinearConv" in {r["op"] for r in profile} and all(r["ms"] >= 0 for r in profile)
     assert "op_profile.md" not in onnx_manifest["files"]
     assert "QLinearConv" in (out / "onnx-int8.reports" / "op_profile.md").read_text()
-    # the TFLite int8 model timed op by op, with what XNNPACK does not take
+    # the TFLite int8 model timed op by op; the normalization's statistics in float islands
+    # leave XNNPACK nothing to refuse: one partition
     tflite_profile = manifest["op_profile"]
-    assert "CONV_2D" in {r["op"] for r in tflite_profile["rows"]} and tflite_profile["partitions"] >= 1
+    assert "CONV_2D" in {r["op"] for r in tflite_profile["rows"]}
+    assert tflite_profile["partitions"] == 1 and tflite_profile["not_delegated"] == []
+    islands = manifest["int8"]["float_islands"]
+    assert islands and all(name.endswith("_bn") for name in islands)
     assert all(r["delegated"] <= r["nodes"] for r in tflite_profile["rows"])
     assert tflite_profile["sum_ms"] > 0 and tflite_profile["whole_ms"] > 0
     assert "CONV_2D" in (out / "tflite-int8.reports" / "op_profile.md").read_text()

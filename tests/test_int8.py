@@ -129,3 +129,52 @@ def test_onnx_runtime_runs_every_convolution_of_the_deploy_graph_in_int8():
     as_trained = float_convolutions(quantize_onnx(to_onnx(model), tiles, "MinMax"))
     assert len(as_trained) == 2 and all("deconv" in name for name in as_trained)
     assert float_convolutions(quantize_onnx(to_onnx(deploy_graph(model)), tiles, "MinMax")) == []
+
+
+@pytest.mark.parametrize("quantizer", ["mlir", "legacy"])
+def test_int8_normalization_statistics_run_in_float_and_xnnpack_takes_every_op(quantizer):
+    """XNNPACK has no int8 RSQRT: rewritten into float islands, the int8 model is one XNNPACK
+    partition, and its output stays within one int8 step of the model as quantized."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qmtgan.convert.deploy_graph import deploy_graph
+    from qmtgan.convert.int8_islands import float_statistics
+    from qmtgan.convert.tflite import _quiet_convert, converter_for, float_islands, to_tflite
+    from qmtgan.train.models.config import GeneratorConfig
+    from qmtgan.train.models.registry import build_generator
+
+    model = build_generator(
+        GeneratorConfig(ngf=4, depth=3, kernel=3, patch_size=32, residual="linear"), batch_size=1
+    )
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    graph = deploy_graph(model)
+    tiles = rng.uniform(-1, 1, (4, 32, 32, 12)).astype(np.float32)
+    plain = _quiet_convert(converter_for(graph, "int8", tiles, quantizer))
+    islands = to_tflite(graph, "int8", tiles, quantizer=quantizer)
+    norms = sorted(layer.name for layer in graph.layers if layer.name.endswith("_bn"))
+    assert len(norms) >= 3 and float_islands(plain) == [] and float_islands(islands) == norms
+    assert float_statistics(islands) == (islands, [])  # nothing left to rewrite
+
+    def run(blob):
+        interpreter = Interpreter(model_content=blob, num_threads=1)
+        ops = len(interpreter._get_ops_details())  # the delegate's nodes are added when allocating
+        interpreter.allocate_tensors()
+        entry, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        scale, zero = entry["quantization"]
+        outputs = []
+        for tile in tiles:
+            interpreter.set_tensor(entry["index"], np.clip(np.rint(tile / scale + zero), -128, 127)
+                                   .astype(np.int8)[None])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(out["index"]).astype(np.int32))
+        partitions = interpreter._interpreter.NumNodes() - ops
+        return np.stack(outputs), partitions
+
+    (before, parts_before), (after, parts_after) = run(plain), run(islands)
+    assert parts_before > 1 and parts_after == 1
+    scale, zero = Interpreter(model_content=islands).get_output_details()[0]["quantization"]
+    reference = graph(tiles).numpy()
+    rmse = lambda q: float(np.sqrt(np.mean(((q[:, 0] - zero) * scale - reference) ** 2)))
+    assert np.std(after) > 5  # not a flat output
+    assert rmse(after) <= 1.05 * rmse(before)  # the float statistics are no less accurate

@@ -83,6 +83,34 @@ def test_jpeg2000_rate_out_of_reach_is_a_clear_error(small_pair):
         jpeg2000.encode_at_bpp(image, 1e-4)
 
 
+def test_one_layered_jpeg2000_encode_gives_every_rate(small_pair):
+    """encode_at_rates: each rate within the tolerance, from the first k layers of one stream,
+    within 0.1 dB of coding that rate on its own; a stream not cut layer by layer is refused."""
+    from qmtgan.runtime import jpeg2000
+    from qmtgan.runtime.errors import QmtganError
+    from qmtgan.runtime.j2k_layers import first_layers, layer_count
+    from qmtgan.runtime.metrics import snr_db
+
+    image = np.clip(small_pair.target.data, 0, 65535).astype(np.uint16)
+    rates = [*RATES, 2.0]
+    layered = jpeg2000.encode_at_rates(image, rates)
+    decoded = lambda data: jpeg2000.decode(data, image.shape, "uint16").astype(np.float32)
+    snr = lambda data: snr_db(image.astype(np.float32), decoded(data), small_pair.valid)
+    gains = []
+    for k, (bpp, got) in enumerate(zip(rates, layered), start=1):
+        assert abs(got.bpp / bpp - 1) <= 0.05 and got.bpp == pytest.approx(8 * len(got.data) / image.size)
+        assert layer_count(got.data) == k
+        gains.append(snr(got.data) - snr(jpeg2000.encode_at_bpp(image, bpp).data))
+    assert all(abs(g) < 0.1 for g in gains), gains
+    assert snr(layered[0].data) < snr(layered[1].data) < snr(layered[2].data)
+    with pytest.raises(QmtganError, match="packet lengths|layers"):
+        first_layers(jpeg2000.encode(image, 1.0), 1)  # a single-layer stream without PLT
+    with pytest.raises(QmtganError, match="cannot keep"):
+        first_layers(jpeg2000.encode_layers(image, [1.0, 2.0]), 3)
+    with pytest.raises(QmtganError, match="SOC"):
+        first_layers(b"not a codestream", 1)
+
+
 @pytest.mark.parametrize("residual,spectral_kernel", [("reference", 1), ("linear", 1), ("linear", 3)])
 def test_residual_generator_with_a_zero_last_layer_returns_its_base(residual, spectral_kernel, tmp_path):
     """Keras, the numpy decoder, TFLite fp32 and ONNX Runtime all return the base prediction

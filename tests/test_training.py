@@ -31,6 +31,11 @@ def test_tiny_training_lowers_l1_and_writes_a_complete_run(tiny_run):
     meta = json.loads((run_dir / "model.json").read_text())
     assert meta["generator"]["ngf"] == 4 and len(meta["normalization"]["low"]) == 12
     assert meta["bands"][8] == "B8A" and meta["patch_size"] == 32
+    # the device that trained: the first GPU TensorFlow sees, else the CPU
+    from qmtgan.train.device import gpus
+
+    device = meta["training"]["device"]
+    assert device == (f"GPU ({gpus()[0]})" if gpus() else "CPU")
     with open(run_dir / "train_log.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12 and rows[3]["val_snr_db"] != "" and rows[0]["val_snr_db"] == ""
@@ -185,3 +190,21 @@ def test_a_cached_spectral_base_trains_exactly_as_the_map_computed_every_step():
         np.testing.assert_allclose(w_given, w, atol=1e-5 * max(np.abs(w).max(), 1e-3))
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tensorflow_build_switch_keeps_one_build_and_refuses_an_unknown_one():
+    """targets/tensorflow_build.sh (make GPU=1): asked for the build already in (the CPU one
+    here) it changes nothing; an unknown build name is refused with the reason."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    script = Path(__file__).resolve().parents[1] / "targets" / "tensorflow_build.sh"
+    try:
+        build, before = "gpu", version("tensorflow")
+    except PackageNotFoundError:
+        build, before = "cpu", version("tensorflow-cpu")
+    if build == "cpu":  # the GPU build is several GB: only its no-op direction runs here
+        proc = subprocess.run(["sh", str(script), sys.executable, "cpu"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert version("tensorflow-cpu") == before
+    bad = subprocess.run(["sh", str(script), sys.executable, "tpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cpu or gpu" in bad.stderr

@@ -247,9 +247,11 @@ def train(reference: Scene, target: Scene, run_dir: str | Path, gcfg: GeneratorC
     result = {"epochs_done": history[-1]["epoch"] if history else 0, "finished": finished,
               "history": history, "wall_s": wall_before + time.perf_counter() - t0}
     if finished:
+        from qmtgan.train.device import training_device
+
         record = {"training": {"config": asdict(tcfg), "epochs_done": tcfg.epochs,
                                "wall_s": result["wall_s"], "final": history[-1],
-                               "patches": int(steps)},
+                               "patches": int(steps), "device": training_device()},
                   "data": data_identity, "versions": _versions()}
         save_model(run_dir, generator, gcfg, patches.normalization, record)
     return result
