@@ -70,14 +70,16 @@ class _Builder:
         return op
 
 
-def _dequantized(model, tensor) -> np.ndarray:
+def _single_scale_int8(tensor) -> bool:
     from ai_edge_litert import schema_py_generated as schema
 
-    if tensor.type != schema.TensorType.INT8:
-        raise QmtganError(f"int8 islands: constant {tensor.name!r} is not int8")
     q = tensor.quantization
-    if q is None or q.scale is None or len(q.scale) != 1:
-        raise QmtganError(f"int8 islands: constant {tensor.name!r} has no single scale")
+    return (tensor.type == schema.TensorType.INT8 and q is not None and q.scale is not None
+            and len(q.scale) == 1)
+
+
+def _dequantized(model, tensor) -> np.ndarray:
+    q = tensor.quantization
     values = _constant(model, tensor).view(np.int8).astype(np.float32)
     return (values - float(q.zeroPoint[0])) * float(q.scale[0])
 
@@ -112,8 +114,9 @@ def float_statistics(model_bytes: bytes) -> tuple[bytes, list[str]]:
         constant = None
         if (add is not None and _code(model, add) == ops_enum.ADD and int(add.outputs[0]) == source
                 and uses.get(source, 0) == 1):
-            constant = next((int(i) for i in add.inputs
-                             if _constant(model, tensors[int(i)]) is not None), None)
+            # an int8 constant with one scale (epsilon); any other ADD stays as it is
+            constant = next((int(i) for i in add.inputs if _constant(model, tensors[int(i)]) is not None
+                             and _single_scale_int8(tensors[int(i)])), None)
         island_in = source
         if constant is not None:
             out_ops.pop()

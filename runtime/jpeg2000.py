@@ -65,7 +65,7 @@ def _quality(quality: float) -> str:
 def encode_layers(image: np.ndarray, qualities: list[float]) -> bytes:
     """One stream with a quality layer per entry of ``qualities`` (increasing), layer by layer
     (LRCP) with each tile-part's packet lengths (PLT) so that `first_layers` can cut it."""
-    if list(qualities) != sorted(qualities):
+    if any(b <= a for a, b in zip(qualities, qualities[1:])):
         raise QmtganError(f"JPEG2000 layer qualities must increase, got {qualities}")
     return _encode(image, {"REVERSIBLE": "NO", "QUALITY": ",".join(_quality(q) for q in qualities),
                            "PROGRESSION": "LRCP", "PLT": "YES"})
@@ -145,7 +145,8 @@ def encode_at_rates(image: np.ndarray, rates: list[float], tolerance: float = 0.
                     max_tries: int = 12) -> list[RateResult]:
     """`encode_at_bpp` at each of ``rates`` (increasing), from one layered encode per try: the
     k-th result is the stream's first k layers. A rate whose layer misses the tolerance gets
-    its quality corrected as `encode_at_bpp` would, and the image is coded again."""
+    its quality corrected as `encode_at_bpp` would, and the image is coded again (a
+    QmtganError if two corrected qualities meet: the caller then codes rate by rate)."""
     from qmtgan.runtime.j2k_layers import first_layers
 
     if list(rates) != sorted(set(rates)):
