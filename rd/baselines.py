@@ -144,16 +144,13 @@ class SpatialLinearPlusJpeg2000(LinearPlusJpeg2000):
     kernel = 3
 
 
-def klt_code(pair: PairData, image: np.ndarray, rates: list[float],
-             key: str) -> Iterator[tuple[np.ndarray, int, "jpeg2000.RateResult"]]:
+def klt_code(pair: PairData, image: np.ndarray,
+             rates: list[float]) -> Iterator[tuple[np.ndarray, int, "jpeg2000.RateResult"]]:
     """`image` (float, bands-first) through the KLT and JPEG2000 at each of `rates` in all, the
     transform's floats included, from one layered encode: (decoded image, bytes, rate result)
-    per rate. The transform and its components do not depend on the rate: they are computed
-    once per pair and ``key`` (which names the image)."""
-    if ("klt", key) not in pair.memo:
-        klt = Klt.fit(image, pair.valid)
-        pair.memo[("klt", key)] = (klt, klt.forward(image, pair.valid))
-    klt, comps = pair.memo[("klt", key)]
+    per rate. The transform is fitted once for all the rates."""
+    klt = Klt.fit(image, pair.valid)
+    comps = klt.forward(image, pair.valid)
     side_bpp = 8.0 * klt.side_bytes / pair.samples
     for coded in jpeg2000.encode_at_rates(comps, [bpp - side_bpp for bpp in rates]):
         decoded = klt.inverse(jpeg2000.decode(coded.data, comps.shape, "int16"))
@@ -165,7 +162,7 @@ class KltJpeg2000OfTarget(Baseline):
     rate_driven = True
 
     def _run_impl(self, pair, rates):
-        for bpp, (decoded, nbytes, coded) in zip(rates, klt_code(pair, pair.target.data, rates, "target")):
+        for bpp, (decoded, nbytes, coded) in zip(rates, klt_code(pair, pair.target.data, rates)):
             recon = np.clip(np.rint(decoded), 0, 65535).astype(np.float32)
             recon[:, ~pair.valid] = 0.0
             yield (f"KLT + JPEG2000 @ {bpp:g}", recon, nbytes, bpp,
@@ -180,8 +177,7 @@ class SpatialLinearPlusKltJpeg2000(Baseline):
         stored, prediction = linear_prediction(pair, 3)
         side = stored.nbytes
         residual = pair.target.data - prediction
-        coded_rates = klt_code(pair, residual, [bpp - 8.0 * side / pair.samples for bpp in rates],
-                               "linear 3x3 residual")
+        coded_rates = klt_code(pair, residual, [bpp - 8.0 * side / pair.samples for bpp in rates])
         for bpp, (decoded, nbytes, coded) in zip(rates, coded_rates):
             recon = add_residual(prediction, decoded, pair.valid)
             yield (f"linear 3x3 + KLT + JPEG2000 residual @ {bpp:g}", recon, side + nbytes, bpp,
@@ -206,31 +202,21 @@ def run_baselines(pair: PairData, rates: list[float]) -> tuple[list[RDPoint], li
     reach) becomes an error line, and the other rows are still computed."""
     points, errors = [], []
     for cls in BASELINES:
-        if not cls.rate_driven:
-            chunks = [[]]
-        else:  # every rate from one layered encode; rate by rate only to tell which one fails
-            chunks = [sorted(rates)]
-            try:
-                got = cls().run(pair, chunks[0])
-            except QmtganError:
-                chunks = [[r] for r in sorted(rates)]
-            else:
-                chunks = []
-                _log_points(got)
-                points.extend(got)
-        for chunk in chunks:
+        # every rate from one layered encode; rate by rate only to tell which one fails
+        chunks = [sorted(rates)] if cls.rate_driven else [[]]
+        while chunks:
+            chunk = chunks.pop(0)
             try:
                 got = cls().run(pair, chunk)
             except QmtganError as exc:
+                if len(chunk) > 1:
+                    chunks = [[r] for r in chunk]
+                    continue
                 what = f"{cls.family}" + (f" @ {chunk[0]:g} bpp" if chunk else "")
                 errors.append(f"{pair.name}: {what}: {exc}")
                 log.info(f"  {what}: not computed: {exc}")
                 continue
-            _log_points(got)
+            for p in got:
+                log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
             points.extend(got)
     return points, errors
-
-
-def _log_points(points: list[RDPoint]) -> None:
-    for p in points:
-        log.info(f"  {p.label}: {p.bpp:.4f} bpp, SNR {p.snr_db:.2f} dB")
