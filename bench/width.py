@@ -46,18 +46,17 @@ def export(generator: str, tile: int, runtimes: list[str], folder: Path) -> dict
     model = build_generator(cfg, batch_size=1)
     graph = deploy_graph(model)
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_bytes = to_onnx(graph) if {"onnxruntime", "tvm"} & set(runtimes) else b""
     for runtime in runtimes:
         path = folder / MODEL_FILES[runtime]
         if runtime == "tflite":
             path.write_bytes(to_tflite(graph, "fp32"))
         elif runtime == "onnxruntime":
-            path.write_bytes(onnx_bytes)
+            path.write_bytes(to_onnx(graph, for_onnxruntime=True))
         else:
             from qmtgan.convert.tvm_build import compile_onnx
             from qmtgan.targets.registry import board
 
-            compile_onnx(onnx_bytes, (1, tile, tile, cfg.bands), board("host-x86_64"), path)
+            compile_onnx(to_onnx(graph), (1, tile, tile, cfg.bands), board("host-x86_64"), path)
     return {"generator": generator, "config": cfg.to_dict(), "macs_per_tile": conv_macs(model),
             "parameters": int(model.count_params())}
 

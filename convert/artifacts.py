@@ -7,7 +7,8 @@ candidates on the scene and keeps the one that holds accuracy best:
                measures better); if it loses more than the threshold against float, the layers of
                the quantization debugger's three worst ops stay float (the convolutions stay
                int8); if that still loses too much, 16x8 (int16 activations).
-  onnx-int8    ONNX Runtime static QDQ quantization, each calibration method tried.
+  onnx-int8    ONNX Runtime static QDQ quantization (7-bit signed weights; the spectral map and
+               what follows it in float: see onnx_int8.py), each calibration method tried.
 """
 
 from __future__ import annotations
@@ -146,22 +147,26 @@ def tflite_int8(graph, ctx: Int8Context) -> Artifact:
 
 def onnx_int8(graph, ctx: Int8Context) -> Artifact:
     from qmtgan.convert.onnx_export import to_onnx
-    from qmtgan.convert.onnx_int8 import ACTIVATIONS, CALIBRATIONS, WEIGHTS, float_convolutions, quantize_onnx
+    from qmtgan.convert.onnx_int8 import (ACTIVATIONS, CALIBRATIONS, WEIGHTS_RECORD, float_convolutions,
+                                          quantize_onnx)
+    from qmtgan.convert.tflite import layer_of
 
-    float_model = to_onnx(graph)
-    tried: dict[str, tuple[bytes, object]] = {}
+    float_model, float_layers = to_onnx(graph, for_onnxruntime=True), float_kept_layers(graph)
+    tried: dict[str, tuple[bytes, list[str], object]] = {}
     for method in CALIBRATIONS:
-        blob = quantize_onnx(float_model, ctx.representative, method)
-        tried[method] = (blob, ctx.measure("onnxruntime", blob))
-    best = max(tried, key=lambda m: tried[m][1].snr_vs_target_db)
-    blob, measured = tried[best]
-    left_float = float_convolutions(blob)
+        blob, float_nodes = quantize_onnx(float_model, ctx.representative, method, float_layers)
+        tried[method] = (blob, float_nodes, ctx.measure("onnxruntime", blob))
+    best = max(tried, key=lambda m: tried[m][2].snr_vs_target_db)
+    blob, float_nodes, measured = tried[best]
+    left_float = [c for c in float_convolutions(blob) if layer_of(c) not in float_layers]
     if left_float:
         log.warning(f"onnx-int8 left convolution(s) in float: {', '.join(left_float)}")
-    record = {"calibration": best, "activations": ACTIVATIONS, "weights": f"{WEIGHTS} per channel, symmetric",
-              "format": "QDQ", "float_convolutions": left_float,
-              "calibrations": {m: rec.to_dict() for m, (_, rec) in tried.items()}}
-    art = Artifact(ONNX_FILE, blob, "int8", {"int8": record}, measured=measured)
+    record = {"calibration": best, "activations": ACTIVATIONS, "weights": WEIGHTS_RECORD,
+              "format": "QDQ", "float_layers": list(float_layers), "float_nodes": float_nodes,
+              "float_convolutions": left_float,
+              "calibrations": {m: rec.to_dict() for m, (_, _, rec) in tried.items()}}
+    precision = f"int8 (float: {', '.join(float_layers)})" if float_layers else "int8"
+    art = Artifact(ONNX_FILE, blob, precision, {"int8": record}, measured=measured)
     return with_op_profile(art, ctx.representative[:1], "onnx-int8")
 
 

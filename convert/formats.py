@@ -60,7 +60,7 @@ class Onnx(Format):
     def make(self, graph, ctx, tuning=None):
         from qmtgan.convert.onnx_export import to_onnx
 
-        art = Artifact(self.model_file, to_onnx(graph), self.precision)
+        art = Artifact(self.model_file, to_onnx(graph, for_onnxruntime=True), self.precision)
         return with_op_profile(art, ctx.representative[:1], self.name)
 
 

@@ -3,14 +3,22 @@
 tf2onnx writes `clip_by_value` as Min then Max against one-element (1, 1, 1, 1) constants. They
 become one Clip with scalar bounds: TVM's ONNX frontend broadcasts such constants to the full
 output shape and folds them into the module (two output-sized float arrays in every .so).
+
+For ONNX Runtime, each DepthToSpace becomes reshapes around two transposes that each move one
+axis. ONNX Runtime runs DepthToSpace (NCHW, a 6-D transpose that interleaves single elements) with its generic
+transpose, which dominates the decoder's upsampling; a transpose that moves one axis has a fast
+path (a 2-D block transpose, or a copy of contiguous runs). Same values, bit for bit. TVM fuses
+either form into the same kind of loop, so its graph keeps DepthToSpace.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 OPSET = 17
 
 
-def to_onnx(model) -> bytes:
+def to_onnx(model, *, for_onnxruntime: bool = False) -> bytes:
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -23,6 +31,8 @@ def to_onnx(model) -> bytes:
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
     fuse_clips(proto.graph)
+    if for_onnxruntime:
+        split_depth_to_space(proto)
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
@@ -64,3 +74,43 @@ def fuse_clips(graph) -> int:
     for unused in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(unused)
     return fused
+
+
+def split_depth_to_space(model) -> int:
+    """Rewrite each DCR-mode DepthToSpace with a static input shape as
+    (n, b*b*c, h, w) -> (n*b, b, c*h*w) -T-> (n*b, c*h*w, b) -> (n, b, c*h, w*b) -T-> (n, c*h, b, w*b)
+    -> (n, c, h*b, w*b): the column phase moves innermost, then the row phase in between each
+    output row's pixels. Returns how many were rewritten."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.input, *inferred.value_info]}
+    graph, nodes, split = model.graph, [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        shape = shapes.get(node.input[0]) if node.op_type == "DepthToSpace" else None
+        if shape is None or attrs.get("mode", b"DCR") != b"DCR" or len(shape) != 4 or 0 in shape:
+            nodes.append(node)
+            continue
+        b = attrs["blocksize"]
+        n, c, h, w = shape[0], shape[1] // (b * b), shape[2], shape[3]
+        stem = f"{node.name or node.output[0]}/split"
+        steps = [("Reshape", [n * b, b, c * h * w]), ("Transpose", [0, 2, 1]),
+                 ("Reshape", [n, b, c * h, w * b]), ("Transpose", [0, 2, 1, 3]),
+                 ("Reshape", [n, c, h * b, w * b])]
+        source = node.input[0]
+        for i, (op, values) in enumerate(steps):
+            out = node.output[0] if i == len(steps) - 1 else f"{stem}/{i}"
+            if op == "Reshape":
+                shape_name = f"{stem}/shape{i}"
+                graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), shape_name))
+                nodes.append(helper.make_node(op, [source, shape_name], [out], name=f"{stem}/{op}{i}"))
+            else:
+                nodes.append(helper.make_node(op, [source], [out], name=f"{stem}/{op}{i}", perm=values))
+            source = out
+        split += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return split

@@ -70,12 +70,18 @@ def test_the_output_clip_is_one_clip_and_the_tvm_module_holds_no_output_sized_co
     from qmtgan.targets.registry import board
     from qmtgan.train.models.registry import build_generator, default_config
 
+    from qmtgan.convert.deploy_graph import deploy_graph
+
     tile = 64
-    model = build_generator(default_config("multitempgan", ngf=4, depth=2, patch_size=tile,
-                                           residual="linear", spectral_kernel=3))
+    model = deploy_graph(build_generator(default_config("multitempgan", ngf=4, depth=2, patch_size=tile,
+                                                        residual="linear", spectral_kernel=3)))
     onnx_bytes = to_onnx(model)
     ops = [n.op_type for n in onnx.load_model_from_string(onnx_bytes).graph.node]
     assert ops.count("Clip") == 1 and "Min" not in ops and "Max" not in ops
+    assert ops.count("DepthToSpace") == 2  # kept for TVM; ONNX Runtime's graph has it split
+    ort_graph = onnx.load_model_from_string(to_onnx(model, for_onnxruntime=True)).graph
+    ort_ops = [n.op_type for n in ort_graph.node]
+    assert "DepthToSpace" not in ort_ops and ort_ops.count("Transpose") == ops.count("Transpose") + 4
     x = np.random.default_rng(0).normal(0, 2, (1, tile, tile, 12)).astype(np.float32)
     y = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"reference": x})[0]
     np.testing.assert_allclose(y, model(x, training=False).numpy(), atol=1e-5)
@@ -86,6 +92,41 @@ def test_the_output_clip_is_one_clip_and_the_tvm_module_holds_no_output_sized_co
     symbols = subprocess.run(["nm", "-S", so], capture_output=True, text=True, check=True).stdout
     blob = next(int(line.split()[1], 16) for line in symbols.splitlines() if "__tvm_ffi__library_bin" in line)
     assert blob < len(onnx_bytes) + x.nbytes  # the weights and the VM code; two output arrays would not fit
+
+
+def test_depth_to_space_is_split_into_single_axis_transposes_with_the_same_values():
+    """Each DCR DepthToSpace with a static shape becomes reshapes around two one-axis transposes,
+    bit for bit the same in ONNX Runtime; a CRD one, whose order differs, is left alone."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from qmtgan.convert.onnx_export import split_depth_to_space
+
+    def model(mode: str):
+        node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode=mode)
+        graph = helper.make_graph([node], "d2s",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 10, 14])])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = np.random.default_rng(0).normal(size=(2, 12, 5, 7)).astype(np.float32)
+
+    def run(m):
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    for mode, expect in (("DCR", 1), ("CRD", 0)):
+        original, split = model(mode), model(mode)
+        assert split_depth_to_space(split) == expect
+        onnx.checker.check_model(split)
+        ops = [n.op_type for n in split.graph.node]
+        assert ops == (["Reshape", "Transpose"] * 2 + ["Reshape"] if expect else ["DepthToSpace"])
+        for t in (n for n in split.graph.node if n.op_type == "Transpose"):
+            perm = list(helper.get_attribute_value(t.attribute[0]))
+            moved = [i for i, p in enumerate(perm) if p != i]
+            assert len(moved) == 2  # one axis moved by one place: ONNX Runtime's fast path
+        np.testing.assert_array_equal(run(split), run(original))
 
 
 def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):

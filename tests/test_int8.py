@@ -126,9 +126,55 @@ def test_onnx_runtime_runs_every_convolution_of_the_deploy_graph_in_int8():
 
     model = build_generator(GeneratorConfig(ngf=4, depth=2, kernel=3, patch_size=16), batch_size=1)
     tiles = np.random.default_rng(2).uniform(-1, 1, (4, 16, 16, 12)).astype(np.float32)
-    as_trained = float_convolutions(quantize_onnx(to_onnx(model), tiles, "MinMax"))
+    as_trained = float_convolutions(quantize_onnx(to_onnx(model), tiles, "MinMax")[0])
     assert len(as_trained) == 2 and all("deconv" in name for name in as_trained)
-    assert float_convolutions(quantize_onnx(to_onnx(deploy_graph(model)), tiles, "MinMax")) == []
+    assert float_convolutions(quantize_onnx(to_onnx(deploy_graph(model)), tiles, "MinMax")[0]) == []
+
+
+def test_onnx_int8_keeps_the_spectral_map_float_to_the_output_and_its_other_weights_in_7_bits():
+    """With the spectral map kept float, its convolution reads the float input (a private
+    transpose, no dequantized int8 copy), everything after it to the output is float, every
+    other convolution is int8 with weights in [-64, 64] (no VPMADDUBSW pair sum can saturate),
+    and the scene's prediction is closer to float than with the spectral map in int8."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from qmtgan.convert.deploy_graph import deploy_graph
+    from qmtgan.convert.onnx_export import to_onnx
+    from qmtgan.convert.onnx_int8 import float_convolutions, quantize_onnx
+    from qmtgan.train.models.registry import build_generator, default_config
+
+    rng = np.random.default_rng(3)
+    model = build_generator(default_config("multitempgan", ngf=4, depth=2, patch_size=32, residual="linear",
+                                           spectral_kernel=3), batch_size=1)
+    spectral = model.get_layer("spectral")
+    kernel, bias = spectral.get_weights()
+    spectral.set_weights([kernel + rng.normal(0, 0.05, kernel.shape).astype(np.float32), bias])
+    graph = deploy_graph(model)
+    tiles = rng.uniform(-1, 1, (6, 32, 32, 12)).astype(np.float32)
+    float_model = to_onnx(graph, for_onnxruntime=True)
+    mixed, float_nodes = quantize_onnx(float_model, tiles, "MinMax", ("spectral",))
+    all_int8, none_float = quantize_onnx(float_model, tiles, "MinMax")
+    assert none_float == [] and float_convolutions(all_int8) == []
+    assert [c for c in float_convolutions(mixed) if "spectral" in c] and \
+        not [c for c in float_convolutions(mixed) if "spectral" not in c]
+    proto = onnx.load_model_from_string(mixed)
+    by_name = {n.name: n for n in proto.graph.node}
+    assert any(name.endswith("/float") and by_name[name].op_type == "Transpose" for name in float_nodes)
+    assert {by_name[name].op_type for name in float_nodes} >= {"Conv", "Add", "Clip"}
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    assert producers[proto.graph.output[0].name].op_type != "DequantizeLinear"  # float to the output
+    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64
+
+    def error(blob):
+        session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+        y = np.concatenate([session.run(None, {"reference": t[None]})[0] for t in tiles])
+        return float(np.mean((y - model.predict(tiles, verbose=0)) ** 2))
+
+    assert error(mixed) < error(all_int8)
 
 
 @pytest.mark.parametrize("quantizer", ["mlir", "legacy"])

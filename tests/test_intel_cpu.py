@@ -50,5 +50,5 @@ def test_int8_bundles_decode_alike_on_an_intel_cpu_without_vnni(tiny_bundles, sm
     step = int8.manifest.record["output"]["quantization"][0]
     here_int8, here_onnx8 = run_bundle_here(int8, tiles)[0], run_bundle_here(onnx8, tiles)[0]
     assert float(np.max(np.abs(np.load(tmp_path / "int8.npy") - here_int8))) <= step * 1.001
-    # ONNX Runtime's int8 with signed weights saturates on AVX2 without VNNI (0.48 here); U8U8 does not
+    # 8-bit signed weights saturate VPMADDUBSW on AVX2 without VNNI (0.48 here); 7-bit ones cannot
     assert float(np.max(np.abs(np.load(tmp_path / "onnx8.npy") - here_onnx8))) < 0.02
