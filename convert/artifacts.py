@@ -151,7 +151,7 @@ def onnx_int8(graph, ctx: Int8Context) -> Artifact:
                                           quantize_onnx)
     from qmtgan.convert.tflite import layer_of
 
-    float_model, float_layers = to_onnx(graph, for_onnxruntime=True), float_kept_layers(graph)
+    float_model, float_layers = to_onnx(graph), float_kept_layers(graph)  # split after quantizing
     tried: dict[str, tuple[bytes, list[str], object]] = {}
     for method in CALIBRATIONS:
         blob, float_nodes = quantize_onnx(float_model, ctx.representative, method, float_layers)

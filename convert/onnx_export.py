@@ -5,10 +5,10 @@ become one Clip with scalar bounds: TVM's ONNX frontend broadcasts such constant
 output shape and folds them into the module (two output-sized float arrays in every .so).
 
 For ONNX Runtime, each DepthToSpace becomes reshapes around two transposes that each move one
-axis. ONNX Runtime runs DepthToSpace (NCHW, a 6-D transpose that interleaves single elements) with its generic
-transpose, which dominates the decoder's upsampling; a transpose that moves one axis has a fast
-path (a 2-D block transpose, or a copy of contiguous runs). Same values, bit for bit. TVM fuses
-either form into the same kind of loop, so its graph keeps DepthToSpace.
+axis. ONNX Runtime runs DepthToSpace (NCHW: a 6-D transpose that interleaves single elements)
+with its generic transpose, which dominates the decoder's upsampling; a transpose that moves one
+axis has a fast path (a 2-D block transpose, or a copy of contiguous runs). Same values, bit for
+bit. TVM fuses either form into the same kind of loop, so its graph keeps DepthToSpace.
 """
 
 from __future__ import annotations
@@ -76,17 +76,26 @@ def fuse_clips(graph) -> int:
     return fused
 
 
-def split_depth_to_space(model) -> int:
+def split_depth_to_space(model, requantize: bool = False) -> int:
     """Rewrite each DCR-mode DepthToSpace with a static input shape as
     (n, b*b*c, h, w) -> (n*b, b, c*h*w) -T-> (n*b, c*h*w, b) -> (n, b, c*h, w*b) -T-> (n, c*h, b, w*b)
     -> (n, c, h*b, w*b): the column phase moves innermost, then the row phase in between each
-    output row's pixels. Returns how many were rewritten."""
+    output row's pixels. Returns how many were rewritten.
+
+    requantize (a QDQ model): where the DepthToSpace's output goes to one QuantizeLinear, every
+    step's output is quantized and dequantized with that QuantizeLinear's parameters, so ONNX
+    Runtime runs each step on the 8-bit values. The steps only move values: the result is the
+    DepthToSpace's, quantized once."""
     import onnx
     from onnx import helper, numpy_helper
 
     inferred = onnx.shape_inference.infer_shapes(model).graph
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
               for v in [*inferred.input, *inferred.value_info]}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     graph, nodes, split = model.graph, [], 0
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -100,6 +109,8 @@ def split_depth_to_space(model) -> int:
         steps = [("Reshape", [n * b, b, c * h * w]), ("Transpose", [0, 2, 1]),
                  ("Reshape", [n, b, c * h, w * b]), ("Transpose", [0, 2, 1, 3]),
                  ("Reshape", [n, c, h * b, w * b])]
+        after = consumers.get(node.output[0], [])
+        quantized = requantize and len(after) == 1 and after[0].op_type == "QuantizeLinear"
         source = node.input[0]
         for i, (op, values) in enumerate(steps):
             out = node.output[0] if i == len(steps) - 1 else f"{stem}/{i}"
@@ -110,6 +121,13 @@ def split_depth_to_space(model) -> int:
             else:
                 nodes.append(helper.make_node(op, [source], [out], name=f"{stem}/{op}{i}", perm=values))
             source = out
+            if quantized and i < len(steps) - 1:
+                parameters = list(after[0].input[1:])
+                nodes.append(helper.make_node("QuantizeLinear", [out, *parameters], [f"{out}/q"],
+                                              name=f"{out}/q"))
+                nodes.append(helper.make_node("DequantizeLinear", [f"{out}/q", *parameters], [f"{out}/dq"],
+                                              name=f"{out}/dq"))
+                source = f"{out}/dq"
         split += 1
     del graph.node[:]
     graph.node.extend(nodes)

@@ -26,10 +26,8 @@ from qmtgan.runtime.scratch import scratch_dir
 
 ACTIVATIONS = "QUInt8"
 WEIGHTS = "QInt8"              # 7-bit (reduce_range): no VPMADDUBSW pair sum can saturate
-CALIBRATIONS = ("MinMax", "Entropy", "Percentile")
-
-
 WEIGHTS_RECORD = f"{WEIGHTS} 7-bit (reduce_range) per channel, symmetric"
+CALIBRATIONS = ("MinMax", "Entropy", "Percentile")
 
 
 def weight_overrides(model, float_nodes: list[str]) -> dict:
@@ -73,7 +71,11 @@ def keep_float(model, float_layers: tuple[str, ...]) -> list[str]:
 def quantize_onnx(float_model: bytes, representative: np.ndarray, calibration: str,
                   float_layers: tuple[str, ...] = ()) -> tuple[bytes, list[str]]:
     """representative: (n, t, t, bands) normalized tiles; float_layers: layers kept in float
-    with everything downstream of them. Returns the model and its float nodes."""
+    with everything downstream of them. Returns the model and its float nodes.
+
+    The float model is calibrated with its DepthToSpace whole, then each DepthToSpace is split
+    in the quantized model: a histogram calibrator keeps every calibrated tensor of every tile,
+    and the split's intermediates are full-resolution copies of the same values."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -108,7 +110,12 @@ def quantize_onnx(float_model: bytes, representative: np.ndarray, calibration: s
                             calibrate_method=getattr(CalibrationMethod, calibration),
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                                            "TensorQuantOverrides": weight_overrides(model, float_nodes)})
-        return dst.read_bytes(), float_nodes
+        from qmtgan.convert.onnx_export import split_depth_to_space
+
+        quantized = onnx.load(str(dst))
+        split_depth_to_space(quantized, requantize=True)
+        onnx.checker.check_model(quantized)
+        return quantized.SerializeToString(), float_nodes
 
 
 def float_convolutions(model_bytes: bytes) -> list[str]:

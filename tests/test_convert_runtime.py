@@ -129,6 +129,43 @@ def test_depth_to_space_is_split_into_single_axis_transposes_with_the_same_value
         np.testing.assert_array_equal(run(split), run(original))
 
 
+def test_a_quantized_depth_to_space_is_split_with_every_step_on_8_bit_values():
+    """In a QDQ model (DequantizeLinear -> DepthToSpace -> QuantizeLinear), requantize=True
+    quantizes every step's output with the QuantizeLinear's parameters: the same uint8 result
+    as the DepthToSpace, and each step between a QuantizeLinear and a DequantizeLinear."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qmtgan.convert.onnx_export import split_depth_to_space
+
+    def model():
+        nodes = [helper.make_node("DequantizeLinear", ["x", "s_in", "z"], ["f"]),
+                 helper.make_node("DepthToSpace", ["f"], ["d"], blocksize=2, mode="DCR"),
+                 helper.make_node("QuantizeLinear", ["d", "s_out", "z"], ["y"])]
+        constants = [numpy_helper.from_array(np.array(v, dtype), name) for v, dtype, name in
+                     ((0.02, np.float32, "s_in"), (0.03, np.float32, "s_out"), (128, np.uint8, "z"))]
+        graph = helper.make_graph(nodes, "qdq",
+                                  [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 12, 16])],
+                                  constants)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = np.random.default_rng(1).integers(0, 256, (1, 16, 6, 8), dtype=np.uint8)
+    original, split = model(), model()
+    assert split_depth_to_space(split, requantize=True) == 1
+    ops = [n.op_type for n in split.graph.node]
+    assert "DepthToSpace" not in ops
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 5
+    for i, node in enumerate(split.graph.node):
+        if node.op_type in ("Reshape", "Transpose") and i > 1:
+            assert split.graph.node[i - 1].op_type == "DequantizeLinear"
+    def run(m):
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    np.testing.assert_array_equal(run(split), run(original))
+
+
 def test_int8_bundles_explain_and_keep_every_convolution_int8(bundles):
     """--explain-int8: the per-op table travels in the bundle and the manifest names the three
     worst ops; ONNX Runtime's quantizer leaves no convolution in float and records each
